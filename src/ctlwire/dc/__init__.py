@@ -1,1 +1,19 @@
-"""ctlwire.dc"""
+"""Group coordination: group ports, discovery and RAFT-style leader election.
+
+Layers, bottom up: :mod:`~ctlwire.dc.codec` (pure wire formats),
+:mod:`~ctlwire.dc.election` (pure election state machine), :mod:`~ctlwire.dc.ports`
+(the four group sockets), :mod:`~ctlwire.dc.discovery` (who is where) and
+:mod:`~ctlwire.dc.group` (a member of a group: heartbeat, election, messaging).
+"""
+from .codec import CodecError, PayloadCodec, make_codec
+from .ports import (BindPort, ConnPort, GroupAnsPort, GroupDuplexPort, GroupPubPort,
+                    GroupQryPort, GroupSimplexPort, GroupSpec, GroupSubPort, Port,
+                    PortDirectionError, PortError, PortInfo, PortTimeout)
+from .security import CurveSecurity
+
+__all__ = [
+    "Port", "BindPort", "ConnPort", "GroupSimplexPort", "GroupDuplexPort", "GroupPubPort",
+    "GroupSubPort", "GroupQryPort", "GroupAnsPort", "PortInfo", "GroupSpec", "PortError",
+    "PortDirectionError", "PortTimeout", "CodecError", "PayloadCodec", "make_codec",
+    "CurveSecurity",
+]

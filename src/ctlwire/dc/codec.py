@@ -1,0 +1,315 @@
+"""Wire formats of group coordination: frames, timestamps, control messages, payloads.
+
+Pure functions and small types only; no sockets here (the ports and the group wrap them).
+
+Frames of one group message (every port uses the same layout)::
+
+    [header, payload]               untimed group
+    [header, time, payload]         timed group
+
+``header`` is 20 bytes: the magic ``b"DC"``, a format version byte, a kind byte
+(``A`` application, ``C`` control) and the sender's 16-byte member id. ``time`` is the
+send time in seconds since the epoch as an 8-byte IEEE double, in network byte order by
+default (the original used native order; :data:`NATIVE` selects it). A ROUTER socket
+prepends the routing identity, which the answer port strips before decoding.
+
+Control messages (heartbeats, votes, presence, goodbye) travel as msgpack-encoded tagged
+structs in the payload of a ``C`` frame, so a member can tell them apart from
+application data without looking inside the application's payload.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import struct
+from typing import Any, Literal, NamedTuple, Union
+
+import msgspec
+
+__all__ = [
+    "CodecError", "KIND_APP", "KIND_CONTROL", "NETWORK", "NATIVE", "MEMBER_ID_LEN",
+    "Envelope", "encode_frames", "decode_frames", "pack_time", "unpack_time",
+    "Presence", "Heartbeat", "VoteRequest", "Vote", "Bye", "ControlMessage",
+    "encode_control", "decode_control", "MemberRecord", "encode_record", "decode_record",
+    "PayloadCodec", "make_codec",
+]
+
+MAGIC = b"DC"
+VERSION = 1
+KIND_APP = ord("A")
+KIND_CONTROL = ord("C")
+MEMBER_ID_LEN = 16
+HEADER_LEN = len(MAGIC) + 2 + MEMBER_ID_LEN
+
+#: Byte order of the time frame: network (big-endian, the default) or native.
+NETWORK: Literal["network"] = "network"
+NATIVE: Literal["native"] = "native"
+
+_TIME_FMT = {NETWORK: struct.Struct("!d"), NATIVE: struct.Struct("=d")}
+_HEADER_PREFIX = MAGIC + bytes([VERSION])
+
+
+class CodecError(ValueError):
+    """A group message or record is malformed; the message says what and where."""
+
+
+class Envelope(NamedTuple):
+    """A decoded group message.
+
+    Attributes
+    ----------
+    kind : int
+        :data:`KIND_APP` or :data:`KIND_CONTROL`.
+    sender : bytes
+        16-byte member id of the sender.
+    payload : bytes
+        The message body.
+    send_time : float or None
+        Sender's clock at send time (timed groups only).
+    """
+
+    kind: int
+    sender: bytes
+    payload: bytes
+    send_time: float | None
+
+
+def _time_struct(order: str) -> struct.Struct:
+    try:
+        return _TIME_FMT[order]
+    except KeyError:
+        raise ValueError(f"byte order must be {NETWORK!r} or {NATIVE!r}, not {order!r}") from None
+
+
+def pack_time(t: float, order: str = NETWORK) -> bytes:
+    """Pack a time as an 8-byte IEEE double in ``order`` (``"network"`` or ``"native"``)."""
+    return _time_struct(order).pack(t)
+
+
+def unpack_time(data: bytes, order: str = NETWORK) -> float:
+    """Unpack an 8-byte time frame; raises :class:`CodecError` if it is not a finite double."""
+    if len(data) != 8:
+        raise CodecError(f"time frame: expected 8 bytes, got {len(data)}")
+    (t,) = _time_struct(order).unpack(data)
+    if not math.isfinite(t):
+        raise CodecError(f"time frame: not a finite number ({t!r})")
+    return t
+
+
+def encode_frames(kind: int, sender: bytes, payload: bytes,
+                  send_time: float | None = None, order: str = NETWORK) -> list[bytes]:
+    """Build the frames of one group message.
+
+    Parameters
+    ----------
+    kind : int
+        :data:`KIND_APP` or :data:`KIND_CONTROL`.
+    sender : bytes
+        The sender's 16-byte member id.
+    payload : bytes
+        Message body.
+    send_time : float, optional
+        Adds the time frame (timed groups).
+    order : str
+        Byte order of the time frame.
+    """
+    if len(sender) != MEMBER_ID_LEN:
+        raise ValueError(f"member id must be {MEMBER_ID_LEN} bytes, got {len(sender)}")
+    if kind not in (KIND_APP, KIND_CONTROL):
+        raise ValueError(f"unknown message kind {kind!r}")
+    header = _HEADER_PREFIX + bytes([kind]) + sender
+    if send_time is None:
+        return [header, payload]
+    return [header, pack_time(send_time, order), payload]
+
+
+def decode_frames(frames: list[bytes], timed: bool, order: str = NETWORK) -> Envelope:
+    """Decode the frames of one group message (routing identity already removed).
+
+    Raises
+    ------
+    CodecError
+        Wrong frame count, bad magic/version/kind, short header or bad time frame.
+    """
+    want = 3 if timed else 2
+    if len(frames) != want:
+        raise CodecError(f"expected {want} frames ({'timed' if timed else 'untimed'} group), "
+                         f"got {len(frames)}")
+    header = bytes(frames[0])
+    if len(header) != HEADER_LEN:
+        raise CodecError(f"header frame: expected {HEADER_LEN} bytes, got {len(header)}")
+    if header[:2] != MAGIC:
+        raise CodecError(f"header frame: bad magic {header[:2]!r} (expected {MAGIC!r})")
+    if header[2] != VERSION:
+        raise CodecError(f"header frame: unsupported version {header[2]} (expected {VERSION})")
+    kind = header[3]
+    if kind not in (KIND_APP, KIND_CONTROL):
+        raise CodecError(f"header frame: unknown kind byte {kind!r}")
+    send_time = unpack_time(bytes(frames[1]), order) if timed else None
+    return Envelope(kind, header[4:], bytes(frames[-1]), send_time)
+
+
+# --- control messages -----------------------------------------------------------------
+
+class Presence(msgspec.Struct, tag="presence", frozen=True):
+    """Periodic "I am here" of every member; ``term`` is the sender's current term."""
+
+    term: int
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
+    """The leader's announcement: its term and where its answer port listens."""
+
+    term: int
+    host: str
+    port: int
+
+
+class VoteRequest(msgspec.Struct, tag="vote_req", frozen=True):
+    """A candidate asks for votes in ``term``."""
+
+    term: int
+
+
+class Vote(msgspec.Struct, tag="vote", frozen=True):
+    """A member's answer to a vote request (``candidate`` is a 16-byte member id)."""
+
+    term: int
+    candidate: bytes
+    granted: bool
+
+
+class Bye(msgspec.Struct, tag="bye", frozen=True):
+    """A member leaves the group on purpose."""
+
+
+ControlMessage = Union[Presence, Heartbeat, VoteRequest, Vote, Bye]
+
+_control_encoder = msgspec.msgpack.Encoder()
+_control_decoder = msgspec.msgpack.Decoder(ControlMessage)
+
+
+def encode_control(msg: ControlMessage) -> bytes:
+    """Encode a control message as msgpack."""
+    return _control_encoder.encode(msg)
+
+
+def decode_control(data: bytes) -> ControlMessage:
+    """Decode a control message; raises :class:`CodecError` for anything else."""
+    try:
+        msg = _control_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CodecError(f"control message: {exc}") from None
+    if isinstance(msg, Vote) and len(msg.candidate) != MEMBER_ID_LEN:
+        raise CodecError(f"control message: vote candidate id has {len(msg.candidate)} bytes")
+    if isinstance(msg, (Heartbeat,)) and not 0 < msg.port < 65536:
+        raise CodecError(f"control message: heartbeat port {msg.port} out of range")
+    if getattr(msg, "term", 0) < 0:
+        raise CodecError("control message: negative term")
+    return msg
+
+
+# --- discovery records ----------------------------------------------------------------
+
+class MemberRecord(msgspec.Struct, frozen=True):
+    """Where one member's pub port listens, as discovery publishes it.
+
+    Attributes
+    ----------
+    group : str
+        ``"<group type>.<instance>"``.
+    member : bytes
+        16-byte member id.
+    host, port
+        Address of the member's pub port.
+    public_key : bytes
+        The member's CURVE public key (z85), empty without security.
+    """
+
+    group: str
+    member: bytes
+    host: str
+    port: int
+    public_key: bytes = b""
+
+
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(MemberRecord)
+
+
+def encode_record(rec: MemberRecord) -> bytes:
+    """Encode a discovery record as msgpack."""
+    return _record_encoder.encode(rec)
+
+
+def decode_record(data: bytes) -> MemberRecord:
+    """Decode and check a discovery record; raises :class:`CodecError`."""
+    try:
+        rec = _record_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise CodecError(f"discovery record: {exc}") from None
+    if len(rec.member) != MEMBER_ID_LEN:
+        raise CodecError(f"discovery record: member id has {len(rec.member)} bytes")
+    if not 0 < rec.port < 65536:
+        raise CodecError(f"discovery record: port {rec.port} out of range")
+    return rec
+
+
+# --- payload codecs for send_pyobj / recv_pyobj -----------------------------------------
+
+class PayloadCodec:
+    """Turns Python objects into payload bytes and back.
+
+    Use :func:`make_codec` to get one. ``name`` is ``"msgpack"`` (default), ``"json"`` or
+    ``"pickle"``; pickle runs arbitrary code on decode, so it must be asked for.
+    """
+
+    __slots__ = ("name", "_enc", "_dec")
+
+    def __init__(self, name: str, enc: Any, dec: Any) -> None:
+        self.name = name
+        self._enc = enc
+        self._dec = dec
+
+    def encode(self, obj: Any) -> bytes:
+        """Encode ``obj``; raises :class:`TypeError` if the codec cannot represent it."""
+        try:
+            return self._enc(obj)
+        except (msgspec.EncodeError, TypeError, OverflowError) as exc:
+            raise TypeError(f"{self.name} codec cannot encode {type(obj).__name__}: {exc}") \
+                from None
+
+    def decode(self, data: bytes) -> Any:
+        """Decode ``data``; raises :class:`CodecError` if it is malformed."""
+        try:
+            return self._dec(data)
+        except (msgspec.DecodeError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise CodecError(f"{self.name} payload: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"PayloadCodec({self.name!r})"
+
+
+def make_codec(name: str = "msgpack", *, allow_pickle: bool = False) -> PayloadCodec:
+    """Return the payload codec called ``name``.
+
+    Parameters
+    ----------
+    name : {"msgpack", "json", "pickle"}
+        Codec name. ``msgpack`` and ``json`` (msgspec) decode data only.
+    allow_pickle : bool
+        Must be True for ``"pickle"``: unpickling network data runs arbitrary code, so
+        only use it among trusted peers.
+    """
+    if name == "msgpack":
+        return PayloadCodec(name, msgspec.msgpack.Encoder().encode,
+                            msgspec.msgpack.Decoder().decode)
+    if name == "json":
+        return PayloadCodec(name, msgspec.json.Encoder().encode, msgspec.json.Decoder().decode)
+    if name == "pickle":
+        if not allow_pickle:
+            raise ValueError("the pickle codec runs arbitrary code on received data; "
+                             "pass allow_pickle=True to use it among trusted peers")
+        return PayloadCodec(name, lambda o: pickle.dumps(o, protocol=pickle.HIGHEST_PROTOCOL),
+                            pickle.loads)
+    raise ValueError(f"unknown payload codec {name!r} (msgpack, json or pickle)")
