@@ -11,7 +11,7 @@ from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_FromStringAndSize,
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_AsUTF8String, PyUnicode_Check
 from cpython.list cimport PyList_New, PyList_GET_SIZE, PyList_GET_ITEM, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
-from libc.string cimport memcpy, memchr
+from libc.string cimport memcpy, memchr, strcspn
 from libc.stdint cimport uint8_t, int64_t
 
 from ctlwire.katcp.exceptions import KatcpSyntaxError
@@ -466,8 +466,15 @@ cdef class Message:
 
 # --- parsing ---------------------------------------------------------------------------
 
+cdef const char *STOP_SET = b" \t\\\n\r\x1b"
+
+
 cdef Message _parse_line(const unsigned char *p, Py_ssize_t n, object msg_type):
-    """Parse one line (no EOL byte). Raises KatcpSyntaxError."""
+    """Parse one line (no EOL byte). Raises KatcpSyntaxError.
+
+    Contract: ``p[n]`` must be readable and be NUL, LF or CR (bytes objects end in NUL;
+    lines inside a stream chunk end at their EOL byte), so scans may stop there.
+    """
     cdef Py_ssize_t i, start, name_end, arg_start
     cdef unsigned char c
     cdef int mtype
@@ -545,6 +552,11 @@ cdef Message _parse_line(const unsigned char *p, Py_ssize_t n, object msg_type):
             break
         arg_start = i
         has_escape = False
+        # strcspn is vectorised in libc; it stops at any separator, special byte or the
+        # NUL that ends every buffer handed to this function (see _parse_line's contract)
+        i += strcspn(<const char *>(p + i), STOP_SET)
+        if i > n:
+            i = n
         while i < n:
             c = p[i]
             if CLASS[c] & (C_SEP | C_SPECIAL):
@@ -662,20 +674,14 @@ cdef class StreamParser:
             :class:`Message` objects and :class:`KatcpSyntaxError` instances, in stream
             order.
         """
-        cdef const unsigned char[::1] view
         cdef const unsigned char *p
         cdef Py_ssize_t n, i, j, start, take
         cdef list out = []
         cdef bytes joined
-        if PyBytes_CheckExact(data):
-            p = <const unsigned char *>PyBytes_AS_STRING(data)
-            n = PyBytes_GET_SIZE(data)
-        else:
-            view = data
-            n = view.shape[0]
-            if n == 0:
-                return out
-            p = &view[0]
+        if not PyBytes_CheckExact(data):
+            data = bytes(data)  # the parser relies on the NUL that ends a bytes object
+        p = <const unsigned char *>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
         i = 0
         # 1. finish the line carried over from the previous feed
         if self._discarding or len(self._buf) > 0:
@@ -695,10 +701,10 @@ cdef class StreamParser:
                         return out
                     i = j + 1
                 elif j == n:
-                    self._buf += data[0:n] if PyBytes_CheckExact(data) else bytes(data)
+                    self._buf += data
                     return out
                 else:
-                    self._buf += data[0:j] if PyBytes_CheckExact(data) else bytes(data[0:j])
+                    self._buf += (<bytes>data)[0:j]
                     joined = bytes(self._buf)
                     self._buf = bytearray()
                     self._emit(out, <const unsigned char *>PyBytes_AS_STRING(joined),
