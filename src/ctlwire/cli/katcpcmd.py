@@ -1,0 +1,171 @@
+"""``katcpcmd``: send KATCP requests from the command line.
+
+One request::
+
+    katcpcmd 127.0.0.1:7147 sensor-value /temp/
+    katcpcmd localhost:7147 ?help
+
+prints the request's informs and its reply, one per line in wire form, and exits 0 if the
+reply is ``ok``, 1 if it is ``fail`` or ``invalid``, 2 if the server cannot be reached or
+does not reply in time.
+
+Interactive (``-i``): each line of standard input is a request written as on the wire
+(``?sensor-value temp`` or just ``sensor-value temp``; escapes such as ``\\_`` work);
+replies, informs and unsolicited informs from the server are printed as they arrive.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import Optional, TextIO
+
+from ctlwire.katcp.client import BlockingClient, KatcpTimeoutError
+from ctlwire.katcp.core import KatcpClientError, KatcpSyntaxError, Message, MessageParser
+
+EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+
+
+class _PrintingClient(BlockingClient):
+    """Prints messages no request claims (interactive mode shows server activity)."""
+
+    def __init__(self, *args, out: TextIO, show_unsolicited: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._out = out
+        self._show = show_unsolicited
+        self._print_lock = threading.Lock()
+
+    def emit(self, text: str) -> None:
+        with self._print_lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    def unhandled_inform(self, msg: Message) -> None:
+        if self._show:
+            self.emit(_shown(msg))
+
+    def unhandled_reply(self, msg: Message) -> None:
+        if self._show:
+            self.emit(_shown(msg))
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``host:port``, ``[v6]:port`` or a bare ``port`` (meaning 127.0.0.1)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad address {text!r}: expected host:port") from None
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"bad port {number} in {text!r}")
+    return host, number
+
+
+def _shown(msg: Message) -> str:
+    # Message ids are bookkeeping between client and server: leave them out.
+    if msg.mid is not None:
+        msg = msg.copy()
+        msg.mid = None
+    return str(msg)
+
+
+def _print_result(client: _PrintingClient, reply: Message, informs: list) -> int:
+    for inform in informs:
+        client.emit(_shown(inform))
+    client.emit(_shown(reply))
+    return EXIT_OK if reply.reply_ok() else EXIT_FAIL
+
+
+def _one_request(client: _PrintingClient, name: str, args: list, timeout: float) -> int:
+    name = name.lstrip("?")
+    try:
+        msg = Message.request(name, *args)
+    except (ValueError, KatcpSyntaxError) as exc:
+        print(f"katcpcmd: bad request {name!r}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        reply, informs = client.blocking_request(msg, timeout=timeout)
+    except KatcpTimeoutError as exc:
+        print(f"katcpcmd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KatcpClientError as exc:
+        print(f"katcpcmd: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return _print_result(client, reply, informs)
+
+
+def _interactive(client: _PrintingClient, timeout: float, stdin: TextIO) -> int:
+    parser = MessageParser()
+    prompt = stdin.isatty()
+    status = EXIT_OK
+    while True:
+        if prompt:
+            sys.stderr.write("katcp> ")
+            sys.stderr.flush()
+        line = stdin.readline()
+        if not line:
+            return status
+        line = line.strip()
+        if not line or line.startswith("//"):
+            continue
+        if line in ("quit", "exit"):
+            return status
+        if line[0] not in "?!#":
+            line = "?" + line
+        try:
+            msg = parser.parse(line.encode())
+        except KatcpSyntaxError as exc:
+            print(f"katcpcmd: {exc}", file=sys.stderr)
+            continue
+        if msg.mtype != Message.REQUEST:
+            print("katcpcmd: only requests (?name ...) can be sent", file=sys.stderr)
+            continue
+        try:
+            reply, informs = client.blocking_request(msg, timeout=timeout)
+        except KatcpClientError as exc:
+            print(f"katcpcmd: {exc}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        status = _print_result(client, reply, informs)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run ``katcpcmd``; returns the exit status."""
+    ap = argparse.ArgumentParser(
+        prog="katcpcmd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("address", type=parse_address, help="server as host:port")
+    ap.add_argument("request", nargs="?", help="request name (with or without '?')")
+    ap.add_argument("arguments", nargs="*", help="request arguments")
+    ap.add_argument("-i", "--interactive", action="store_true",
+                    help="read requests from standard input, one per line")
+    ap.add_argument("-t", "--timeout", type=float, default=5.0,
+                    help="seconds to wait for the connection and for each reply (default 5)")
+    ap.add_argument("-u", "--unsolicited", action="store_true",
+                    help="also print informs not tied to a request (always on with -i)")
+    args = ap.parse_args(argv)
+    if not args.interactive and not args.request:
+        ap.error("give a request, or -i for interactive mode")
+    host, port = args.address
+    client = _PrintingClient(host, port, timeout=args.timeout, auto_reconnect=False,
+                             connect_timeout=args.timeout, out=sys.stdout,
+                             show_unsolicited=args.interactive or args.unsolicited)
+    client.start()
+    try:
+        if not client.wait_connected(args.timeout):
+            print(f"katcpcmd: could not connect to {host}:{port}", file=sys.stderr)
+            return EXIT_ERROR
+        # Learn whether the server offers message ids before the first request.
+        client.wait_protocol(min(args.timeout, 1.0))
+        if args.interactive:
+            return _interactive(client, args.timeout, sys.stdin)
+        return _one_request(client, args.request, args.arguments, args.timeout)
+    finally:
+        client.stop()
+        client.join(args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

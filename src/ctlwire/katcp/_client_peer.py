@@ -1,0 +1,76 @@
+"""A peer KATCP server (aiokatcp's ``DeviceServer``) for client tests, benchmarks and demos.
+
+Run as ``python -m ctlwire.katcp._client_peer [--port N]``: it binds 127.0.0.1, prints
+``PORT <n>`` on stdout once it is serving, and runs until killed. aiokatcp must be
+installed (it is a test/benchmark dependency of ctlwire, not a runtime one).
+
+Requests besides the standard ones:
+
+* ``?echo args...``: replies ``!echo ok args...``.
+* ``?informs n``: sends ``n`` informs ``#informs i`` then ``!informs ok n``.
+* ``?slow seconds``: replies ``!slow ok`` after that many seconds.
+* ``?bump [value]``: sets the integer sensor ``counter`` (default: add one).
+"""
+# No "from __future__ import annotations": aiokatcp reads the handlers' annotations as types.
+
+import argparse
+import asyncio
+import sys
+from typing import Optional, Tuple
+
+
+def _make_server_class():  # aiokatcp imported lazily: only the peer process needs it
+    import aiokatcp
+
+    class PeerServer(aiokatcp.DeviceServer):
+        VERSION = "ctlwire-client-peer-1.0"
+        BUILD_STATE = "ctlwire-client-peer-1.0.0"
+
+        def __init__(self, host: str, port: int) -> None:
+            super().__init__(host, port)
+            self.counter = aiokatcp.Sensor(int, "counter", "A counter set by ?bump",
+                                           default=0, initial_status=aiokatcp.Sensor.Status.NOMINAL)
+            self.sensors.add(self.counter)
+
+        async def request_echo(self, ctx, *args: bytes) -> Tuple[bytes, ...]:
+            """Reply with the arguments."""
+            return tuple(args)
+
+        async def request_informs(self, ctx, n: int) -> int:
+            """Send n informs, then reply with n."""
+            for i in range(n):
+                ctx.inform(i)
+            return n
+
+        async def request_slow(self, ctx, seconds: float) -> None:
+            """Reply after a delay in seconds."""
+            await asyncio.sleep(seconds)
+
+        async def request_bump(self, ctx, value: Optional[int] = None) -> int:
+            """Set the counter sensor (default: add one) and reply with its value."""
+            self.counter.value = self.counter.value + 1 if value is None else value
+            return self.counter.value
+
+    return PeerServer
+
+
+async def _main(port: int) -> None:
+    server = _make_server_class()("127.0.0.1", port)
+    await server.start()
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    await server.join()
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_main(args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

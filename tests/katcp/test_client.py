@@ -1,0 +1,602 @@
+"""Threaded KATCP clients against real servers on 127.0.0.1.
+
+Two kinds of server: aiokatcp's ``DeviceServer`` (``ctlwire.katcp._client_peer``) in a
+child process, and a raw-socket fake driven line by line from the test, for katcp v4
+behaviour and for exact control over what the client sees.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ctlwire.katcp.client import BlockingClient, CallbackClient, DeviceClient, KatcpTimeoutError
+from ctlwire.katcp.core import KatcpClientError, KatcpVersionError, Message, ProtocolFlags
+
+TIMEOUT = 10.0  # bound on every wait; generous for a loaded CI box
+
+
+# ---------------------------------------------------------------------- helpers / fixtures
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+class PeerServer:
+    """aiokatcp DeviceServer in a child process (see ctlwire.katcp._client_peer)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--port", str(port)],
+            stdout=subprocess.PIPE, env=child_env())
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            if not sel.select(TIMEOUT * 2):
+                raise RuntimeError("peer server did not start")
+            line = self.proc.stdout.readline().decode()
+        finally:
+            sel.close()
+        if not line.startswith("PORT "):
+            self.kill()
+            raise RuntimeError(f"peer server said {line!r}")
+        self.port = int(line.split()[1])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(TIMEOUT)
+        self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def peer():
+    server = PeerServer()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class RawConn:
+    """Server side of one accepted connection, read and written by the test."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(TIMEOUT)
+        self.buf = b""
+
+    def send(self, *lines: str) -> None:
+        self.sock.sendall("".join(line + "\n" for line in lines).encode())
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.buf:
+            data = self.sock.recv(4096)
+            if not data:
+                raise EOFError("client closed the connection")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawServer:
+    """A listening socket whose connections the test drives by hand."""
+
+    V5 = ("#version-connect katcp-protocol 5.0-IM",
+          "#version-connect katcp-library fake-1.0 1",
+          "#version-connect katcp-device fake-1.0 1")
+    V4 = ("#version fake-device-1.0", "#build-state fake-build-1.0")
+
+    def __init__(self) -> None:
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.lsock.settimeout(TIMEOUT)
+        self.port = self.lsock.getsockname()[1]
+        self.conns: list[RawConn] = []
+
+    def accept(self, greeting: tuple = V5) -> RawConn:
+        sock, _ = self.lsock.accept()
+        conn = RawConn(sock)
+        self.conns.append(conn)
+        if greeting:
+            conn.send(*greeting)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.close()
+        self.lsock.close()
+
+
+@pytest.fixture
+def raw():
+    server = RawServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def started(client: DeviceClient) -> DeviceClient:
+    client.start()
+    assert client.wait_connected(TIMEOUT)
+    return client
+
+
+@pytest.fixture
+def clients():
+    made: list[DeviceClient] = []
+
+    def make(cls=BlockingClient, *args, **kwargs):
+        client = cls(*args, **kwargs)
+        made.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in made:
+            if client.running():
+                client.stop()
+            client.join(TIMEOUT)
+
+
+def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+# ---------------------------------------------------------------------- protocol detection
+def test_v5_protocol_flags_come_from_version_connect(peer, clients):
+    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    assert client.protocol_flags.major == 5
+    assert client.protocol_flags.message_ids
+    assert client.versions["katcp-device"][0] == "ctlwire-client-peer-1.0"
+
+
+def test_v4_server_detected_from_version_inform(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    client.start()
+    raw.accept(RawServer.V4)
+    assert client.wait_protocol(TIMEOUT)
+    assert client.protocol_flags.major == 4
+    assert not client.protocol_flags.message_ids
+
+
+def test_preset_protocol_flags_disable_detection(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    client.preset_protocol_flags(ProtocolFlags(5, 0, b"IM"))
+    client.start()
+    conn = raw.accept(RawServer.V4)
+    assert client.wait_connected(TIMEOUT)
+    client.request(Message.request("ping"))
+    assert conn.readline() == b"?ping[1]"
+    assert client.protocol_flags.major == 5
+
+
+# ---------------------------------------------------------------------- requests and mids
+def test_blocking_request_returns_reply_and_its_informs(peer, clients):
+    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    reply, informs = client.blocking_request(Message.request("informs", 3), timeout=TIMEOUT)
+    assert reply.reply_ok() and reply.arguments == [b"ok", b"3"]
+    assert [m.arguments for m in informs] == [[b"0"], [b"1"], [b"2"]]
+    assert all(m.mid == reply.mid for m in informs)
+
+
+def test_request_uses_mid_when_server_offers_ids(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    assert client.request(Message.request("a")) == b"1"
+    assert client.request(Message.request("b", "x y")) == b"2"
+    assert conn.readline() == b"?a[1]"
+    assert conn.readline() == b"?b[2] x\\_y"
+
+
+def test_use_mid_false_sends_no_mid(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    assert client.request(Message.request("a"), use_mid=False) is None
+    assert conn.readline() == b"?a"
+
+
+def test_forced_mid_on_v4_server_raises_version_error(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    client.start()
+    raw.accept(RawServer.V4)
+    assert client.wait_protocol(TIMEOUT)
+    with pytest.raises(KatcpVersionError):
+        client.request(Message.request("a"), use_mid=True)
+    with pytest.raises(KatcpVersionError):
+        client.blocking_request(Message.request("a", mid=7), timeout=TIMEOUT)
+
+
+def test_v4_replies_and_informs_match_requests_by_name(raw, clients):
+    client = clients(CallbackClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(RawServer.V4)
+    assert client.wait_protocol(TIMEOUT)
+    got: list[tuple] = []
+    done = threading.Event()
+
+    def on_reply(msg, tag):
+        got.append((tag, str(msg)))
+        if len(got) == 3:
+            done.set()
+
+    def on_inform(msg, tag):
+        got.append((tag, str(msg)))
+
+    client.callback_request(Message.request("a"), reply_cb=on_reply, inform_cb=on_inform,
+                            user_data=("A",))
+    client.callback_request(Message.request("b"), reply_cb=on_reply, user_data=("B",))
+    assert [conn.readline(), conn.readline()] == [b"?a", b"?b"]
+    conn.send("!b ok 2", "#a part", "!a ok 1")
+    assert done.wait(TIMEOUT)
+    assert got == [("B", "!b ok 2"), ("A", "#a part"), ("A", "!a ok 1")]
+
+
+def test_out_of_order_replies_are_matched_by_mid(raw, clients):
+    client = clients(CallbackClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    replies: dict = {}
+    done = threading.Event()
+
+    def on_reply(msg, i):
+        replies[i] = msg
+        if len(replies) == 20:
+            done.set()
+
+    for i in range(20):
+        client.callback_request(Message.request("x", i), reply_cb=on_reply, user_data=(i,))
+    lines = [conn.readline() for _ in range(20)]
+    for line in reversed(lines):  # answer newest first, echoing the argument
+        head, arg = line.split()
+        conn.send(f"!x{head[2:].decode()} ok {arg.decode()}")
+    assert done.wait(TIMEOUT)
+    assert all(replies[i].arguments == [b"ok", str(i).encode()] for i in range(20))
+
+
+def test_many_outstanding_requests_each_get_their_own_reply(peer, clients):
+    client = started(clients(CallbackClient, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    n = 500
+    replies: dict = {}
+    done = threading.Event()
+
+    def on_reply(msg, i):
+        replies[i] = msg
+        if len(replies) == n:
+            done.set()
+
+    for i in range(n):
+        client.callback_request(Message.request("echo", f"value {i}"), reply_cb=on_reply,
+                                user_data=(i,), timeout=TIMEOUT)
+    assert done.wait(TIMEOUT * 2)
+    assert all(replies[i].arguments == [b"ok", f"value {i}".encode()] for i in range(n))
+
+
+def test_concurrent_blocking_requests_from_many_threads(peer, clients):
+    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    errors: list = []
+
+    def worker(k):
+        try:
+            for i in range(40):
+                reply, _ = client.blocking_request(Message.request("echo", k, i), timeout=TIMEOUT)
+                if reply.arguments != [b"ok", str(k).encode(), str(i).encode()]:
+                    errors.append(reply)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 3)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+# ---------------------------------------------------------------------- timeouts and failures
+def test_blocking_request_timeout_is_a_clear_error(peer, clients):
+    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    t0 = time.monotonic()
+    with pytest.raises(KatcpTimeoutError, match="slow.*timed out"):
+        client.blocking_request(Message.request("slow", 30), timeout=0.2)
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_callback_request_timeout_gives_fail_reply(peer, clients):
+    client = started(clients(CallbackClient, "127.0.0.1", peer.port))
+    got: list = []
+    done = threading.Event()
+    client.callback_request(Message.request("slow", 30), timeout=0.2,
+                            reply_cb=lambda msg: (got.append(msg), done.set()))
+    assert done.wait(TIMEOUT)
+    assert got[0].name == "slow" and got[0].arguments[0] == b"fail"
+    assert b"timed out" in got[0].arguments[1]
+
+
+def test_keepalive_informs_extend_the_timeout(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(client.blocking_request(
+        Message.request("long"), timeout=0.5, keepalive=True)))
+    worker.start()
+    assert conn.readline() == b"?long[1]"
+    for i in range(6):  # 6 x 0.2 s = 1.2 s, well past the 0.5 s timeout
+        time.sleep(0.2)
+        conn.send(f"#long[1] {i}")
+    conn.send("!long[1] ok")
+    worker.join(TIMEOUT)
+    reply, informs = result[0]
+    assert reply.reply_ok() and len(informs) == 6
+
+
+def test_link_drop_fails_in_flight_blocking_request_promptly(clients):
+    server = PeerServer()
+    try:
+        client = started(clients(BlockingClient, "127.0.0.1", server.port, auto_reconnect=False))
+        outcome: list = []
+
+        def call():
+            t0 = time.monotonic()
+            try:
+                client.blocking_request(Message.request("slow", 60), timeout=60)
+            except KatcpClientError as exc:
+                outcome.append((exc, time.monotonic() - t0))
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        assert wait_for(lambda: client._pending)  # the request is in flight
+        server.kill()
+        worker.join(TIMEOUT)
+        assert outcome and not isinstance(outcome[0][0], KatcpTimeoutError)
+        assert outcome[0][1] < TIMEOUT
+    finally:
+        server.kill()
+
+
+def test_link_drop_fails_callback_requests_with_fail_reply(raw, clients):
+    client = clients(CallbackClient, "127.0.0.1", raw.port, auto_reconnect=False)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    got: list = []
+    done = threading.Event()
+
+    def on_reply(msg):
+        got.append(msg)
+        if len(got) == 3:
+            done.set()
+
+    for _ in range(3):
+        client.callback_request(Message.request("x"), reply_cb=on_reply, timeout=60)
+    for _ in range(3):
+        conn.readline()
+    conn.close()
+    assert done.wait(TIMEOUT)
+    assert all(m.arguments[0] == b"fail" for m in got)
+
+
+def test_stop_fails_in_flight_request(peer, clients):
+    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    errors: list = []
+
+    def call():
+        try:
+            client.blocking_request(Message.request("slow", 60), timeout=60)
+        except KatcpClientError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    assert wait_for(lambda: client._pending)
+    client.stop()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive() and len(errors) == 1
+    client.join(TIMEOUT)
+    assert not client.running()
+
+
+def test_request_without_connection_raises_client_error(clients):
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = clients(BlockingClient, "127.0.0.1", port, auto_reconnect=False)
+    client.start()
+    assert not client.wait_connected(0.2)
+    with pytest.raises(KatcpClientError):
+        client.blocking_request(Message.request("watchdog"), timeout=1)
+
+
+def test_reconnects_after_server_restart(clients):
+    server = PeerServer()
+    try:
+        client = started(clients(BlockingClient, "127.0.0.1", server.port))
+        assert client.blocking_request(Message.request("watchdog"))[0].reply_ok()
+        server.kill()
+        assert client.wait_disconnected(TIMEOUT)
+        server = PeerServer(server.port)
+        assert client.wait_connected(TIMEOUT)
+        assert client.wait_protocol(TIMEOUT)
+        assert client.blocking_request(Message.request("watchdog"))[0].reply_ok()
+    finally:
+        server.kill()
+
+
+def test_reconnect_backoff_is_randomised_and_bounded(raw, clients):
+    client = clients(DeviceClient, "127.0.0.1", raw.port)
+    client.reconnect_delay_min = 0.02
+    client.reconnect_delay_max = 0.1
+    client.start()
+    stamps = []
+    for _ in range(6):  # accept and drop at once: the client keeps backing off
+        raw.accept(greeting=()).close()
+        stamps.append(time.monotonic())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(gap >= 0.005 for gap in gaps)  # it waits between attempts
+    assert max(gaps) < 2.0  # and the wait stays bounded
+
+
+def test_blocking_request_from_a_callback_is_refused(peer, clients):
+    client = started(clients(CallbackClient, "127.0.0.1", peer.port))
+    errors: list = []
+    done = threading.Event()
+
+    def on_reply(msg):
+        try:
+            client.blocking_request(Message.request("watchdog"))
+        except RuntimeError as exc:
+            errors.append(exc)
+        done.set()
+
+    client.callback_request(Message.request("watchdog"), reply_cb=on_reply)
+    assert done.wait(TIMEOUT)
+    assert len(errors) == 1
+
+
+# ---------------------------------------------------------------------- handler dispatch
+class Recorder(DeviceClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list = []
+        self.event = threading.Event()
+        self.changes: list = []
+
+    def note(self, kind, msg):
+        self.seen.append((kind, str(msg)))
+        self.event.set()
+
+    def reply_echo(self, msg):
+        self.note("reply_echo", msg)
+
+    def inform_hello(self, msg):
+        self.note("inform_hello", msg)
+
+    def request_ping(self, msg):
+        return Message.reply("ping", "ok", "pong")
+
+    def unhandled_inform(self, msg):
+        self.note("unhandled_inform", msg)
+
+    def unhandled_reply(self, msg):
+        self.note("unhandled_reply", msg)
+
+    def notify_connected(self, connected):
+        self.changes.append(connected)
+
+
+def test_reply_goes_to_its_reply_handler(raw, clients):
+    client = clients(Recorder, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(greeting=())
+    assert client.wait_connected(TIMEOUT)
+    client.send_request(Message.request("echo", "x"))
+    assert conn.readline() == b"?echo x"
+    conn.send("!echo ok x")
+    assert wait_for(lambda: ("reply_echo", "!echo ok x") in client.seen)
+
+
+def test_unknown_reply_goes_to_unhandled_reply(raw, clients):
+    client = clients(Recorder, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(greeting=())
+    conn.send("!other ok")
+    assert wait_for(lambda: ("unhandled_reply", "!other ok") in client.seen)
+
+
+def test_inform_goes_to_its_handler_and_unknown_to_fallback(raw, clients):
+    client = clients(Recorder, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(greeting=())
+    conn.send("#hello world", "#mystery 1")
+    assert wait_for(lambda: len(client.seen) == 2)
+    assert client.seen == [("inform_hello", "#hello world"), ("unhandled_inform", "#mystery 1")]
+
+
+def test_server_request_is_answered_by_request_handler(raw, clients):
+    client = clients(Recorder, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(greeting=())
+    conn.send("?ping[5]")
+    assert conn.readline() == b"!ping[5] ok pong"
+
+
+def test_bad_line_from_server_is_skipped(raw, clients):
+    client = clients(Recorder, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(greeting=())
+    conn.send("%garbage", "#hello again")
+    assert wait_for(lambda: client.seen)
+    assert client.seen == [("inform_hello", "#hello again")]
+
+
+def test_notify_connected_reports_both_transitions(raw, clients):
+    client = clients(Recorder, "127.0.0.1", raw.port, auto_reconnect=False)
+    client.start()
+    conn = raw.accept(greeting=())
+    assert client.wait_connected(TIMEOUT)
+    conn.close()
+    assert wait_for(lambda: client.changes == [True, False])
+
+
+def test_unhandled_reply_in_callback_client_when_no_request_matches(raw, clients):
+    class C(CallbackClient):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.stray: list = []
+
+        def unhandled_reply(self, msg):
+            self.stray.append(str(msg))
+
+    client = clients(C, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    conn.send("!nobody[99] ok")
+    assert wait_for(lambda: client.stray == ["!nobody[99] ok"])
+
+
+def test_send_message_sends_any_message(raw, clients):
+    client = clients(DeviceClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept(greeting=())
+    assert client.wait_connected(TIMEOUT)
+    client.send_message(Message.inform("note", "a b"))
+    assert conn.readline() == b"#note a\\_b"
+
+
+def test_client_can_be_restarted_after_stop(peer, clients):
+    client = clients(BlockingClient, "127.0.0.1", peer.port)
+    for _ in range(2):
+        started(client)
+        assert client.blocking_request(Message.request("watchdog"))[0].reply_ok()
+        client.stop()
+        client.join(TIMEOUT)
+        assert not client.running()

@@ -1,0 +1,98 @@
+"""The ``katcpcmd`` command-line tool, run as a child process against real servers."""
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from ctlwire.cli.katcpcmd import main, parse_address
+
+TIMEOUT = 10.0
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+@pytest.fixture(scope="module")
+def peer_port():
+    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer"],
+                            stdout=subprocess.PIPE, env=child_env())
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        assert sel.select(TIMEOUT * 2), "peer server did not start"
+        sel.close()
+        line = proc.stdout.readline().decode()
+        assert line.startswith("PORT "), line
+        yield int(line.split()[1])
+    finally:
+        proc.kill()
+        proc.wait(TIMEOUT)
+        proc.stdout.close()
+
+
+def katcpcmd(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ctlwire.cli.katcpcmd", *args],
+                          input=stdin.encode(), capture_output=True, env=child_env(),
+                          timeout=TIMEOUT * 3)
+
+
+def test_ok_reply_prints_informs_then_reply_and_exits_0(peer_port):
+    result = katcpcmd(f"127.0.0.1:{peer_port}", "informs", "2")
+    assert result.returncode == 0
+    assert result.stdout.decode().splitlines() == ["#informs 0", "#informs 1", "!informs ok 2"]
+
+
+def test_arguments_are_escaped_on_the_wire(peer_port):
+    result = katcpcmd(f"127.0.0.1:{peer_port}", "?echo", "a b", "")
+    assert result.returncode == 0
+    assert result.stdout.decode().splitlines() == ["!echo ok a\\_b \\@"]
+
+
+def test_failed_request_exits_1(peer_port):
+    result = katcpcmd(f"127.0.0.1:{peer_port}", "no-such-request")
+    assert result.returncode == 1
+    assert result.stdout.decode().startswith("!no-such-request invalid")
+
+
+def test_unreachable_server_exits_2():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = katcpcmd("-t", "2", f"127.0.0.1:{port}", "watchdog")
+    assert result.returncode == 2
+    assert b"could not connect" in result.stderr
+
+
+def test_reply_timeout_exits_2(peer_port):
+    result = katcpcmd("-t", "0.3", f"127.0.0.1:{peer_port}", "slow", "30")
+    assert result.returncode == 2
+    assert b"timed out" in result.stderr
+
+
+def test_interactive_mode_runs_each_line(peer_port):
+    result = katcpcmd("-i", f"127.0.0.1:{peer_port}", stdin="watchdog\n?echo x\\_y\nquit\n")
+    assert result.returncode == 0
+    assert result.stdout.decode().splitlines() == ["!watchdog ok", "!echo ok x\\_y"]
+
+
+def test_missing_request_is_a_usage_error():
+    with pytest.raises(SystemExit) as info:
+        main(["127.0.0.1:1"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("localhost:7147", ("localhost", 7147)),
+    ("[::1]:7147", ("::1", 7147)),
+    ("7147", ("127.0.0.1", 7147)),
+])
+def test_parse_address(text, expected):
+    assert parse_address(text) == expected
