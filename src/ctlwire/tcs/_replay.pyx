@@ -1,0 +1,914 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+# distutils: libraries = sqlite3
+"""Engine room of the TCS replay: rows to events, events to JSON, and pacing.
+
+Reads the event database through the sqlite3 C API (no tuple per row), converts
+attribute values straight from the row's bytes, and paces events against absolute
+monotonic deadlines.  The documented classes in :mod:`ctlwire.tcs.server` wrap it.
+"""
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.conversion cimport PyOS_string_to_double
+from cpython.exc cimport PyErr_CheckSignals
+from libc.string cimport memcmp, memset, strcmp
+from libc.math cimport isfinite, INFINITY
+from libc.stdint cimport int64_t
+from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
+
+import logging
+import math
+import time as _time
+
+_log = logging.getLogger("ctlwire.tcs.replay")
+
+cdef extern from "sqlite3.h" nogil:
+    ctypedef struct sqlite3
+    ctypedef struct sqlite3_stmt
+    int SQLITE_OK
+    int SQLITE_ROW
+    int SQLITE_DONE
+    int SQLITE_NULL
+    int SQLITE_OPEN_READONLY
+    int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags, const char *vfs)
+    int sqlite3_close_v2(sqlite3 *db)
+    const char *sqlite3_errmsg(sqlite3 *db)
+    int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int nbyte, sqlite3_stmt **stmt,
+                           const char **tail)
+    int sqlite3_step(sqlite3_stmt *stmt)
+    int sqlite3_reset(sqlite3_stmt *stmt)
+    int sqlite3_finalize(sqlite3_stmt *stmt)
+    int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value)
+    int sqlite3_exec(sqlite3 *db, const char *sql, void *cb, void *arg, char **errmsg)
+    int sqlite3_column_type(sqlite3_stmt *stmt, int col)
+    long long sqlite3_column_int64(sqlite3_stmt *stmt, int col)
+    const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int col)
+    int sqlite3_column_bytes(sqlite3_stmt *stmt, int col)
+
+
+# ---------------------------------------------------------------------------
+# Value conversions (never raise)
+# ---------------------------------------------------------------------------
+
+cdef inline bint _is_digit(char c) noexcept nogil:
+    return c'0' <= c <= c'9'
+
+
+cdef int _scan_int(const char *s, Py_ssize_t n, long long *out) noexcept nogil:
+    """Parse ``[+-]digits`` (at most 18 digits, so no overflow): 1 on success, 0 if the
+    text is not that plain shape (the caller then asks Python, which knows every form)."""
+    cdef Py_ssize_t i = 0
+    cdef bint neg = False
+    cdef long long acc = 0
+    if n == 0:
+        return 0
+    if s[0] == c'-' or s[0] == c'+':
+        neg = s[0] == c'-'
+        i = 1
+    if n - i < 1 or n - i > 18:
+        return 0
+    while i < n:
+        if not _is_digit(s[i]):
+            return 0
+        acc = acc * 10 + (s[i] - c'0')
+        i += 1
+    out[0] = -acc if neg else acc
+    return 1
+
+
+cdef int _plain_float_shape(const char *s, Py_ssize_t n) noexcept nogil:
+    """1 if ``s`` is ``[+-](d+[.d*]|.d+)([eE][+-]d+)?`` in plain ASCII, else 0."""
+    cdef Py_ssize_t i = 0, digits = 0
+    if n == 0 or n > 64:
+        return 0
+    if s[0] == c'-' or s[0] == c'+':
+        i = 1
+    while i < n and _is_digit(s[i]):
+        i += 1
+        digits += 1
+    if i < n and s[i] == c'.':
+        i += 1
+        while i < n and _is_digit(s[i]):
+            i += 1
+            digits += 1
+    if digits == 0:
+        return 0
+    if i < n and (s[i] == c'e' or s[i] == c'E'):
+        i += 1
+        if i < n and (s[i] == c'-' or s[i] == c'+'):
+            i += 1
+        if i >= n or not _is_digit(s[i]):
+            return 0
+        while i < n and _is_digit(s[i]):
+            i += 1
+    return 1 if i == n else 0
+
+
+cdef object _number_from_text(object text):
+    """Slow path: Python's own int() then float(); non-finite floats stay text."""
+    cdef double f
+    try:
+        return int(text)
+    except (ValueError, TypeError):
+        pass
+    try:
+        f = float(text)
+    except (ValueError, TypeError):
+        return text
+    return f if isfinite(f) else text
+
+
+cdef object _number_from_bytes(const char *s, Py_ssize_t n, object text):
+    """Number conversion from UTF-8 bytes; ``text`` is the decoded value or None
+    (decoded lazily so that plain numbers never build a str)."""
+    cdef long long iv
+    cdef double f
+    if _scan_int(s, n, &iv):
+        return iv
+    if _plain_float_shape(s, n):
+        # the grammar is a subset of what int() rejects and float() accepts, and
+        # PyOS_string_to_double is float()'s own parser: same value, no exception
+        f = PyOS_string_to_double(s, NULL, NULL)
+        if isfinite(f):
+            # a plain-shaped digit string longer than 18 digits is an int for Python
+            if _all_int_shape(s, n):
+                return _number_from_text(PyUnicode_DecodeUTF8(s, n, NULL))
+            return f
+        return PyUnicode_DecodeUTF8(s, n, NULL) if text is None else text
+    if text is None:
+        text = PyUnicode_DecodeUTF8(s, n, NULL)
+    return _number_from_text(text)
+
+
+cdef inline bint _all_int_shape(const char *s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    if n and (s[0] == c'-' or s[0] == c'+'):
+        i = 1
+    if i >= n:
+        return False
+    while i < n:
+        if not _is_digit(s[i]):
+            return False
+        i += 1
+    return True
+
+
+cdef inline object _bool_from_bytes(const char *s, Py_ssize_t n, object text):
+    if n == 4 and memcmp(s, b"true", 4) == 0:
+        return True
+    if n == 5 and memcmp(s, b"false", 5) == 0:
+        return False
+    return text
+
+
+def convert_number(value):
+    """Convert ``value`` to int, else float, else return it unchanged; never raises.
+
+    Non-finite floats (``"nan"``, ``"inf"``, ``"1e999"``) stay text so that the JSON
+    output is valid for every standard decoder.
+    """
+    cdef bytes b
+    if type(value) is str:
+        b = (<str>value).encode("utf-8", "surrogatepass")
+        return _number_from_bytes(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), value)
+    if value is None or type(value) is bool:
+        return value
+    return _number_from_text(value)
+
+
+def convert_bool(value):
+    """Return True for ``"true"``, False for ``"false"``, else ``value`` unchanged."""
+    if value == "true" and type(value) is str:
+        return True
+    if value == "false" and type(value) is str:
+        return False
+    return value
+
+
+def time_value(value):
+    """Return ``value`` read as a finite float, or None when it is not a number."""
+    cdef object v
+    if value is None:
+        return None
+    if type(value) is float or type(value) is int:
+        v = value
+    else:
+        v = convert_number(value)
+    if type(v) is int:
+        return float(v)
+    if type(v) is float and isfinite(v):
+        return v
+    return None
+
+
+cdef int _time_from_bytes(const char *s, Py_ssize_t n, double *out):
+    """Read a time attribute: 1 and ``out`` set when it is a finite number, else 0."""
+    cdef object v
+    cdef double f
+    if _plain_float_shape(s, n):
+        f = PyOS_string_to_double(s, NULL, NULL)
+        if isfinite(f):
+            out[0] = f
+            return 1
+        return 0
+    v = _number_from_text(PyUnicode_DecodeUTF8(s, n, "replace"))
+    if type(v) is int or type(v) is float:
+        f = v
+        if isfinite(f):
+            out[0] = f
+            return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Clock and waiting
+# ---------------------------------------------------------------------------
+
+cdef inline double _mono() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+def monotonic():
+    """The clock the pacing uses (CLOCK_MONOTONIC, seconds)."""
+    return _mono()
+
+
+cdef int _wait_until(double deadline, double spin) except -1:
+    """Wait until ``deadline`` on the monotonic clock.
+
+    Sleeps without the GIL for all but the last ``spin`` seconds, in chunks of at
+    most 50 ms so that Ctrl-C is noticed, then spins for the rest: a kernel sleep
+    overshoots by tens of microseconds, a spin does not.
+    """
+    cdef double rem, chunk
+    cdef timespec ts
+    while True:
+        rem = deadline - _mono()
+        if rem <= 0:
+            return 0
+        if rem <= spin:
+            break
+        chunk = rem - spin
+        if chunk > 0.05:
+            chunk = 0.05
+        ts.tv_sec = <long>chunk
+        ts.tv_nsec = <long>((chunk - ts.tv_sec) * 1e9)
+        with nogil:
+            nanosleep(&ts, NULL)
+        PyErr_CheckSignals()
+    with nogil:
+        while _mono() < deadline:
+            pass
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    NBINS = 100000  # 1 µs bins up to 100 ms; later events count in the overflow bin
+
+cdef class ReplayStats:
+    """Counters of one replay pass: events sent, filtered, skipped, and lateness.
+
+    Lateness is how long after its deadline an event was handed over, kept in a
+    1-microsecond histogram (constant memory however long the replay runs).
+    """
+    cdef public long long sent
+    cdef public long long filtered
+    cdef public long long skipped
+    cdef public long long timed
+    cdef public double lateness_sum
+    cdef public double lateness_max
+    cdef long long[NBINS + 1] _bins
+
+    def __cinit__(self):
+        self.reset()
+
+    cpdef reset(self):
+        """Zero every counter."""
+        memset(self._bins, 0, sizeof(self._bins))
+        self.sent = self.filtered = self.skipped = self.timed = 0
+        self.lateness_sum = 0.0
+        self.lateness_max = 0.0
+
+    cdef inline void _record(self, double late) noexcept:
+        cdef long long b
+        if late < 0:
+            late = 0
+        self.timed += 1
+        self.lateness_sum += late
+        if late > self.lateness_max:
+            self.lateness_max = late
+        b = <long long>(late * 1e6)
+        if b > NBINS:
+            b = NBINS
+        self._bins[b] += 1
+
+    def lateness_percentile(self, double q):
+        """Lateness (seconds) below which ``q`` percent of paced events were sent.
+
+        Resolution is one microsecond (upper bin edge); None when nothing was paced.
+        """
+        cdef long long need, acc = 0
+        cdef int i
+        if self.timed == 0:
+            return None
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be within [0, 100], got {q}")
+        need = <long long>math.ceil(self.timed * q / 100.0)
+        if need < 1:
+            need = 1
+        for i in range(NBINS + 1):
+            acc += self._bins[i]
+            if acc >= need:
+                if i == NBINS:
+                    return self.lateness_max
+                return min((i + 1) * 1e-6, self.lateness_max)
+        return self.lateness_max
+
+    @property
+    def lateness_mean(self):
+        """Mean lateness in seconds (None when nothing was paced)."""
+        return self.lateness_sum / self.timed if self.timed else None
+
+    def as_dict(self):
+        """Plain dict of the counters and lateness summary (seconds)."""
+        return {
+            "sent": self.sent, "filtered": self.filtered, "skipped": self.skipped,
+            "lateness_mean": self.lateness_mean,
+            "lateness_p50": self.lateness_percentile(50),
+            "lateness_p99": self.lateness_percentile(99),
+            "lateness_max": self.lateness_max if self.timed else None,
+        }
+
+    def __repr__(self):
+        d = self.as_dict()
+        return "ReplayStats(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
+
+
+# ---------------------------------------------------------------------------
+# The replay engine
+# ---------------------------------------------------------------------------
+
+# Fast plan: two sequential scans merged on event_id (attribute rows in rowid order,
+# i.e. insertion order).  Valid when attribute event_ids never decrease in rowid
+# order, which is how every writer appends events; checked before use.  Otherwise,
+# and for sorted replays, one join sorted by sqlite.
+cdef const char *_SQL_EVENTS = b"SELECT event_id, event_id, topic FROM event ORDER BY event_id"
+cdef const char *_SQL_ATTRS = (
+    b"SELECT event_id, event_id, NULL, rowid, name, value, data_type FROM attribute "
+    b"ORDER BY rowid")
+cdef const char *_SQL_ATTR_IDS = b"SELECT event_id FROM attribute ORDER BY rowid"
+cdef const char *_SQL_PLAIN = (
+    b"SELECT e.event_id, e.event_id, e.topic, a.rowid, a.name, a.value, a.data_type "
+    b"FROM event e LEFT JOIN attribute a ON a.event_id = e.event_id "
+    b"ORDER BY e.event_id, a.rowid")
+cdef const char *_SQL_ORDERED = (
+    b"SELECT o.pos, e.event_id, e.topic, a.rowid, a.name, a.value, a.data_type "
+    b"FROM temp.ctlwire_replay_order o JOIN event e ON e.event_id = o.event_id "
+    b"LEFT JOIN attribute a ON a.event_id = o.event_id "
+    b"ORDER BY o.pos, a.rowid")
+cdef const char *_SQL_ONE = (
+    b"SELECT e.event_id, e.event_id, e.topic, a.rowid, a.name, a.value, a.data_type "
+    b"FROM event e LEFT JOIN attribute a ON a.event_id = e.event_id "
+    b"WHERE e.event_id = ? ORDER BY a.rowid")
+
+# result columns
+cdef enum:
+    C_GROUP = 0
+    C_ID = 1
+    C_TOPIC = 2
+    C_AROWID = 3
+    C_NAME = 4
+    C_VALUE = 5
+    C_TYPE = 6
+
+cdef enum:
+    SORT_NONE = 0
+    SORT_DATA = 1
+    SORT_WIRE = 2
+
+
+class ReplayDatabaseError(RuntimeError):
+    """The database failed while being read (I/O error, damaged file)."""
+
+
+class _Corrupt(Exception):
+    pass
+
+
+cdef class Replayer:
+    """Stream events out of a TCS database in replay order, paced or not.
+
+    Parameters
+    ----------
+    path : str
+        Database file (already checked by the caller).
+    order : list of int or None
+        Event ids in replay order; None for event_id order.
+    sort_by : int
+        0 none, 1 ``__data_time``, 2 ``__wire_time`` (which attribute is the time).
+    speedup : float
+        > 0; ``inf`` means no waiting.
+    prefixes : list of str
+        Accepted topic prefixes; empty accepts all.
+    convert_number, convert_bool : bool
+        Conversions by ``data_type``.
+    encode : callable
+        ``obj -> bytes`` (msgspec) or ``obj -> str`` (stdlib-compatible mode).
+    spin : float
+        Seconds before a deadline during which the wait spins instead of sleeping.
+    """
+    cdef sqlite3 *_db
+    cdef sqlite3_stmt *_stmt     # join plan: every row; merge plan: events
+    cdef sqlite3_stmt *_attrs    # merge plan: attribute rows in rowid order
+    cdef sqlite3_stmt *_one
+    cdef bytes _path
+    cdef object _order
+    cdef int _sort_by
+    cdef public double speedup
+    cdef list _prefixes
+    cdef bint _conv_num, _conv_bool
+    cdef object _encode
+    cdef public double spin
+    cdef bint _merge
+    cdef bint _has_row, _a_has_row, _done
+    cdef bint _started, _have_first
+    cdef public double start_mono
+    cdef public object start_iter_time
+    cdef public object start_wire_time
+    cdef double _t_first
+    cdef list _name_cache_b
+    cdef list _name_cache_s
+    cdef dict _topic_bytes
+    cdef public ReplayStats stats
+    cdef public list errors
+    cdef public long long max_errors
+
+    def __cinit__(self):
+        self._db = NULL
+        self._stmt = NULL
+        self._attrs = NULL
+        self._one = NULL
+
+    def __init__(self, str path, order, int sort_by, double speedup, prefixes,
+                 bint convert_number, bint convert_bool, encode, double spin=2e-4):
+        cdef int rc
+        if not speedup > 0:
+            raise ValueError(f"speedup must be > 0, got {speedup!r}")
+        self._path = path.encode("utf-8", "surrogateescape")
+        rc = sqlite3_open_v2(self._path, &self._db, SQLITE_OPEN_READONLY, NULL)
+        if rc != SQLITE_OK:
+            msg = sqlite3_errmsg(self._db).decode("utf-8", "replace") if self._db else "?"
+            raise ReplayDatabaseError(f"cannot open TCS database {path!r}: {msg}")
+        self._order = order
+        self._sort_by = sort_by
+        self.speedup = speedup
+        self._prefixes = [p.encode("utf-8") for p in (prefixes or [])]
+        self._conv_num = convert_number
+        self._conv_bool = convert_bool
+        self._encode = encode
+        self.spin = spin
+        self._name_cache_b = []
+        self._name_cache_s = []
+        self._topic_bytes = {}
+        self.stats = ReplayStats()
+        self.errors = []
+        self.max_errors = 1000
+        self.reset()
+
+    def __dealloc__(self):
+        self._release()
+
+    cdef void _release(self) noexcept:
+        if self._stmt != NULL:
+            sqlite3_finalize(self._stmt)
+            self._stmt = NULL
+        if self._attrs != NULL:
+            sqlite3_finalize(self._attrs)
+            self._attrs = NULL
+        if self._one != NULL:
+            sqlite3_finalize(self._one)
+            self._one = NULL
+        if self._db != NULL:
+            sqlite3_close_v2(self._db)
+            self._db = NULL
+
+    @property
+    def t_first(self):
+        """Time of the first timed event of this pass (None before it)."""
+        return self._t_first if self._have_first else None
+
+    @property
+    def plan(self):
+        """``'merge'`` (two sequential scans) or ``'join'`` (sorted by sqlite)."""
+        return "merge" if self._merge else "join"
+
+    def close(self):
+        """Release the statements and the database handle."""
+        self._release()
+
+    cdef _fail(self, str what):
+        msg = sqlite3_errmsg(self._db).decode("utf-8", "replace") if self._db else "closed"
+        raise ReplayDatabaseError(
+            f"{what} failed on TCS database {self._path.decode('utf-8', 'replace')!r}: {msg}")
+
+    cdef sqlite3_stmt *_prepare(self, const char *sql) except NULL:
+        cdef sqlite3_stmt *st = NULL
+        if sqlite3_prepare_v2(self._db, sql, -1, &st, NULL) != SQLITE_OK:
+            self._fail("preparing a query")
+        return st
+
+    cdef bint _attrs_in_event_order(self) except -1:
+        """True when attribute rows, in rowid order, never go back in event_id."""
+        cdef sqlite3_stmt *st = self._prepare(_SQL_ATTR_IDS)
+        cdef long long prev = -(1LL << 62), cur
+        cdef int rc
+        cdef bint ok = True
+        try:
+            with nogil:
+                while True:
+                    rc = sqlite3_step(st)
+                    if rc != SQLITE_ROW:
+                        break
+                    cur = sqlite3_column_int64(st, 0)
+                    if cur < prev:
+                        ok = False
+                        rc = SQLITE_DONE
+                        break
+                    prev = cur
+            if rc != SQLITE_DONE:
+                self._fail("scanning attributes")
+        finally:
+            sqlite3_finalize(st)
+        return ok
+
+    def reset(self):
+        """Restart the query from the first event and forget the clock."""
+        cdef sqlite3_stmt *ins = NULL
+        cdef Py_ssize_t pos
+        if self._db == NULL:
+            raise ValueError("replayer is closed")
+        if self._stmt != NULL:
+            sqlite3_finalize(self._stmt)
+            self._stmt = NULL
+        if self._attrs != NULL:
+            sqlite3_finalize(self._attrs)
+            self._attrs = NULL
+        self._merge = False
+        if self._order is not None:
+            # the replay order lives in a temp table of this connection so one
+            # streaming join returns the events in order (temp tables do not
+            # touch the read-only database file)
+            if sqlite3_exec(self._db, b"DROP TABLE IF EXISTS temp.ctlwire_replay_order; "
+                            b"CREATE TEMP TABLE ctlwire_replay_order "
+                            b"(pos INTEGER PRIMARY KEY, event_id INTEGER NOT NULL); "
+                            b"BEGIN", NULL, NULL, NULL) != SQLITE_OK:
+                self._fail("creating the replay order")
+            ins = self._prepare(b"INSERT INTO temp.ctlwire_replay_order VALUES (?, ?)")
+            try:
+                pos = 0
+                for eid in self._order:
+                    sqlite3_bind_int64(ins, 1, pos)
+                    sqlite3_bind_int64(ins, 2, eid)
+                    if sqlite3_step(ins) != SQLITE_DONE:
+                        self._fail("filling the replay order")
+                    sqlite3_reset(ins)
+                    pos += 1
+            finally:
+                sqlite3_finalize(ins)
+            if sqlite3_exec(self._db, b"COMMIT", NULL, NULL, NULL) != SQLITE_OK:
+                self._fail("filling the replay order")
+            self._stmt = self._prepare(_SQL_ORDERED)
+        elif self._attrs_in_event_order():
+            self._merge = True
+            self._stmt = self._prepare(_SQL_EVENTS)
+            self._attrs = self._prepare(_SQL_ATTRS)
+        else:
+            self._stmt = self._prepare(_SQL_PLAIN)
+        self._has_row = False
+        self._a_has_row = False
+        if self._merge:
+            self._a_has_row = self._step(self._attrs) == 1
+        self._done = False
+        self._started = False
+        self._have_first = False
+        self.start_iter_time = None
+        self.start_wire_time = None
+        self.stats.reset()
+
+    cdef inline int _step(self, sqlite3_stmt *stmt) except -1:
+        cdef int rc
+        with nogil:
+            rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW:
+            return 1
+        if rc == SQLITE_DONE:
+            return 0
+        self._fail("reading events")
+        return -1
+
+    cdef inline bint _accepted(self, const char *topic, Py_ssize_t n):
+        cdef bytes p
+        if not self._prefixes:
+            return True
+        for p in self._prefixes:
+            if PyBytes_GET_SIZE(p) <= n and memcmp(topic, PyBytes_AS_STRING(p),
+                                                    PyBytes_GET_SIZE(p)) == 0:
+                return True
+        return False
+
+    cdef object _name(self, Py_ssize_t idx, const char *s, Py_ssize_t n):
+        """Attribute name as str, reusing the one seen at the same position of the
+        previous event: events of a database mostly share one layout."""
+        cdef bytes b
+        cdef object name
+        if idx < len(self._name_cache_b):
+            b = <bytes>self._name_cache_b[idx]
+            if PyBytes_GET_SIZE(b) == n and memcmp(PyBytes_AS_STRING(b), s, n) == 0:
+                return self._name_cache_s[idx]
+        name = PyUnicode_DecodeUTF8(s, n, NULL)
+        b = PyBytes_FromStringAndSize(s, n)
+        if idx < len(self._name_cache_b):
+            self._name_cache_b[idx] = b
+            self._name_cache_s[idx] = name
+        elif idx < 64:
+            self._name_cache_b.append(b)
+            self._name_cache_s.append(name)
+        return name
+
+    cdef object _value(self, sqlite3_stmt *st, const char *dtype):
+        cdef const char *s
+        cdef Py_ssize_t n
+        if sqlite3_column_type(st, C_VALUE) == SQLITE_NULL:
+            return None
+        s = <const char *>sqlite3_column_text(st, C_VALUE)
+        n = sqlite3_column_bytes(st, C_VALUE)
+        if s == NULL:
+            raise MemoryError()
+        if dtype != NULL:
+            if self._conv_num and strcmp(dtype, b"number") == 0:
+                return _number_from_bytes(s, n, None)
+            if self._conv_bool and strcmp(dtype, b"boolean") == 0:
+                if n == 4 and memcmp(s, b"true", 4) == 0:
+                    return True
+                if n == 5 and memcmp(s, b"false", 5) == 0:
+                    return False
+        return PyUnicode_DecodeUTF8(s, n, NULL)
+
+    cdef str _add_attr(self, sqlite3_stmt *st, dict event, Py_ssize_t idx, double *times,
+                       int *have):
+        """Add the attribute of the current row to ``event``; a reason if it is bad."""
+        cdef const char *name_s
+        cdef const char *dtype
+        cdef Py_ssize_t name_n
+        try:
+            if sqlite3_column_type(st, C_NAME) == SQLITE_NULL:
+                return f"attribute #{idx + 1}: name is NULL"
+            if sqlite3_column_type(st, C_TYPE) == SQLITE_NULL:
+                dtype = NULL
+            else:
+                dtype = <const char *>sqlite3_column_text(st, C_TYPE)
+            name_s = <const char *>sqlite3_column_text(st, C_NAME)
+            name_n = sqlite3_column_bytes(st, C_NAME)
+            name = self._name(idx, name_s, name_n)
+            event[name] = self._value(st, dtype)
+            # the times drive the pacing; read them whatever the conversions
+            if name_n == 11 and name_s[0] == c'_' and \
+                    sqlite3_column_type(st, C_VALUE) != SQLITE_NULL:
+                if memcmp(name_s, b"__data_time", 11) == 0:
+                    if _time_from_bytes(<const char *>sqlite3_column_text(st, C_VALUE),
+                                        sqlite3_column_bytes(st, C_VALUE), &times[0]):
+                        have[0] |= 1
+                elif memcmp(name_s, b"__wire_time", 11) == 0:
+                    if _time_from_bytes(<const char *>sqlite3_column_text(st, C_VALUE),
+                                        sqlite3_column_bytes(st, C_VALUE), &times[1]):
+                        have[0] |= 2
+        except UnicodeDecodeError as exc:
+            return (f"attribute #{idx + 1} is not valid UTF-8 "
+                    f"({exc.reason} at byte {exc.start})")
+        return None
+
+    cdef tuple _header(self, sqlite3_stmt *st):
+        """(event_id, topic, accepted, reason) of the current row."""
+        cdef long long eid = sqlite3_column_int64(st, C_ID)
+        cdef const char *topic_s
+        cdef Py_ssize_t topic_n
+        cdef object topic = None
+        cdef bint accepted
+        if sqlite3_column_type(st, C_TOPIC) == SQLITE_NULL:
+            return (eid, None, True, "topic is NULL")
+        topic_s = <const char *>sqlite3_column_text(st, C_TOPIC)
+        topic_n = sqlite3_column_bytes(st, C_TOPIC)
+        accepted = self._accepted(topic_s, topic_n)
+        if accepted:
+            try:
+                topic = PyUnicode_DecodeUTF8(topic_s, topic_n, NULL)
+            except UnicodeDecodeError as exc:
+                return (eid, None, True,
+                        f"topic is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+        return (eid, topic, accepted, None)
+
+    cdef tuple _read_event(self, sqlite3_stmt *st, bint single):
+        """Read the rows of the next event.
+
+        Returns ``(event_id, topic, event_or_None, t_data, t_wire, have)`` (``event``
+        None for a filtered event, ``have`` bit 1/2 when __data_time/__wire_time are
+        numbers), None at the end; raises ``_Corrupt`` after consuming a bad event.
+        """
+        cdef long long group, eid, aeid
+        cdef bint accepted = True
+        cdef str reason = None
+        cdef str why
+        cdef dict event
+        cdef double[2] times
+        cdef int have = 0
+        cdef Py_ssize_t idx = 0
+        cdef tuple head
+        times[0] = 0
+        times[1] = 0
+        if self._merge and not single:
+            if self._done or self._step(st) == 0:
+                self._done = True
+                return None
+            head = self._header(st)
+            eid = head[0]
+            accepted = head[2]
+            reason = head[3]
+            event = {} if accepted else None
+            while self._a_has_row:
+                aeid = sqlite3_column_int64(self._attrs, C_ID)
+                if aeid > eid:
+                    break
+                # aeid < eid: an attribute of no event, which the join would drop too
+                if aeid == eid and accepted and reason is None:
+                    why = self._add_attr(self._attrs, event, idx, times, &have)
+                    idx += 1
+                    if why is not None:
+                        reason = why
+                self._a_has_row = self._step(self._attrs) == 1
+        else:
+            if not self._has_row:
+                if self._done or self._step(st) == 0:
+                    self._done = True
+                    return None
+            self._has_row = False
+            group = sqlite3_column_int64(st, C_GROUP)
+            head = self._header(st)
+            eid = head[0]
+            accepted = head[2]
+            reason = head[3]
+            event = {} if accepted else None
+            while True:
+                if accepted and reason is None and \
+                        sqlite3_column_type(st, C_AROWID) != SQLITE_NULL:
+                    why = self._add_attr(st, event, idx, times, &have)
+                    idx += 1
+                    if why is not None:
+                        reason = why
+                if self._step(st) == 0:
+                    if not single:
+                        self._done = True
+                    break
+                if not single and sqlite3_column_int64(st, C_GROUP) != group:
+                    self._has_row = True
+                    break
+        if reason is not None:
+            raise _Corrupt(eid, reason)
+        return (eid, head[1], event, times[0], times[1], have)
+
+    def read_one(self, long long event_id):
+        """Return ``(topic, event)`` for one event id (no pacing, no time rewrite).
+
+        Raises KeyError for an unknown id, ValueError for a corrupt event.
+        """
+        cdef tuple r
+        if self._db == NULL:
+            raise ValueError("replayer is closed")
+        if self._one == NULL:
+            self._one = self._prepare(_SQL_ONE)
+        sqlite3_reset(self._one)
+        sqlite3_bind_int64(self._one, 1, event_id)
+        if self._step(self._one) == 0:
+            sqlite3_reset(self._one)
+            raise KeyError(f"no event with event_id {event_id}")
+        saved = (self._prefixes, self._has_row, self._done, self._merge)
+        self._prefixes = []
+        self._has_row = True
+        self._merge = False
+        try:
+            r = self._read_event(self._one, True)
+        except _Corrupt as exc:
+            raise ValueError(f"event {exc.args[0]} is corrupt: {exc.args[1]}") from None
+        finally:
+            self._prefixes, self._has_row, self._done, self._merge = saved
+            sqlite3_reset(self._one)
+        return r[1], r[2]
+
+    cdef object _next(self, bint as_bytes):
+        """Next message: ``[topic, json]``, None (filtered), or raise StopIteration."""
+        cdef tuple r
+        cdef double t, deadline, off
+        cdef int have
+        cdef dict event
+        cdef object payload, topic, tb
+        cdef bint timed
+        if self._stmt == NULL:
+            raise StopIteration
+        while True:
+            try:
+                r = self._read_event(self._stmt, False)
+            except _Corrupt as exc:
+                self.stats.skipped += 1
+                if len(self.errors) < self.max_errors:
+                    self.errors.append((exc.args[0], exc.args[1]))
+                _log.warning("TCS database %s: skipping corrupt event %s: %s",
+                             self._path.decode("utf-8", "replace"), exc.args[0], exc.args[1])
+                continue
+            break
+        if r is None:
+            raise StopIteration
+        event = r[2]
+        if event is None:
+            self.stats.filtered += 1
+            return None
+        topic = r[1]
+        have = r[5]
+        # this event's time: the sort key when sorting, else __data_time, else __wire_time
+        if self._sort_by == SORT_DATA:
+            timed = (have & 1) != 0
+            t = r[3]
+        elif self._sort_by == SORT_WIRE:
+            timed = (have & 2) != 0
+            t = r[4]
+        elif have & 1:
+            timed = True
+            t = r[3]
+        else:
+            timed = (have & 2) != 0
+            t = r[4]
+        if not self._started:
+            self._started = True
+            self.start_mono = _mono()
+            self.start_iter_time = _time.time()
+            if have & 2:
+                self.start_wire_time = r[4]
+        if timed and not self._have_first:
+            self._have_first = True
+            self._t_first = t
+        if timed and self.speedup != INFINITY:
+            deadline = self.start_mono + (t - self._t_first) / self.speedup
+            _wait_until(deadline, self.spin)
+            self.stats._record(_mono() - deadline)
+        # rewrite both times with one t_first so their difference survives
+        if self._have_first:
+            if have & 1:
+                off = 0.0 if self.speedup == INFINITY else (<double>r[3] - self._t_first) / self.speedup
+                event["__data_time"] = self.start_iter_time + off
+            if have & 2:
+                off = 0.0 if self.speedup == INFINITY else (<double>r[4] - self._t_first) / self.speedup
+                event["__wire_time"] = self.start_iter_time + off
+        payload = self._encode(event)
+        self.stats.sent += 1
+        if as_bytes:
+            tb = self._topic_bytes.get(topic)
+            if tb is None:
+                tb = (<str>topic).encode("utf-8")
+                if len(self._topic_bytes) < 4096:
+                    self._topic_bytes[topic] = tb
+            if type(payload) is not bytes:
+                payload = (<str>payload).encode("utf-8")
+            return [tb, payload]
+        if type(payload) is bytes:
+            payload = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload),
+                                           PyBytes_GET_SIZE(payload), NULL)
+        return [topic, payload]
+
+    def next_message(self):
+        """Next ``[topic, json]`` as str (waiting for its deadline), or None for an
+        event whose topic is not accepted; StopIteration at the end."""
+        return self._next(False)
+
+    def next_frames(self):
+        """As :meth:`next_message` but both frames are bytes, ready for zmq."""
+        return self._next(True)
+
+    def run(self, send, long long limit=-1):
+        """Send every remaining event with ``send([topic_bytes, json_bytes])``.
+
+        Returns the number of events sent; ``limit`` >= 0 stops after that many.
+        """
+        cdef long long n = 0
+        cdef object msg
+        while limit < 0 or n < limit:
+            try:
+                msg = self._next(True)
+            except StopIteration:
+                break
+            if msg is not None:
+                send(msg)
+                n += 1
+        return n

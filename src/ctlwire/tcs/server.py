@@ -1,0 +1,562 @@
+"""ZMQ based server to stream content, TCS-like event generators and a subscriber.
+
+Drop-in for ``tcs_lib.server``: change the import to ``from ctlwire.tcs.server import
+ZMQServer, TCSDBReplay, TCSMockEvent``.  Events travel as two UTF-8 frames
+``[topic, json(event)]`` on a PUB socket.
+"""
+from __future__ import annotations
+
+import json as _stdjson
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import zmq
+
+from .. import _json
+from .._ext import load_extension
+from .._zmq import get_context, make_socket
+from .events import MOCK_TOPIC, TCSDatabaseError, mock_event, open_database
+
+_replay = load_extension("ctlwire.tcs._replay")
+
+__all__ = [
+    "ZMQServer", "TCSDBReplay", "TCSMockEvent", "TCSSubscriber", "TCSDatabaseError",
+    "ReplayStats", "string_to_bytes",
+]
+
+#: Counters of a replay pass (sent, filtered, skipped, lateness); see ``TCSDBReplay.stats``.
+ReplayStats = _replay.ReplayStats
+
+_SORT_ORDERS = {"none": 0, "__data_time": 1, "__wire_time": 2}
+
+
+def string_to_bytes(value: str | bytes | bytearray | memoryview) -> bytes:
+    """Return ``value`` as bytes, encoding text as UTF-8."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"event frames must be str or bytes, got {type(value).__name__}")
+
+
+class ZMQServer:
+    """Create a ZeroMQ server that publishes content on the given url.
+
+    The socket is an XPUB socket: it publishes exactly like PUB, and it also lets
+    :meth:`wait_for_subscriber` see subscriptions arrive, so a replay can start when
+    the first subscriber is listening rather than after a guessed sleep.  A socket is
+    not thread-safe: use one server per thread.
+
+    Parameters
+    ----------
+    url : str
+        URL to bind to, e.g. ``tcp://127.0.0.1:5556`` (``tcp://127.0.0.1:0`` picks a
+        free port; read :attr:`endpoint`).
+    context : zmq.Context, optional
+        Context for the socket; defaults to ``zmq.Context.instance()``.  It is not
+        closed by :meth:`close`.
+    """
+
+    def __init__(self, url: str, context: zmq.Context | None = None) -> None:
+        self.url = url
+        self.context = get_context(context)
+        self._socket = make_socket(self.context, zmq.XPUB)
+        if url.startswith("tcp://[") or url.startswith("tcp://::"):
+            self._socket.setsockopt(zmq.IPV6, 1)
+        try:
+            self._socket.bind(url)
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            raise zmq.ZMQError(exc.errno, f"cannot bind TCS server to {url!r}: {exc}") from None
+        self.subscriptions: list[bytes] = []
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The underlying XPUB socket."""
+        return self._socket
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint actually bound (resolves a ``:0`` port)."""
+        return self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+    def send_event(self, event: Sequence[str | bytes]) -> None:
+        """Send the event via the socket.
+
+        Parameters
+        ----------
+        event : list of str or bytes
+            Frames sent with ``zmq.Socket.send_multipart``; text is encoded as UTF-8.
+        """
+        self._socket.send_multipart([string_to_bytes(f) for f in event])
+
+    def send_tcs_event(self, tcs_topic: str, tcs_event: dict[str, Any] | str | bytes) -> None:
+        """Version of :meth:`send_event` specialised to send TCS-like events.
+
+        Sets ``__wire_time`` in ``tcs_event`` to ``time.time()``.
+
+        Parameters
+        ----------
+        tcs_topic : str
+            Topic of the event.
+        tcs_event : dict or str
+            Event to send; a JSON string is decoded into a dictionary first.
+        """
+        if isinstance(tcs_event, (str, bytes, bytearray)):
+            try:
+                tcs_event = _json.loads(tcs_event)
+            except _json.DecodeError as exc:
+                raise ValueError(f"tcs_event for topic {tcs_topic!r} is not valid JSON: "
+                                 f"{exc}") from None
+        if not isinstance(tcs_event, dict):
+            raise TypeError(f"tcs_event must be a dict or a JSON object, got "
+                            f"{type(tcs_event).__name__}")
+        tcs_event["__wire_time"] = time.time()
+        self._socket.send_multipart([string_to_bytes(tcs_topic), _json.dumps(tcs_event)])
+
+    def start(self, events: Iterable[Sequence[str | bytes] | None]) -> int:
+        """Start serving events via the socket.
+
+        Parameters
+        ----------
+        events : iterable of list of str or bytes
+            Each item is sent with :meth:`send_event`; ``None`` items are skipped.
+            Returns when the iterable ends.
+
+        Returns
+        -------
+        int
+            Number of events sent.
+        """
+        if isinstance(events, TCSDBReplay):
+            # compiled loop: no per-event Python iteration, frames already bytes
+            return events._replayer.run(self._socket.send_multipart)
+        n = 0
+        send = self.send_event
+        for event in events:
+            if event is not None:
+                send(event)
+                n += 1
+        return n
+
+    def wait_for_subscriber(self, timeout: float | None = None, topic: str | None = None) -> bool:
+        """Block until a subscriber has subscribed (to ``topic``'s prefix if given).
+
+        Subscriptions that reach the socket are seen here, so events sent afterwards
+        reach that subscriber.  Returns False when ``timeout`` seconds pass first.
+        """
+        want = None if topic is None else topic.encode("utf-8")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for sub in self.subscriptions:
+                if want is None or want.startswith(sub):
+                    return True
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if wait is not None and wait == 0.0:
+                return False
+            ms = 100 if wait is None else max(1, int(min(wait, 0.1) * 1000))
+            if self._socket.poll(ms, zmq.POLLIN):
+                self._drain_subscriptions()
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                msg = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                if msg[1:] not in self.subscriptions:
+                    self.subscriptions.append(msg[1:])
+            elif msg[:1] == b"\x00" and msg[1:] in self.subscriptions:
+                self.subscriptions.remove(msg[1:])
+
+    def close(self) -> None:
+        """Close the socket (the context is left alone)."""
+        self._socket.close(linger=0)
+
+    def __enter__(self) -> "ZMQServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _encoder(json_compat: bool):
+    return _stdjson.dumps if json_compat else _json.dumps
+
+
+class TCSDBReplay:
+    """Open a TCS sqlite3 database and return one event at a time, paced.
+
+    Iterating yields ``[topic, json(event)]`` (two str) when an event's deadline has
+    come, or ``None`` for an event whose topic is not accepted (no waiting for those).
+
+    Parameters
+    ----------
+    db_name : str
+        File containing the database.
+    sort_by : {'none', '__data_time', '__wire_time'}, optional
+        Replay order: event_id order, or by that attribute's numeric value (events
+        without it last, ties by event_id).
+    speedup : float, optional
+        > 1 fast-forwards, < 1 slows down; ``float('inf')`` replays without waiting.
+    topics : list of str, optional
+        Accepted topic prefixes; None or ``[]`` accepts all.
+    convert_number, convert_bool : bool, optional
+        Convert values whose ``data_type`` is ``'number'`` to int or float and
+        ``'boolean'`` ``"true"``/``"false"`` to True/False.  Fail-safe: a value that
+        does not convert is left as text.
+    json_compat : bool, optional
+        Keyword only.  Encode with the standard library's ``json.dumps`` (byte-for-byte
+        stdlib output) instead of the compact fast encoder.
+    spin : float, optional
+        Keyword only.  Seconds before a deadline during which the wait spins rather
+        than sleeps (default 200 µs; 0 never spins and costs no CPU while waiting).
+
+    Attributes
+    ----------
+    event_ids : iterator
+        Event ids in replay order, filled by :meth:`_reset_iter`.
+    start_wire_time, start_iter_time : float
+        Wire time of the first event and wall time when the first event was returned;
+        None until then.  :meth:`_reset_iter` unsets them.
+    stats : ReplayStats
+        Events sent, filtered and skipped, and the lateness against deadlines.
+    errors : list of (event_id, reason)
+        Corrupt events that were skipped (also logged as warnings).
+
+    Raises
+    ------
+    TCSDatabaseError
+        The file is missing, not sqlite, or lacks a table/column (named).
+    ValueError
+        Unknown ``sort_by`` or ``speedup`` not > 0.
+    """
+
+    def __init__(self, db_name: str, sort_by: str = "none", speedup: float = 1.0,
+                 topics: Sequence[str] | str | None = None, convert_number: bool = False,
+                 convert_bool: bool = False, *, json_compat: bool = False,
+                 spin: float = 2e-4) -> None:
+        if sort_by not in _SORT_ORDERS:
+            raise ValueError(f"unknown sort_by {sort_by!r}: use one of "
+                             f"{', '.join(repr(k) for k in _SORT_ORDERS)}")
+        speedup = float(speedup)
+        if not speedup > 0:  # also rejects NaN
+            raise ValueError(f"speedup must be > 0, got {speedup!r}")
+        if isinstance(topics, str):
+            topics = [topics]
+        self.db_name = str(db_name)
+        self.sort_by = sort_by
+        self.speedup = speedup
+        self.topics = list(topics) if topics else []
+        self.convert_number = bool(convert_number)
+        self.convert_bool = bool(convert_bool)
+        self.json_compat = json_compat
+        self._conn = open_database(self.db_name)
+        self._encode = _encoder(json_compat)
+        self._replayer = None
+        self.event_ids: Iterator[int] = iter(())
+        self._spin = float(spin)
+        self._reset_iter()
+
+    # -- documented iteration -------------------------------------------------
+    def _reset_iter(self) -> None:
+        """Reset the status and allow restarting the iterations.
+
+        Re-runs the event_id query (into :attr:`event_ids`), restarts the event query
+        and unsets :attr:`start_wire_time` and :attr:`start_iter_time`.
+
+        Raises
+        ------
+        ValueError
+            If the ordering is not known.
+        """
+        if self.sort_by not in _SORT_ORDERS:
+            raise ValueError(f"unknown sort_by {self.sort_by!r}")
+        if self.sort_by == "none":
+            ids = [r[0] for r in self._conn.execute(
+                "SELECT event_id FROM event ORDER BY event_id")]
+            order = None
+        else:
+            rows = self._conn.execute(
+                "SELECT e.event_id, a.value FROM event e LEFT JOIN attribute a "
+                "ON a.event_id = e.event_id AND a.name = ?", (self.sort_by,)).fetchall()
+            keyed = []
+            for eid, value in rows:
+                t = _replay.time_value(value)
+                keyed.append((t is None, 0.0 if t is None else t, eid))
+            keyed.sort()
+            ids = [k[2] for k in keyed]
+            order = ids
+        self.event_ids = iter(ids)
+        if self._replayer is not None:
+            self._replayer.close()
+        self._replayer = _replay.Replayer(
+            self.db_name, order, _SORT_ORDERS[self.sort_by], self.speedup, self.topics,
+            self.convert_number, self.convert_bool, self._encode, self._spin)
+
+    def __iter__(self) -> "TCSDBReplay":
+        """Return the instance for use as iterator."""
+        return self
+
+    def __next__(self) -> list[str] | None:
+        """Wait for the next event's deadline and return ``[topic, json(event)]``.
+
+        Returns None if the event's topic is not accepted.
+        """
+        return self._replayer.next_message()
+
+    next = __next__
+
+    @property
+    def start_wire_time(self) -> float | None:
+        return self._replayer.start_wire_time
+
+    @property
+    def start_iter_time(self) -> float | None:
+        return self._replayer.start_iter_time
+
+    @property
+    def stats(self) -> "ReplayStats":
+        return self._replayer.stats
+
+    @property
+    def errors(self) -> list[tuple[int, str]]:
+        return self._replayer.errors
+
+    def frames(self) -> Iterator[list[bytes]]:
+        """Iterate accepted events as ``[topic, json]`` bytes frames (None skipped)."""
+        nxt = self._replayer.next_frames
+        while True:
+            try:
+                msg = nxt()
+            except StopIteration:
+                return
+            if msg is not None:
+                yield msg
+
+    # -- documented helpers ---------------------------------------------------
+    def _create_event(self, event_id: int | str) -> dict[str, Any]:
+        """Create the dictionary representing the event with id ``event_id``.
+
+        Conversions apply; times are not rewritten.
+
+        Raises
+        ------
+        KeyError
+            No such event.
+        ValueError
+            The event's rows are corrupt (the reason is named).
+        """
+        try:
+            eid = int(event_id)
+        except (TypeError, ValueError):
+            raise KeyError(f"event_id must be an integer, got {event_id!r}") from None
+        return self._replayer.read_one(eid)[1]
+
+    def _convert_to_type(self, value: Any, type_: str) -> Any:
+        """Try to convert ``value`` to the given type, if that conversion is enabled.
+
+        Parameters
+        ----------
+        value : str
+            Value to convert.
+        type_ : str
+            ``'number'``, ``'boolean'`` or ``'string'``; any other type is a string.
+
+        Returns
+        -------
+        int, float, bool or str
+        """
+        if type_ == "number" and self.convert_number:
+            return self._convert_to_number(value)
+        if type_ == "boolean" and self.convert_bool:
+            return self._convert_to_boolean(value)
+        return value
+
+    @staticmethod
+    def _convert_to_number(value: Any) -> Any:
+        """Convert to int or float, in that order; unchanged if neither works."""
+        return _replay.convert_number(value)
+
+    @staticmethod
+    def _convert_to_boolean(value: Any) -> Any:
+        """Convert ``"true"``/``"false"`` to True/False; unchanged otherwise."""
+        return _replay.convert_bool(value)
+
+    def _update_time(self, event_dict: dict[str, Any]) -> dict[str, Any]:
+        """Rewrite ``__data_time`` and ``__wire_time`` as offsets from start_iter_time.
+
+        Uses the replay's first event time and speedup (the iteration does the same
+        in compiled code); before the first event, the event itself is the first.
+        """
+        start = self.start_iter_time
+        t_first = self._replayer.t_first
+        times = {k: _replay.time_value(event_dict.get(k)) for k in ("__data_time", "__wire_time")}
+        if start is None:
+            start = time.time()
+        if t_first is None:
+            key = self.sort_by if self.sort_by != "none" else (
+                "__data_time" if times["__data_time"] is not None else "__wire_time")
+            t_first = times.get(key)
+        if t_first is None:
+            return event_dict
+        for k, t in times.items():
+            if t is not None:
+                off = 0.0 if math.isinf(self.speedup) else (t - t_first) / self.speedup
+                event_dict[k] = start + off
+        return event_dict
+
+    def close(self) -> None:
+        """Close the database handles."""
+        if self._replayer is not None:
+            self._replayer.close()
+        self._conn.close()
+
+    def __enter__(self) -> "TCSDBReplay":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TCSMockEvent:
+    """Iterator that always returns a mock ``lrs2.hardware.status`` event.
+
+    Parameters
+    ----------
+    sleep : float, optional
+        Seconds between events (absolute deadlines, so the rate does not drift);
+        the first event is returned at once.
+    """
+
+    def __init__(self, sleep: float = 1) -> None:
+        if sleep < 0:
+            raise ValueError(f"sleep must be >= 0, got {sleep!r}")
+        self.sleep = float(sleep)
+        self._next_at: float | None = None
+
+    def __iter__(self) -> "TCSMockEvent":
+        """Return the instance for use as iterator."""
+        return self
+
+    def __next__(self) -> list[str]:
+        """Return ``[topic, json(event)]`` after the pause; never stops."""
+        now = time.monotonic()
+        if self._next_at is None:
+            self._next_at = now
+        elif self._next_at > now:
+            time.sleep(self._next_at - now)
+        self._next_at += self.sleep
+        topic, event = mock_event()
+        return [topic, _json.dumps(event).decode("utf-8")]
+
+    next = __next__
+
+
+class TCSSubscriber:
+    """Subscribe to one or more TCS servers and yield ``(topic, event)``.
+
+    Parameters
+    ----------
+    urls : str or list of str
+        Server URLs to connect to.
+    topics : str or list of str, optional
+        Topic prefixes to subscribe to; None or ``[]`` subscribes to everything.
+    context : zmq.Context, optional
+        Defaults to ``zmq.Context.instance()``.
+    timeout : float, optional
+        For iteration: stop after this many seconds without a message (None waits
+        forever).
+
+    Attributes
+    ----------
+    bad : int
+        Messages dropped because they were not ``[topic, json object]`` (each also
+        logged).
+    """
+
+    def __init__(self, urls: str | Sequence[str], topics: str | Sequence[str] | None = None,
+                 context: zmq.Context | None = None, timeout: float | None = None) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.topics = [topics] if isinstance(topics, str) else list(topics or [])
+        self.timeout = timeout
+        self.bad = 0
+        self._socket = make_socket(context, zmq.SUB)
+        for t in self.topics or [""]:
+            self._socket.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
+        try:
+            for url in self.urls:
+                if url.startswith("tcp://["):
+                    self._socket.setsockopt(zmq.IPV6, 1)
+                self._socket.connect(url)
+        except zmq.ZMQError:
+            self._socket.close()
+            raise
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The underlying SUB socket."""
+        return self._socket
+
+    def recv_frames(self, timeout: float | None = None) -> list[bytes] | None:
+        """Next raw message (list of frames), or None after ``timeout`` seconds."""
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        if not self._socket.poll(ms, zmq.POLLIN):
+            return None
+        return self._socket.recv_multipart()
+
+    def recv(self, timeout: float | None = None) -> tuple[str, dict[str, Any]] | None:
+        """Next ``(topic, event)``, or None when ``timeout`` seconds pass first.
+
+        Malformed messages are logged, counted in :attr:`bad` and skipped.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = self.recv_frames(left)
+            if frames is None:
+                return None
+            decoded = self._decode(frames)
+            if decoded is not None:
+                return decoded
+            if left == 0.0:
+                return None
+
+    def _decode(self, frames: list[bytes]) -> tuple[str, dict[str, Any]] | None:
+        import logging
+        try:
+            if len(frames) != 2:
+                raise ValueError(f"expected 2 frames, got {len(frames)}")
+            topic = frames[0].decode("utf-8")
+            event = _json.loads(frames[1])
+            if not isinstance(event, dict):
+                raise ValueError("payload is not a JSON object")
+        except (ValueError, UnicodeDecodeError, _json.DecodeError) as exc:
+            self.bad += 1
+            logging.getLogger("ctlwire.tcs").warning(
+                "dropping malformed TCS message %r: %s", frames[:2], exc)
+            return None
+        return topic, event
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        while True:
+            item = self.recv(self.timeout)
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close(linger=0)
+
+    def __enter__(self) -> "TCSSubscriber":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__.append("MOCK_TOPIC")

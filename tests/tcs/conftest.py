@@ -1,0 +1,24 @@
+"""Fixtures for the TCS tests; helpers live in tcs_testlib (importable from here)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# --import-mode=importlib does not put test folders on sys.path; the helpers do need it
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tcs_testlib import timed_event, write_db  # noqa: E402
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "events.sqlite"
+
+
+@pytest.fixture
+def small_db(tmp_path):
+    events = [timed_event(i, f"tcs.sys{i % 3}.key", 1000.0 + i * 0.01, note=f"n{i}")
+              for i in range(1, 21)]
+    return write_db(tmp_path / "small.sqlite", events)

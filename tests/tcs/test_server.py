@@ -1,0 +1,117 @@
+"""ZMQServer, TCSSubscriber and TCSMockEvent over real loopback sockets."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import zmq
+
+from ctlwire.tcs.server import TCSDBReplay, TCSMockEvent, TCSSubscriber, ZMQServer
+
+URL = "tcp://127.0.0.1:0"
+
+
+@pytest.fixture
+def server():
+    srv = ZMQServer(URL)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def subscriber(server):
+    sub = TCSSubscriber(server.endpoint, timeout=5.0)
+    assert server.wait_for_subscriber(timeout=5.0)
+    yield sub
+    sub.close()
+
+
+def test_wait_for_subscriber_times_out_without_one(server):
+    t0 = time.monotonic()
+    assert server.wait_for_subscriber(timeout=0.2) is False
+    assert time.monotonic() - t0 >= 0.19
+
+
+def test_wait_for_subscriber_sees_a_topic_subscription(server):
+    sub = TCSSubscriber(server.endpoint, topics=["tcs.weather"])
+    try:
+        assert server.wait_for_subscriber(timeout=5.0, topic="tcs.weather.wind")
+        assert not server.wait_for_subscriber(timeout=0.05, topic="lrs2.hardware")
+    finally:
+        sub.close()
+
+
+def test_send_tcs_event_sets_wire_time(server, subscriber):
+    before = time.time()
+    server.send_tcs_event("tcs.tracker.position", {"__data": 1, "__wire_time": 0})
+    topic, event = subscriber.recv(timeout=5.0)
+    assert topic == "tcs.tracker.position"
+    assert event["__data"] == 1 and event["__wire_time"] >= before
+
+
+def test_send_tcs_event_accepts_a_json_string(server, subscriber):
+    server.send_tcs_event("a.b.c", json.dumps({"__data": "x"}))
+    assert subscriber.recv(timeout=5.0)[1]["__data"] == "x"
+
+
+def test_send_tcs_event_rejects_bad_json(server):
+    with pytest.raises(ValueError, match="not valid JSON"):
+        server.send_tcs_event("a.b.c", "{nope")
+
+
+def test_start_skips_none_and_returns_at_the_end(server, subscriber):
+    sent = server.start(iter([["a.b.c", "{}"], None, [b"d.e.f", b'{"k": 1}']]))
+    assert sent == 2
+    assert [subscriber.recv(timeout=5.0)[0] for _ in range(2)] == ["a.b.c", "d.e.f"]
+    assert subscriber.recv(timeout=0.1) is None
+
+
+def test_start_streams_a_whole_replay(server, subscriber, small_db):
+    replay = TCSDBReplay(small_db, speedup=float("inf"), topics=["tcs.sys2"])
+    assert server.start(replay) == 7
+    got = [subscriber.recv(timeout=5.0) for _ in range(7)]
+    assert all(t.startswith("tcs.sys2") for t, _ in got)
+    assert replay.stats.filtered == 13
+
+
+def test_subscriber_skips_malformed_messages(server, subscriber):
+    server.send_event(["a.b.c", "not json"])
+    server.send_event(["a.b.c", '{"ok": true}'])
+    assert subscriber.recv(timeout=5.0) == ("a.b.c", {"ok": True})
+    assert subscriber.bad == 1
+
+
+def test_subscriber_iteration_stops_after_timeout(server):
+    sub = TCSSubscriber(server.endpoint, timeout=0.1)
+    try:
+        assert server.wait_for_subscriber(timeout=5.0)
+        server.send_event(["a.b.c", "{}"])
+        assert [t for t, _ in sub] == ["a.b.c"]
+    finally:
+        sub.close()
+
+
+def test_close_leaves_a_shared_context_open():
+    ctx = zmq.Context()
+    try:
+        srv = ZMQServer(URL, context=ctx)
+        srv.close()
+        assert not ctx.closed
+        ctx.socket(zmq.PUB).close()
+    finally:
+        ctx.term()
+
+
+def test_bind_failure_names_the_url(server):
+    with pytest.raises(zmq.ZMQError, match="cannot bind"):
+        ZMQServer(server.endpoint)
+
+
+def test_mock_event_yields_lrs2_status_at_the_given_pace():
+    mock = TCSMockEvent(sleep=0.05)
+    t0 = time.monotonic()
+    msgs = [next(mock) for _ in range(3)]
+    assert time.monotonic() - t0 >= 0.099
+    assert {m[0] for m in msgs} == {"lrs2.hardware.status"}
+    assert json.loads(msgs[0][1])["__source"] == "hardware"
