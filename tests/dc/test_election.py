@@ -292,3 +292,8 @@ def test_never_two_leaders_for_one_term(seed, n, loss, cut):
     sim.partition(set())
     sim.run(1.0)
     assert all(len(leaders) == 1 for leaders in sim.elected.values())
+
+
+def test_startup_delay_postpones_first_candidacy():
+    e = Election(A, T, now=0.0, rng=random.Random(1), startup_delay=T.peer_timeout)
+    assert e.deadline >= T.peer_timeout + T.election_min

@@ -146,13 +146,17 @@ class Election:
         Current time, to place the first election deadline.
     rng : random.Random, optional
         Source of the random election timeouts (seed it for reproducible tests).
+    startup_delay : float
+        Extra wait before the first candidacy, so that a starting member first learns
+        who else is alive (the group uses its peer timeout); otherwise two members
+        starting together could each elect themselves, alone, for the same term.
     """
 
     __slots__ = ("member_id", "timings", "rng", "role", "term", "leader", "voted_for",
                  "votes", "deadline", "next_heartbeat", "electorate", "live")
 
     def __init__(self, member_id: bytes, timings: Timings, now: float,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, startup_delay: float = 0.0) -> None:
         self.member_id = member_id
         self.timings = timings
         self.rng = rng or random.Random()
@@ -161,7 +165,7 @@ class Election:
         self.leader: bytes | None = None
         self.voted_for: bytes | None = None
         self.votes: set[bytes] = set()
-        self.deadline = self._new_deadline(now)
+        self.deadline = self._new_deadline(now + startup_delay)
         self.next_heartbeat = now
         #: Electorate size and live count, both counting this member.
         self.electorate = 1

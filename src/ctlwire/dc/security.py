@@ -95,10 +95,14 @@ class CurveSecurity:
             auth.configure_curve_callback(ZAP_DOMAIN, _AllowList(self._allowed))
             self._auths[id(ctx)] = auth
 
-    def stop(self) -> None:
-        """Stop every ZAP handler this object started."""
+    def stop(self, ctx: zmq.Context | None = None) -> None:
+        """Stop the ZAP handler of ``ctx``, or every one this object started."""
         with self._lock:
-            auths, self._auths = list(self._auths.values()), {}
+            if ctx is None:
+                auths, self._auths = list(self._auths.values()), {}
+            else:
+                auth = self._auths.pop(id(ctx), None)
+                auths = [auth] if auth is not None else []
         for auth in auths:
             auth.stop()
 

@@ -1,0 +1,125 @@
+"""Fault tests: members in separate processes over loopback, with fast timings.
+
+Timings: heartbeat 50 ms, election timeout 150-300 ms, peer timeout 600 ms. Time bounds
+are asserted with ten times the nominal value, for a loaded two-core machine.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HEARTBEAT, ELECTION_MAX, PEER_TIMEOUT = 0.05, 0.3, 0.6
+SLACK = 10
+
+
+def test_three_members_agree_on_one_leader(cluster, agree):
+    members = cluster(3)
+    leader, term = agree(members)
+    assert leader in {m.id for m in members} and term >= 1
+
+
+def test_five_members_agree_on_one_leader(cluster, agree):
+    members = cluster(5)
+    leader, _ = agree(members)
+    assert sum(1 for m in members for e in m.events("leader_elected")
+               if e["member"] == leader) >= 5
+
+
+def test_killed_leader_is_replaced_within_election_timeout_plus_heartbeat(cluster, agree):
+    members = cluster(3)
+    old, old_term = agree(members)
+    survivors = [m for m in members if m.id != old]
+    killed_at = time.time()
+    next(m for m in members if m.id == old).kill()
+    new, new_term = agree(survivors, timeout=SLACK * (ELECTION_MAX + HEARTBEAT) + 5)
+    elected_at = max(m.wait(lambda e: e["ev"] == "leader_elected" and e["member"] == new,
+                            timeout=5)["t"] for m in survivors)
+    assert new != old and new_term > old_term
+    assert elected_at - killed_at < SLACK * (ELECTION_MAX + HEARTBEAT)
+
+
+def test_query_port_follows_the_new_leader(cluster, agree):
+    members = cluster(3)
+    old, _ = agree(members)
+    next(m for m in members if m.id == old).kill()
+    survivors = [m for m in members if m.id != old]
+    new, _ = agree(survivors, timeout=30)
+    asker = next(m for m in survivors if m.id != new)
+    mark = asker.mark()
+    deadline = time.monotonic() + 10
+    answer = None
+    while answer is None and time.monotonic() < deadline:
+        asker.command(cmd="ask", obj="who leads?")
+        try:
+            answer = asker.wait(lambda e: e["ev"] == "msg" and e["channel"] == "answer",
+                                timeout=0.5, since=mark)
+        except AssertionError:
+            continue
+    assert answer is not None and answer["obj"] == {"answer": "who leads?", "by": new}
+
+
+def test_killed_member_is_noticed_within_peer_timeout(cluster, agree):
+    members = cluster(3)
+    leader, _ = agree(members)
+    victim = next(m for m in members if m.id != leader)
+    others = [m for m in members if m is not victim]
+    killed_at = time.time()
+    victim.kill()
+    for m in others:
+        ev = m.wait(lambda e: e["ev"] == "member_left" and e["member"] == victim.id,
+                    timeout=SLACK * PEER_TIMEOUT)
+        assert ev["reason"] == "timeout"
+        assert ev["t"] - killed_at < SLACK * PEER_TIMEOUT
+
+
+def test_killing_a_follower_keeps_the_leader(cluster, agree):
+    members = cluster(3)
+    leader, term = agree(members)
+    victim = next(m for m in members if m.id != leader)
+    victim.kill()
+    others = [m for m in members if m is not victim]
+    for m in others:
+        m.wait(lambda e: e["ev"] == "member_left" and e["member"] == victim.id, timeout=10)
+    assert agree(others) == (leader, term)
+
+
+def test_partitioned_minority_elects_no_second_leader(cluster, agree):
+    members = cluster(5)
+    leader, term = agree(members, timeout=30)
+    minority = [next(m for m in members if m.id == leader)]
+    minority.append(next(m for m in members if m.id != leader))
+    majority = [m for m in members if m not in minority]
+    marks = {m.id: m.mark() for m in members}
+    for m in minority:
+        m.command(cmd="block", ids=[o.id for o in majority])
+    for m in majority:
+        m.command(cmd="block", ids=[o.id for o in minority])
+    # The majority elects a new leader among itself...
+    new, new_term = agree(majority, timeout=30)
+    assert new != leader and new_term > term
+    # ...while the minority, watched for several peer timeouts, elects nobody.
+    for m in minority:
+        m.wait(lambda e: e["ev"] == "leader_lost", timeout=10, since=marks[m.id])
+    window_end = time.monotonic() + 4 * PEER_TIMEOUT
+    while time.monotonic() < window_end:
+        for m in minority:
+            assert not [e for e in m.lines[marks[m.id]:] if e["ev"] == "leader_elected"]
+        time.sleep(0.05)
+    # Healed, the group agrees again, and no term ever had two leaders.
+    for m in members:
+        m.command(cmd="block", ids=[])
+    agree(members, timeout=30)
+    by_term: dict[int, set[str]] = {}
+    for m in members:
+        for e in m.events("leader_elected"):
+            by_term.setdefault(e["term"], set()).add(e["member"])
+    assert all(len(leaders) == 1 for leaders in by_term.values()), by_term
+
+
+def test_udp_beacon_discovery_across_processes(cluster, agree, free_udp_port):
+    members = cluster(3, "--udp-port", str(free_udp_port))
+    leader, _ = agree(members)
+    assert leader in {m.id for m in members}
