@@ -297,3 +297,16 @@ def test_never_two_leaders_for_one_term(seed, n, loss, cut):
 def test_startup_delay_postpones_first_candidacy():
     e = Election(A, T, now=0.0, rng=random.Random(1), startup_delay=T.peer_timeout)
     assert e.deadline >= T.peer_timeout + T.election_min
+
+
+def test_departure_of_the_leader_loses_it_at_once():
+    e = member()
+    e.on_heartbeat(B, 1, now=0.0)
+    assert e.on_departure(B, now=0.01) == [LeaderLost(1, B)]
+    assert e.leader is None
+
+
+def test_departure_of_another_member_changes_nothing():
+    e = member()
+    e.on_heartbeat(B, 1, now=0.0)
+    assert e.on_departure(C, now=0.01) == []

@@ -260,6 +260,14 @@ class Election:
         self._adopt_term(term, now, out)
         return out
 
+    def on_departure(self, member: bytes, now: float) -> list[Effect]:
+        """``member`` left the group on purpose; if it led, the leader is lost now."""
+        out: list[Effect] = []
+        if member == self.leader and self.role is Role.FOLLOWER:
+            self._lose_leader(out)
+            self.deadline = self._new_deadline(now)
+        return out
+
     def on_heartbeat(self, sender: bytes, term: int, now: float) -> list[Effect]:
         """A leader heartbeat for ``term`` arrived from ``sender``."""
         out: list[Effect] = []

@@ -564,6 +564,7 @@ class Group:
             peer = self._peers.get(sender)
             if peer is not None:
                 self._depart(sender, peer, "bye", forget=True)
+            self._apply(election.on_departure(sender, now))
 
     # --- membership ------------------------------------------------------------------------
 
