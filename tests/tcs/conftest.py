@@ -22,3 +22,36 @@ def small_db(tmp_path):
     events = [timed_event(i, f"tcs.sys{i % 3}.key", 1000.0 + i * 0.01, note=f"n{i}")
               for i in range(1, 21)]
     return write_db(tmp_path / "small.sqlite", events)
+
+
+@pytest.fixture
+def free_url():
+    """A tcp URL on a port that was free a moment ago (for child processes)."""
+    import zmq
+    from ctlwire._zmq import bind_random
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    try:
+        port = bind_random(sock)
+    finally:
+        sock.close(linger=0)
+    return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def spawn():
+    """Start ``python -m <module> args...`` children; all killed at teardown."""
+    import subprocess
+    from tcs_testlib import child_env
+    procs = []
+
+    def start(module, *args, **kw):
+        proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)],
+                                env=child_env(), **kw)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
