@@ -11,6 +11,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.conversion cimport PyOS_string_to_double
 from cpython.exc cimport PyErr_CheckSignals
 from libc.string cimport memcmp, memset, strcmp
+from libc.stdlib cimport strtod
 from libc.math cimport isfinite, INFINITY
 from libc.stdint cimport int64_t
 from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
@@ -29,6 +30,7 @@ cdef extern from "sqlite3.h" nogil:
     int SQLITE_DONE
     int SQLITE_NULL
     int SQLITE_OPEN_READONLY
+    int SQLITE_OPEN_NOMUTEX
     int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags, const char *vfs)
     int sqlite3_close_v2(sqlite3 *db)
     const char *sqlite3_errmsg(sqlite3 *db)
@@ -103,6 +105,20 @@ cdef int _plain_float_shape(const char *s, Py_ssize_t n) noexcept nogil:
     return 1 if i == n else 0
 
 
+cdef inline double _parse_double(const char *s, Py_ssize_t n) except? -1.0:
+    """Value of a plain-shaped decimal (see _plain_float_shape).
+
+    libc's strtod rounds correctly like Python's float(); if the C locale's decimal
+    point is not '.', it stops early and Python's own parser is used instead.  The
+    text from sqlite is NUL-terminated, so strtod cannot read past it.
+    """
+    cdef char *end
+    cdef double f = strtod(s, &end)
+    if end == s + n:
+        return f
+    return PyOS_string_to_double(s, NULL, NULL)
+
+
 cdef object _number_from_text(object text):
     """Slow path: Python's own int() then float(); non-finite floats stay text."""
     cdef double f
@@ -127,7 +143,7 @@ cdef object _number_from_bytes(const char *s, Py_ssize_t n, object text):
     if _plain_float_shape(s, n):
         # the grammar is a subset of what int() rejects and float() accepts, and
         # PyOS_string_to_double is float()'s own parser: same value, no exception
-        f = PyOS_string_to_double(s, NULL, NULL)
+        f = _parse_double(s, n)
         if isfinite(f):
             # a plain-shaped digit string longer than 18 digits is an int for Python
             if _all_int_shape(s, n):
@@ -205,7 +221,7 @@ cdef int _time_from_bytes(const char *s, Py_ssize_t n, double *out):
     cdef object v
     cdef double f
     if _plain_float_shape(s, n):
-        f = PyOS_string_to_double(s, NULL, NULL)
+        f = _parse_double(s, n)
         if isfinite(f):
             out[0] = f
             return 1
@@ -460,7 +476,9 @@ cdef class Replayer:
         if not speedup > 0:
             raise ValueError(f"speedup must be > 0, got {speedup!r}")
         self._path = path.encode("utf-8", "surrogateescape")
-        rc = sqlite3_open_v2(self._path, &self._db, SQLITE_OPEN_READONLY, NULL)
+        # one thread at a time uses this handle (the GIL sees to it): no sqlite mutexes
+        rc = sqlite3_open_v2(self._path, &self._db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                             NULL)
         if rc != SQLITE_OK:
             msg = sqlite3_errmsg(self._db).decode("utf-8", "replace") if self._db else "?"
             raise ReplayDatabaseError(f"cannot open TCS database {path!r}: {msg}")
@@ -601,9 +619,9 @@ cdef class Replayer:
         self.stats.reset()
 
     cdef inline int _step(self, sqlite3_stmt *stmt) except -1:
-        cdef int rc
-        with nogil:
-            rc = sqlite3_step(stmt)
+        # no GIL release here: a step takes well under a microsecond, releasing and
+        # taking the GIL back would cost more than the step
+        cdef int rc = sqlite3_step(stmt)
         if rc == SQLITE_ROW:
             return 1
         if rc == SQLITE_DONE:
@@ -664,7 +682,9 @@ cdef class Replayer:
         """Add the attribute of the current row to ``event``; a reason if it is bad."""
         cdef const char *name_s
         cdef const char *dtype
-        cdef Py_ssize_t name_n
+        cdef const char *vs
+        cdef Py_ssize_t name_n, vn
+        cdef int is_time
         try:
             if sqlite3_column_type(st, C_NAME) == SQLITE_NULL:
                 return f"attribute #{idx + 1}: name is NULL"
@@ -675,18 +695,27 @@ cdef class Replayer:
             name_s = <const char *>sqlite3_column_text(st, C_NAME)
             name_n = sqlite3_column_bytes(st, C_NAME)
             name = self._name(idx, name_s, name_n)
-            event[name] = self._value(st, dtype)
             # the times drive the pacing; read them whatever the conversions
+            is_time = 0
             if name_n == 11 and name_s[0] == c'_' and \
                     sqlite3_column_type(st, C_VALUE) != SQLITE_NULL:
                 if memcmp(name_s, b"__data_time", 11) == 0:
-                    if _time_from_bytes(<const char *>sqlite3_column_text(st, C_VALUE),
-                                        sqlite3_column_bytes(st, C_VALUE), &times[0]):
-                        have[0] |= 1
+                    is_time = 1
                 elif memcmp(name_s, b"__wire_time", 11) == 0:
-                    if _time_from_bytes(<const char *>sqlite3_column_text(st, C_VALUE),
-                                        sqlite3_column_bytes(st, C_VALUE), &times[1]):
-                        have[0] |= 2
+                    is_time = 2
+            if is_time == 0:
+                event[name] = self._value(st, dtype)
+                return None
+            vs = <const char *>sqlite3_column_text(st, C_VALUE)
+            vn = sqlite3_column_bytes(st, C_VALUE)
+            if _time_from_bytes(vs, vn, &times[is_time - 1]):
+                have[0] |= is_time
+                # parsed once for both uses: a plain decimal converts to this float
+                if self._conv_num and dtype != NULL and strcmp(dtype, b"number") == 0 \
+                        and _plain_float_shape(vs, vn) and not _all_int_shape(vs, vn):
+                    event[name] = times[is_time - 1]
+                    return None
+            event[name] = self._value(st, dtype)
         except UnicodeDecodeError as exc:
             return (f"attribute #{idx + 1} is not valid UTF-8 "
                     f"({exc.reason} at byte {exc.start})")
