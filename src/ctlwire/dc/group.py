@@ -87,7 +87,6 @@ class GroupEvent:
     time: float = 0.0
 
 
-@dataclass(frozen=True)
 class GroupMessage:
     """A message received by a group member.
 
@@ -104,16 +103,24 @@ class GroupMessage:
         Wall-clock send and receive times (timed groups).
     """
 
-    sender: bytes
-    data: bytes
-    channel: str
-    send_time: float | None
-    recv_time: float | None
-    codec: PayloadCodec
+    __slots__ = ("sender", "data", "channel", "send_time", "recv_time", "codec")
+
+    def __init__(self, sender: bytes, data: bytes, channel: str, send_time: float | None,
+                 recv_time: float | None, codec: PayloadCodec) -> None:
+        self.sender = sender
+        self.data = data
+        self.channel = channel
+        self.send_time = send_time
+        self.recv_time = recv_time
+        self.codec = codec
 
     def obj(self) -> Any:
         """Decode the payload; raises :class:`~ctlwire.dc.codec.CodecError` if malformed."""
         return self.codec.decode(self.data)
+
+    def __repr__(self) -> str:
+        return (f"GroupMessage(sender={self.sender.hex()}, channel={self.channel!r}, "
+                f"data={self.data[:40]!r})")
 
 
 class _Peer:
@@ -158,6 +165,10 @@ class Group:
         zmq context (a private one by default, terminated on :meth:`leave`).
     rng : random.Random, optional
         Randomness of election timeouts.
+    messageType : str
+        Message type reported by the pub/sub ports' getInfo.
+    hwm : int
+        High-water mark of every port (messages queued per peer before PUB drops).
 
     Examples
     --------
@@ -174,13 +185,14 @@ class Group:
                  peer_filter: Callable[[bytes], bool] | None = None,
                  on_event: Callable[[GroupEvent], None] | None = None,
                  context: zmq.Context | None = None, rng: random.Random | None = None,
-                 messageType: str = "group-msg") -> None:
+                 messageType: str = "group-msg", hwm: int = 10000) -> None:
         self.timings = timings or Timings()
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self.spec = GroupSpec(groupType, instanceName, messageType=messageType, timed=timed,
                               byteOrder=byteOrder, host=host, codec=codec, security=security,
-                              memberId=memberId or uuid.uuid4().bytes, context=self._ctx)
+                              memberId=memberId or uuid.uuid4().bytes, context=self._ctx,
+                              hwm=hwm)
         self.memberId: bytes = self.spec.memberId
         self.codec: PayloadCodec = self.spec.codec  # type: ignore[assignment]
         self.discovery = discovery or DirectoryDiscovery()
@@ -508,8 +520,6 @@ class Group:
         else:
             port, channel = self.ans, "query"
         for _ in range(1000):  # bounded burst, then let timers run
-            if not sock.poll(0):
-                return
             try:
                 env = port.recv_envelope(0)
             except CodecError as exc:
