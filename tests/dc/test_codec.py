@@ -139,3 +139,10 @@ def test_unencodable_object_raises_type_error():
 def test_unknown_codec_name():
     with pytest.raises(ValueError, match="unknown payload codec"):
         codec.make_codec("yaml")
+
+
+def test_heartbeat_port_packed_as_double_is_rejected():
+    import msgspec
+    data = msgspec.msgpack.encode({"type": "heartbeat", "term": 1, "host": "h", "port": 5555.0})
+    with pytest.raises(CodecError):
+        codec.decode_control(data)

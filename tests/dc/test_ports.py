@@ -370,3 +370,9 @@ def test_curve_query_and_answer(make_port, keys):
     assert ans.recv(timeout=5) == b"q"
     ans.send(b"a")
     assert qry.recv(timeout=5) == b"a"
+
+
+def test_high_water_marks_are_on_the_right_side(make_port):
+    pub, sub = make_port(GroupPubPort, hwm=123), make_port(GroupSubPort, hwm=456)
+    assert pub.getSocket().getsockopt(zmq.SNDHWM) == 123
+    assert sub.getSocket().getsockopt(zmq.RCVHWM) == 456
