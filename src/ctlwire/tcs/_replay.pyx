@@ -239,6 +239,21 @@ cdef int _time_from_bytes(const char *s, Py_ssize_t n, double *out):
 # Clock and waiting
 # ---------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    #ifdef __linux__
+    #include <sys/prctl.h>
+    static long ctlwire_get_slack(void) { return prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); }
+    static void ctlwire_set_slack(long ns) { prctl(PR_SET_TIMERSLACK, ns, 0, 0, 0); }
+    #else
+    static long ctlwire_get_slack(void) { return -1; }
+    static void ctlwire_set_slack(long ns) { (void)ns; }
+    #endif
+    """
+    long ctlwire_get_slack() nogil
+    void ctlwire_set_slack(long ns) nogil
+
+
 cdef inline double _mono() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -255,24 +270,34 @@ cdef int _wait_until(double deadline, double spin) except -1:
 
     Sleeps without the GIL for all but the last ``spin`` seconds, in chunks of at
     most 50 ms so that Ctrl-C is noticed, then spins for the rest: a kernel sleep
-    overshoots by tens of microseconds, a spin does not.
+    overshoots, a spin does not.  On Linux the thread's timer slack (50 µs by
+    default, the kernel's licence to wake late) is cut to 1 µs while sleeping here.
     """
     cdef double rem, chunk
     cdef timespec ts
-    while True:
-        rem = deadline - _mono()
-        if rem <= 0:
-            return 0
-        if rem <= spin:
-            break
-        chunk = rem - spin
-        if chunk > 0.05:
-            chunk = 0.05
-        ts.tv_sec = <long>chunk
-        ts.tv_nsec = <long>((chunk - ts.tv_sec) * 1e9)
-        with nogil:
-            nanosleep(&ts, NULL)
-        PyErr_CheckSignals()
+    cdef long slack = -2
+    try:
+        while True:
+            rem = deadline - _mono()
+            if rem <= 0:
+                return 0
+            if rem <= spin:
+                break
+            chunk = rem - spin
+            if chunk > 0.05:
+                chunk = 0.05
+            ts.tv_sec = <long>chunk
+            ts.tv_nsec = <long>((chunk - ts.tv_sec) * 1e9)
+            if slack == -2:
+                slack = ctlwire_get_slack()
+                if slack > 1000:
+                    ctlwire_set_slack(1000)
+            with nogil:
+                nanosleep(&ts, NULL)
+            PyErr_CheckSignals()
+    finally:
+        if slack > 1000:
+            ctlwire_set_slack(slack)
     with nogil:
         while _mono() < deadline:
             pass
@@ -471,7 +496,7 @@ cdef class Replayer:
         self._one = NULL
 
     def __init__(self, str path, order, int sort_by, double speedup, prefixes,
-                 bint convert_number, bint convert_bool, encode, double spin=2e-4):
+                 bint convert_number, bint convert_bool, encode, double spin=0.0):
         cdef int rc
         if not speedup > 0:
             raise ValueError(f"speedup must be > 0, got {speedup!r}")

@@ -1,0 +1,365 @@
+"""Benchmark the TCS replay and the OCD heartbeat against plain-Python peers.
+
+Run: ``python benchmarks/bench_tcs.py [--events 200000] [--paced-events 100000]``
+
+1. Unpaced replay (``speedup=inf``, both conversions) of a generated database of
+   200,000 events with 8 attributes each, from the file to ``[topic, json]``:
+   ctlwire's ``TCSDBReplay`` iteration vs two pure-Python implementations of the same
+   spec (standard library ``sqlite3`` + ``json``), kept here:
+   - *join*: one streaming join query, events grouped in Python (the stronger one);
+   - *per-event*: the documented design, one attribute query per event id.
+2. Paced replay at 20,000 events/s into a PUB socket (a subscriber process drains
+   it): lateness of each event against its deadline, ctlwire vs a plain-Python loop
+   with ``time.sleep``.
+3. Heartbeat round trip between two processes on loopback: ``HeartBeatQuery`` to an
+   ``ocd-heartbeat --respond`` child, vs a bare pyzmq PUB/SUB echo with stdlib json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import zmq
+
+from ctlwire.tcs.events import generate_database
+from ctlwire.tcs.server import TCSDBReplay, ZMQServer
+
+INF = float("inf")
+
+
+# ---------------------------------------------------------------------------------
+# Pure-Python peers of the replay (baselines)
+# ---------------------------------------------------------------------------------
+
+def _conv_number(v):
+    try:
+        return int(v)
+    except (ValueError, TypeError):
+        pass
+    try:
+        f = float(v)
+    except (ValueError, TypeError):
+        return v
+    return f if math.isfinite(f) else v
+
+
+def _conv(value, dtype, cn, cb):
+    if cn and dtype == "number":
+        return _conv_number(value)
+    if cb and dtype == "boolean":
+        if value == "true":
+            return True
+        if value == "false":
+            return False
+    return value
+
+
+def _time(v):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+class PyJoinReplay:
+    """Straightforward pure-Python replay: one join, grouped per event, json.dumps."""
+
+    def __init__(self, db, speedup=INF, convert_number=True, convert_bool=True):
+        self.conn = sqlite3.connect(db)
+        self.speedup, self.cn, self.cb = speedup, convert_number, convert_bool
+
+    def __iter__(self):
+        for topic, event in self.events():
+            yield self._emit(topic, event)
+
+    def events(self):
+        """(topic, converted event dict) in event_id order."""
+        cur = self.conn.execute(
+            "SELECT e.event_id, e.topic, a.name, a.value, a.data_type FROM event e "
+            "LEFT JOIN attribute a ON a.event_id = e.event_id ORDER BY e.event_id, a.rowid")
+        cur_id = topic = event = None
+        for eid, tpc, name, value, dtype in cur:
+            if eid != cur_id:
+                if event is not None:
+                    yield topic, event
+                cur_id, topic, event = eid, tpc, {}
+            if name is not None:
+                event[name] = _conv(value, dtype, self.cn, self.cb)
+        if event is not None:
+            yield topic, event
+
+    def _emit(self, topic, event):
+        # timing per the spec: with speedup=inf every time becomes the start time
+        if not hasattr(self, "_start"):
+            self._start = time.time()
+        for k in ("__data_time", "__wire_time"):
+            if k in event and _time(event[k]) is not None:
+                event[k] = self._start
+        return [topic, json.dumps(event)]
+
+
+class PyPerEventReplay(PyJoinReplay):
+    """The documented design in plain Python: event ids first, then a query per event."""
+
+    def __iter__(self):
+        ids = [r[0] for r in self.conn.execute("SELECT event_id FROM event ORDER BY event_id")]
+        for eid in ids:
+            topic = self.conn.execute("SELECT topic FROM event WHERE event_id = ?",
+                                      (eid,)).fetchone()[0]
+            event = {}
+            for name, value, dtype in self.conn.execute(
+                    "SELECT name, value, data_type FROM attribute WHERE event_id = ? "
+                    "ORDER BY rowid", (eid,)):
+                event[name] = _conv(value, dtype, self.cn, self.cb)
+            yield self._emit(topic, event)
+
+
+def bench_unpaced(db, n_events, repeats):
+    def run(make):
+        best = INF
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            it = make()
+            n = 0
+            for msg in it:
+                if msg is not None:
+                    n += 1
+            best = min(best, time.perf_counter() - t0)
+            assert n == n_events, n
+        return best
+
+    def run1(make):
+        nonlocal repeats
+        saved, repeats = repeats, 1
+        try:
+            return run(make)
+        finally:
+            repeats = saved
+
+    ours = run(lambda: TCSDBReplay(db, speedup=INF, convert_number=True, convert_bool=True))
+    ours_frames = run(lambda: TCSDBReplay(db, speedup=INF, convert_number=True,
+                                          convert_bool=True).frames())
+    join = run(lambda: PyJoinReplay(db))
+    per_event = run1(lambda: PyPerEventReplay(db))
+    print("\n== unpaced replay, file -> [topic, json], both conversions "
+          f"({n_events} events, best of {repeats}) ==")
+    rows = [("ctlwire TCSDBReplay (str frames)", ours),
+            ("ctlwire TCSDBReplay.frames() (bytes)", ours_frames),
+            ("pure Python, one join (baseline)", join),
+            ("pure Python, query per event", per_event)]
+    for name, t in rows:
+        print(f"  {name:40s} {t:7.3f} s  {n_events / t / 1e3:8.1f} k events/s")
+    print(f"  speedup vs join baseline:       {join / ours:5.1f}x  (target >= 5x)")
+    print(f"  speedup vs per-event baseline:  {per_event / ours:5.1f}x")
+    return join / ours
+
+
+# ---------------------------------------------------------------------------------
+# Paced replay
+# ---------------------------------------------------------------------------------
+
+DRAIN = r"""
+import sys, zmq
+ctx = zmq.Context()
+s = ctx.socket(zmq.SUB); s.setsockopt(zmq.SUBSCRIBE, b""); s.setsockopt(zmq.RCVHWM, 0)
+s.connect(sys.argv[1])
+n = 0
+while s.poll(5000):
+    s.recv_multipart(); n += 1
+print(n)
+"""
+
+
+def _child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, math.ceil(len(values) * q / 100) - 1))]
+
+
+def bench_paced(db, rate_in_db, n_paced, rate):
+    speedup = rate / rate_in_db
+    print(f"\n== paced replay at {rate:,.0f} events/s into a PUB socket "
+          f"({n_paced} events, drained by a subscriber process) ==")
+    results = {}
+    for name in ("ctlwire", "ctlwire spin=50µs", "pure Python"):
+        server = ZMQServer("tcp://127.0.0.1:0")
+        server.socket.setsockopt(zmq.SNDHWM, 0)
+        child = subprocess.Popen([sys.executable, "-c", DRAIN, server.endpoint],
+                                 stdout=subprocess.PIPE, env=_child_env(), text=True)
+        try:
+            if not server.wait_for_subscriber(timeout=30):
+                raise RuntimeError("subscriber did not connect")
+            if name.startswith("ctlwire"):
+                replay = TCSDBReplay(db, speedup=speedup, convert_number=True,
+                                     convert_bool=True, spin=5e-5 if "spin" in name else 0.0)
+                replay._replayer.run(server.socket.send_multipart, n_paced)
+                st = replay.stats
+                results[name] = (st.lateness_percentile(50), st.lateness_percentile(99),
+                                 st.lateness_max, st.sent)
+            else:
+                late = []
+                sock = server.socket
+                start = wall = t_first = None
+                for i, (topic, event) in enumerate(PyJoinReplay(db).events()):
+                    if i >= n_paced:
+                        break
+                    t = _time(event["__data_time"])
+                    now = time.monotonic()
+                    if start is None:
+                        start, wall, t_first = now, time.time(), t
+                    # absolute deadlines, like ctlwire, so only the waiting differs
+                    deadline = start + (t - t_first) / speedup
+                    if deadline > now:
+                        time.sleep(deadline - now)
+                    late.append(max(0.0, time.monotonic() - deadline))
+                    for k in ("__data_time", "__wire_time"):
+                        tk = _time(event.get(k))
+                        if tk is not None:
+                            event[k] = wall + (tk - t_first) / speedup
+                    sock.send_multipart([topic.encode(), json.dumps(event).encode()])
+                results[name] = (_pct(late, 50), _pct(late, 99), max(late), len(late))
+        finally:
+            server.close()
+            try:
+                child.wait(timeout=20)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+    for name, (p50, p99, mx, n) in results.items():
+        print(f"  {name:18s} sent {n:7d}  lateness p50 {p50 * 1e6:8.1f} µs  "
+              f"p99 {p99 * 1e6:8.1f} µs  max {mx * 1e6:9.1f} µs")
+    print("  (both measure lateness when the event is handed to the socket; "
+          "target for ctlwire p99 < 200 µs)")
+    return results["ctlwire"][1]
+
+
+# ---------------------------------------------------------------------------------
+# Heartbeat round trip
+# ---------------------------------------------------------------------------------
+
+ECHO = r"""
+import json, sys, zmq
+ctx = zmq.Context()
+pub = ctx.socket(zmq.PUB); port = pub.bind_to_random_port("tcp://127.0.0.1")
+sub = ctx.socket(zmq.SUB); sub.setsockopt(zmq.SUBSCRIBE, b"ocd.heartbeat.enquiry")
+sub.connect(sys.argv[1])
+print("READY tcp://127.0.0.1:%d" % port, flush=True)
+while sub.poll(10000):
+    topic, payload = sub.recv_multipart()
+    pub.send_multipart([b"ocd.heartbeat.reply", json.dumps(json.loads(payload)).encode()])
+"""
+
+
+def _start(args):
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
+                            env=_child_env())
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        raise RuntimeError("responder failed to start")
+    return proc, line.split()[1]
+
+
+def bench_heartbeat(n):
+    from ctlwire.ocd.heart_beat import HeartBeatQuery
+    print(f"\n== heartbeat round trip between two processes on loopback ({n} queries) ==")
+    out = {}
+    server = ZMQServer("tcp://127.0.0.1:0")
+    try:
+        for name, args in (
+                ("ctlwire", ["-m", "ctlwire.cli.ocd_heartbeat", "--respond", "--bind",
+                             "tcp://127.0.0.1:0", "--listen", server.endpoint,
+                             "--duration", "120"]),
+                ("bare pyzmq+json", ["-c", ECHO, server.endpoint])):
+            proc, reply_url = _start(args)
+            try:
+                query = HeartBeatQuery(server, reply_url, timeout=10.0)
+                if name == "ctlwire":
+                    assert query.communicate() is not None  # warm-up, joins
+                    rtt = []
+                    for _ in range(n):
+                        t0 = time.perf_counter()
+                        ok = query.communicate()
+                        rtt.append(time.perf_counter() - t0)
+                        assert ok is not None
+                else:
+                    # bare loop: one send, blocking recv, no id check or resend logic
+                    assert query.communicate() is not None
+                    sock = zmq.Context.instance().socket(zmq.SUB)
+                    sock.setsockopt(zmq.SUBSCRIBE, b"ocd.heartbeat.reply")
+                    sock.connect(reply_url)
+                    while True:  # wait until our new SUB is joined
+                        server.socket.send_multipart([b"ocd.heartbeat.enquiry", b"{}"])
+                        if sock.poll(50):
+                            break
+                    while sock.poll(100):
+                        sock.recv_multipart()
+                    rtt = []
+                    for _ in range(n):
+                        t0 = time.perf_counter()
+                        server.socket.send_multipart([b"ocd.heartbeat.enquiry",
+                                                      json.dumps({"id": "x"}).encode()])
+                        if not sock.poll(5000):
+                            raise RuntimeError("bare echo lost a message")
+                        json.loads(sock.recv_multipart()[1])
+                        rtt.append(time.perf_counter() - t0)
+                    sock.close(linger=0)
+                query.close()
+                out[name] = rtt
+            finally:
+                proc.kill()
+                proc.wait()
+    finally:
+        server.close()
+    for name, rtt in out.items():
+        print(f"  {name:16s} median {statistics.median(rtt) * 1e6:7.1f} µs  "
+              f"p99 {_pct(rtt, 99) * 1e6:8.1f} µs")
+    print(f"  ratio (ctlwire / bare): {statistics.median(out['ctlwire']) / statistics.median(out['bare pyzmq+json']):.2f}"
+          "  (target: ctlwire median < 300 µs)")
+    return statistics.median(out["ctlwire"])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--paced-events", type=int, default=100_000)
+    p.add_argument("--rate", type=float, default=20_000.0)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--heartbeats", type=int, default=2000)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_tcs_") as tmp:
+        db = os.path.join(tmp, "events.sqlite")
+        t0 = time.perf_counter()
+        generate_database(db, args.events, rate=1000.0)
+        print(f"generated {args.events} events x 8 attributes in "
+              f"{time.perf_counter() - t0:.1f} s ({os.path.getsize(db) / 1e6:.0f} MB)")
+        ratio = bench_unpaced(db, args.events, args.repeats)
+        p99 = bench_paced(db, 1000.0, min(args.paced_events, args.events), args.rate)
+    median = bench_heartbeat(args.heartbeats)
+    print("\n== summary ==")
+    print(f"  unpaced speedup vs pure Python join: {ratio:.1f}x   (target >= 5x)  "
+          f"{'MET' if ratio >= 5 else 'NOT MET'}")
+    print(f"  paced p99 lateness @ {args.rate:,.0f}/s: {p99 * 1e6:.0f} µs   (target < 200 µs)  "
+          f"{'MET' if p99 < 200e-6 else 'NOT MET'}")
+    print(f"  heartbeat median RTT: {median * 1e6:.0f} µs   (target < 300 µs)  "
+          f"{'MET' if median < 300e-6 else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
