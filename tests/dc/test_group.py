@@ -260,3 +260,24 @@ def test_curve_group_ignores_member_not_on_allow_list(make_group, wait):
     with pytest.raises(PortTimeout):
         a.recv(timeout=0.5)
     assert a.size == 2 and c.memberId not in a.members
+
+
+def test_callback_may_send_to_the_new_leader(make_group, tmp_path, wait):
+    sent = []
+
+    def on_event(ev):
+        if ev.kind is EventKind.LEADER_ELECTED and ev.member != b.memberId and not sent:
+            b.send_to_leader("hello from a callback")
+            sent.append(ev.member)
+
+    a = make_group()
+    wait(lambda: a.is_leader, timeout=15)  # a lone member elects itself
+    b = Group("Test", "g1", timings=FAST, discovery=DirectoryDiscovery(tmp_path),
+              on_event=on_event)
+    try:
+        b.join()
+        wait(lambda: sent, timeout=15)
+        assert sent == [a.memberId]
+        assert a.recv(timeout=5).obj() == "hello from a callback"
+    finally:
+        b.leave()

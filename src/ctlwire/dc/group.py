@@ -380,7 +380,10 @@ class Group:
         done = threading.Event()
         result: list[BaseException | None] = []
         self._commands.put((op, args, done, result))
-        self._wake()
+        if threading.current_thread() is self._thread:
+            self._run_commands()  # called from an event callback: run it right here
+        else:
+            self._wake()
         if not done.wait(timeout):
             raise PortTimeout(f"group {self.spec.groupName}: {op} not done within {timeout} s")
         if result and result[0] is not None:
@@ -454,18 +457,24 @@ class Group:
             while not self._stop.is_set():
                 now = time.monotonic()
                 wake_at = min(next_house, election.next_wakeup())
-                for sock, _ in poller.poll(max(0.0, (wake_at - now) * 1000)):
-                    if isinstance(sock, int):
-                        self._housekeeping(time.monotonic())
-                    elif sock is self._wake_rx:
-                        self._drain_wake()
-                    else:
-                        self._drain(sock)
-                now = time.monotonic()
-                if now >= next_house:
-                    self._housekeeping(now)
-                    next_house = now + self.timings.heartbeat
-                self._apply(election.tick(now))
+                try:
+                    for sock, _ in poller.poll(max(0.0, (wake_at - now) * 1000)):
+                        if isinstance(sock, int):
+                            self._housekeeping(time.monotonic())
+                        elif sock is self._wake_rx:
+                            self._drain_wake()
+                        else:
+                            self._drain(sock)
+                    now = time.monotonic()
+                    if now >= next_house:
+                        next_house = now + self.timings.heartbeat
+                        self._housekeeping(now)
+                    self._apply(election.tick(now))
+                except (zmq.ZMQError, OSError, PortError) as exc:
+                    # A transient failure must not end membership; the next round retries.
+                    log.warning("group %s: %s: %s", self.spec.groupName,
+                                type(exc).__name__, exc)
+                    self._stop.wait(min(0.1, self.timings.heartbeat))
         finally:
             self._shutdown()
 
@@ -492,6 +501,9 @@ class Group:
                 self._wake_rx.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+        self._run_commands()
+
+    def _run_commands(self) -> None:
         while True:
             try:
                 op, args, done, result = self._commands.get_nowait()
@@ -643,8 +655,8 @@ class Group:
                 self._depart(member, peer, "timeout", forget=False)
             if peer.voter and silent > timings.forget_timeout:
                 self._depart(member, peer, "timeout", forget=True)
-        self.discovery.refresh()
         self._pub_control(Presence(election.term))
+        self.discovery.refresh()
 
     # --- election effects ------------------------------------------------------------------
 
@@ -685,8 +697,7 @@ class Group:
             elif isinstance(eff, SendVote):
                 self._pub_control(Vote(eff.term, eff.candidate, eff.granted))
             elif isinstance(eff, LeaderElected):
-                if eff.leader == self.memberId:
-                    self._follow(self.memberId)
+                self._follow(eff.leader)  # before the event, so callbacks can use it
                 self._emit(EventKind.LEADER_ELECTED, eff.leader, eff.term)
             elif isinstance(eff, LeaderLost):
                 self.qry.update(None, None)
