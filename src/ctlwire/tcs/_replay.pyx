@@ -868,7 +868,7 @@ cdef class Replayer:
         cdef double t, deadline, off
         cdef int have
         cdef dict event
-        cdef object payload, topic, tb
+        cdef object payload, topic, tb, msg
         cdef bint timed
         if self._stmt == NULL:
             raise StopIteration
@@ -913,10 +913,6 @@ cdef class Replayer:
         if timed and not self._have_first:
             self._have_first = True
             self._t_first = t
-        if timed and self.speedup != INFINITY:
-            deadline = self.start_mono + (t - self._t_first) / self.speedup
-            _wait_until(deadline, self.spin)
-            self.stats._record(_mono() - deadline)
         # rewrite both times with one t_first so their difference survives
         if self._have_first:
             if have & 1:
@@ -925,8 +921,9 @@ cdef class Replayer:
             if have & 2:
                 off = 0.0 if self.speedup == INFINITY else (<double>r[4] - self._t_first) / self.speedup
                 event["__wire_time"] = self.start_iter_time + off
+        # all the work is done before the wait, so at the deadline the event is
+        # only handed over; lateness is measured at that hand-over
         payload = self._encode(event)
-        self.stats.sent += 1
         if as_bytes:
             tb = self._topic_bytes.get(topic)
             if tb is None:
@@ -935,11 +932,18 @@ cdef class Replayer:
                     self._topic_bytes[topic] = tb
             if type(payload) is not bytes:
                 payload = (<str>payload).encode("utf-8")
-            return [tb, payload]
-        if type(payload) is bytes:
-            payload = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload),
-                                           PyBytes_GET_SIZE(payload), NULL)
-        return [topic, payload]
+            msg = [tb, payload]
+        else:
+            if type(payload) is bytes:
+                payload = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload),
+                                               PyBytes_GET_SIZE(payload), NULL)
+            msg = [topic, payload]
+        if timed and self.speedup != INFINITY:
+            deadline = self.start_mono + (t - self._t_first) / self.speedup
+            _wait_until(deadline, self.spin)
+            self.stats._record(_mono() - deadline)
+        self.stats.sent += 1
+        return msg
 
     def next_message(self):
         """Next ``[topic, json]`` as str (waiting for its deadline), or None for an
