@@ -103,9 +103,13 @@ def _quote_uri(path: str) -> str:
     return quote(path, safe="/")
 
 
-def create_database(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """Create (or open) a database at ``path`` with the TCS schema and return it."""
-    conn = sqlite3.connect(os.fspath(path))
+def create_database(path: str | os.PathLike[str], *,
+                    check_same_thread: bool = True) -> sqlite3.Connection:
+    """Create (or open) a database at ``path`` with the TCS schema and return it.
+
+    ``check_same_thread=False`` lets another thread use the connection (one at a time).
+    """
+    conn = sqlite3.connect(os.fspath(path), check_same_thread=check_same_thread)
     conn.executescript(SCHEMA)
     check_schema(conn, f"TCS database {os.fspath(path)!r}")
     return conn

@@ -48,7 +48,9 @@ class TCSRecorder:
                  context: zmq.Context | None = None) -> None:
         self.db_name = os.fspath(db_name)
         self.subscriber = TCSSubscriber(urls, topics=topics, context=context)
-        self._writer = EventWriter(create_database(self.db_name), batch=2000)
+        # run() often lives in a worker thread while close() comes from the creator
+        self._writer = EventWriter(create_database(self.db_name, check_same_thread=False),
+                                   batch=2000)
         self.flush_interval = flush_interval
         self._stop = threading.Event()
         self._received = 0
