@@ -190,3 +190,12 @@ def test_slower_speedup_stretches_gaps(tmp_path):
     t0 = time.monotonic()
     next(replay)
     assert time.monotonic() - t0 >= 0.09
+
+
+def test_update_time_uses_the_replay_clock(small_db):
+    replay = TCSDBReplay(small_db, speedup=2.0)
+    next(replay)
+    event = replay._update_time({"__data_time": 1000.2, "__wire_time": "1000.7", "x": 1})
+    assert event["__data_time"] == pytest.approx(replay.start_iter_time + 0.1)
+    assert event["__wire_time"] == pytest.approx(replay.start_iter_time + 0.35)
+    assert event["x"] == 1
