@@ -199,3 +199,32 @@ def test_update_time_uses_the_replay_clock(small_db):
     assert event["__data_time"] == pytest.approx(replay.start_iter_time + 0.1)
     assert event["__wire_time"] == pytest.approx(replay.start_iter_time + 0.35)
     assert event["x"] == 1
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(gaps=st.lists(st.floats(min_value=0.0, max_value=0.004), min_size=1, max_size=8),
+       speedup=st.sampled_from([0.5, 1.0, 3.0]), t0=st.floats(min_value=0, max_value=2e9))
+def test_pacing_matches_reference_deadlines(tmp_path_factory, gaps, speedup, t0):
+    # reference: deadline_i = start + (t_i - t_0) / speedup, times rewritten alike
+    times = [t0]
+    for g in gaps:
+        times.append(times[-1] + g)
+    path = write_db(tmp_path_factory.mktemp("p") / "db.sqlite",
+                    [timed_event(i + 1, "a.b.c", t) for i, t in enumerate(times)])
+    replay = TCSDBReplay(path, speedup=speedup)
+    handed = []
+    events = []
+    for _, payload in replay:
+        handed.append(time.monotonic())
+        events.append(json.loads(payload))
+    start = replay._replayer.start_mono
+    for t, at, event in zip(times, handed, events):
+        offset = (t - times[0]) / speedup
+        assert at >= start + offset - 1e-6  # never early
+        assert event["__data_time"] == pytest.approx(replay.start_iter_time + offset, abs=1e-6)
+        assert event["__wire_time"] - event["__data_time"] == pytest.approx(0.5 / speedup,
+                                                                            abs=1e-6)
+    assert replay.stats.timed == len(times)
