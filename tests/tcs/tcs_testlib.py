@@ -2,12 +2,10 @@
 reference of the replay used to check the compiled engine."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import sqlite3
 import sys
-from pathlib import Path
 
 
 SCHEMA = """

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 from hypothesis import given, settings, HealthCheck, strategies as st
 

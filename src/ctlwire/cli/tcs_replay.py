@@ -13,7 +13,6 @@ import argparse
 import itertools
 import sys
 import threading
-import time
 
 
 def _parser() -> argparse.ArgumentParser:
