@@ -1,0 +1,469 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled 7/MDP frame classification and the broker's routing state machine.
+
+Design note
+-----------
+``classify`` looks at a fixed number of leading frames (never at bodies), so its cost
+per message does not depend on message size.  ``Router`` holds the broker's state:
+workers by identity, services by name, an idle-worker deque and a bounded request
+queue per service.  Every routed message costs a constant number of dict and deque
+operations; scans over all workers happen only on the heartbeat tick.
+
+The router owns no socket: it is handed a ``send`` callable taking one multipart
+message (a list of bytes, ROUTER identity first), so the whole state machine can be
+driven with plain lists in tests.  Workers removed while idle stay in their service's
+idle deque with ``alive = False`` and are skipped when popped (lazy deletion keeps
+removal O(1)).
+"""
+from collections import deque
+
+from ctlwire.roc import rpc as _rpc
+
+# Protocol constants (RFC 7/MDP 0.1, RFC 8/MMI)
+MDPC = b"MDPC01"
+MDPW = b"MDPW01"
+READY = b"\x01"
+REQUEST = b"\x02"
+REPLY = b"\x03"
+HEARTBEAT = b"\x04"
+DISCONNECT = b"\x05"
+
+# classify() results for messages arriving at the broker's ROUTER socket
+C_REQUEST = 1
+W_READY = 2
+W_REPLY = 3
+W_HEARTBEAT = 4
+W_DISCONNECT = 5
+W_UNEXPECTED = 6  # well-formed, but a broker never receives it (worker REQUEST)
+# malformed (negative): the reason, so counters and tests can tell them apart
+BAD_SHORT = -1
+BAD_DELIMITER = -2
+BAD_PROTOCOL = -3
+BAD_COMMAND = -4
+BAD_LENGTH = -5
+BAD_SERVICE = -6
+BAD_ENVELOPE = -7
+
+# classify_worker() results for messages a worker's DEALER receives from a broker
+B_REQUEST = 1
+B_HEARTBEAT = 4
+B_DISCONNECT = 5
+B_UNEXPECTED = 6
+
+cdef bytes _MDPC = MDPC
+cdef bytes _MDPW = MDPW
+cdef bytes _EMPTY = b""
+cdef bytes _REQUEST = REQUEST
+cdef bytes _REPLY = REPLY
+cdef bytes _HEARTBEAT = HEARTBEAT
+cdef bytes _DISCONNECT = DISCONNECT
+cdef bytes _MMI = b"mmi."
+cdef bytes _MMI_SERVICE = b"mmi.service"
+
+
+cdef inline bint _is_empty(object f):
+    return type(f) is bytes and len(<bytes>f) == 0
+
+
+cdef inline bint _is_nonempty(object f):
+    return type(f) is bytes and len(<bytes>f) > 0
+
+
+cdef inline int _command(object f):
+    # a command frame is exactly one byte; anything else is not a command
+    if type(f) is not bytes or len(<bytes>f) != 1:
+        return -1
+    return (<unsigned char*><char*>(<bytes>f))[0]
+
+
+cpdef int classify(list frames):
+    """Classify a message received on the broker's ROUTER socket.
+
+    Parameters
+    ----------
+    frames : list of bytes
+        ``[identity, b"", protocol, ...]`` as returned by ``recv_multipart``.
+
+    Returns
+    -------
+    int
+        One of ``C_REQUEST``, ``W_READY``, ``W_REPLY``, ``W_HEARTBEAT``,
+        ``W_DISCONNECT``, ``W_UNEXPECTED`` or a negative ``BAD_*`` reason.
+    """
+    cdef Py_ssize_t n = len(frames)
+    cdef object proto
+    cdef int cmd
+    if n < 3:
+        return BAD_SHORT
+    if not _is_nonempty(frames[0]) or not _is_empty(frames[1]):
+        return BAD_DELIMITER
+    proto = frames[2]
+    if type(proto) is not bytes:
+        return BAD_PROTOCOL
+    if <bytes>proto == _MDPC:
+        if n < 5:
+            return BAD_LENGTH
+        if not _is_nonempty(frames[3]):
+            return BAD_SERVICE
+        return C_REQUEST
+    if <bytes>proto != _MDPW:
+        return BAD_PROTOCOL
+    if n < 4:
+        return BAD_LENGTH
+    cmd = _command(frames[3])
+    if cmd == 1:
+        if n != 5:
+            return BAD_LENGTH
+        if not _is_nonempty(frames[4]):
+            return BAD_SERVICE
+        return W_READY
+    if cmd == 3 or cmd == 2:
+        if n < 7:
+            return BAD_LENGTH
+        if not _is_nonempty(frames[4]) or not _is_empty(frames[5]):
+            return BAD_ENVELOPE
+        return W_REPLY if cmd == 3 else W_UNEXPECTED
+    if cmd == 4:
+        return W_HEARTBEAT if n == 4 else BAD_LENGTH
+    if cmd == 5:
+        return W_DISCONNECT if n == 4 else BAD_LENGTH
+    return BAD_COMMAND
+
+
+cpdef int classify_worker(list frames):
+    """Classify a message a worker's DEALER socket received from the broker.
+
+    Parameters
+    ----------
+    frames : list of bytes
+        ``[b"", b"MDPW01", command, ...]``.
+
+    Returns
+    -------
+    int
+        ``B_REQUEST``, ``B_HEARTBEAT``, ``B_DISCONNECT``, ``B_UNEXPECTED`` (a
+        well-formed READY or REPLY, which only brokers receive) or a negative
+        ``BAD_*`` reason.
+    """
+    cdef Py_ssize_t n = len(frames)
+    cdef int cmd
+    if n < 3:
+        return BAD_SHORT
+    if not _is_empty(frames[0]):
+        return BAD_DELIMITER
+    if type(frames[1]) is not bytes or <bytes>frames[1] != _MDPW:
+        return BAD_PROTOCOL
+    cmd = _command(frames[2])
+    if cmd == 2 or cmd == 3:
+        if n < 6:
+            return BAD_LENGTH
+        if not _is_nonempty(frames[3]) or not _is_empty(frames[4]):
+            return BAD_ENVELOPE
+        return B_REQUEST if cmd == 2 else B_UNEXPECTED
+    if cmd == 4:
+        return B_HEARTBEAT if n == 3 else BAD_LENGTH
+    if cmd == 5:
+        return B_DISCONNECT if n == 3 else BAD_LENGTH
+    if cmd == 1:
+        if n != 4:
+            return BAD_LENGTH
+        return B_UNEXPECTED if _is_nonempty(frames[3]) else BAD_SERVICE
+    return BAD_COMMAND
+
+
+cdef class _Service:
+    cdef public bytes name
+    cdef object idle      # deque[_Worker]; may hold dead workers (lazy deletion)
+    cdef object queue     # deque[(expiry, client, body)] in arrival order
+    cdef public int nworkers
+    cdef public bint served  # has ever had a worker: decides how long requests wait
+
+    def __cinit__(self, bytes name):
+        self.name = name
+        self.idle = deque()
+        self.queue = deque()
+        self.nworkers = 0
+        self.served = False
+
+
+cdef class _Worker:
+    cdef public bytes identity
+    cdef _Service service
+    cdef double expiry
+    cdef object client   # address of the client being served, or None when idle
+    cdef object body     # its request body frames (list), kept to answer if we die
+    cdef bint alive
+
+    def __cinit__(self, bytes identity, _Service service, double expiry):
+        self.identity = identity
+        self.service = service
+        self.expiry = expiry
+        self.client = None
+        self.body = None
+        self.alive = True
+
+
+cdef class Router:
+    """The broker's routing state machine.
+
+    Parameters
+    ----------
+    send : callable
+        Called with one multipart message (list of bytes, identity first).
+    heartbeat : float
+        Heartbeat interval in seconds (both directions).
+    liveness : int
+        Missed intervals after which a worker is dead.
+    queue_timeout : float
+        Seconds a request waits for a worker of an object id that has had one.
+    unknown_grace : float
+        Seconds a request waits for a worker of an object id never seen before; then
+        the client gets a "no worker" error.
+    max_queue : int
+        Requests waiting per object id; more are refused at once.
+    """
+    cdef object _send
+    cdef dict _workers
+    cdef dict _services
+    cdef public double heartbeat
+    cdef public int liveness
+    cdef public double queue_timeout
+    cdef public double unknown_grace
+    cdef public Py_ssize_t max_queue
+    cdef public long long malformed
+    cdef public long long requests
+    cdef public long long replies
+    cdef public long long expired
+    cdef public long long refused
+    cdef public long long lost
+    cdef public long long disconnects_sent
+    cdef double _next_heartbeat
+    cdef public double deadline  # when tick() wants to run next; handle() may lower it
+
+    def __init__(self, send, double heartbeat=1.0, int liveness=3,
+                 double queue_timeout=2.0, double unknown_grace=0.5,
+                 Py_ssize_t max_queue=1000):
+        if heartbeat <= 0 or liveness < 1:
+            raise ValueError("heartbeat must be > 0 and liveness >= 1")
+        self._send = send
+        self._workers = {}
+        self._services = {}
+        self.heartbeat = heartbeat
+        self.liveness = liveness
+        self.queue_timeout = queue_timeout
+        self.unknown_grace = unknown_grace
+        self.max_queue = max_queue
+        self.malformed = self.requests = self.replies = 0
+        self.expired = self.refused = self.lost = self.disconnects_sent = 0
+        self._next_heartbeat = 0.0
+        self.deadline = 0.0
+
+    cdef inline double _life(self):
+        return self.heartbeat * self.liveness
+
+    cdef _Service _service(self, bytes name):
+        cdef _Service svc = self._services.get(name)
+        if svc is None:
+            svc = _Service(name)
+            self._services[name] = svc
+        return svc
+
+    cdef void _answer_error(self, object client, bytes service, object body,
+                            int code, str message):
+        cid = _rpc.request_id(body[0]) if body else None
+        self._send([client, _EMPTY, _MDPC, service,
+                    _rpc.error_body(cid, code, message, None)])
+
+    cdef void _dispatch(self, _Worker w, object client, list body):
+        w.client = client
+        w.body = body
+        self._send([w.identity, _EMPTY, _MDPW, _REQUEST, client, _EMPTY] + body)
+
+    cdef void _worker_free(self, _Worker w, double now):
+        # hand the next queued request to this worker, else park it as idle
+        cdef _Service svc = w.service
+        cdef tuple item
+        w.client = None
+        w.body = None
+        while svc.queue:
+            item = svc.queue.popleft()
+            if <double>item[0] <= now:
+                self._expire(svc, item)
+                continue
+            self._dispatch(w, item[1], item[2])
+            return
+        svc.idle.append(w)
+
+    cdef void _expire(self, _Service svc, tuple item):
+        self.expired += 1
+        oid = svc.name.decode("utf-8", "replace")
+        if svc.nworkers == 0 and not svc.served:
+            msg = f"no server for object {oid!r} (unknown object id)"
+        else:
+            msg = f"no server for object {oid!r} became free in time"
+        self._answer_error(item[1], svc.name, item[2], _rpc.NO_WORKER, msg)
+
+    cdef void _remove_worker(self, _Worker w, bint died):
+        cdef _Service svc = w.service
+        if not w.alive:
+            return
+        w.alive = False
+        self._workers.pop(w.identity, None)
+        svc.nworkers -= 1
+        if w.client is not None:
+            # never resend: the call may have run; tell the caller what happened
+            self.lost += 1
+            oid = svc.name.decode("utf-8", "replace")
+            why = "stopped responding" if died else "disconnected"
+            self._answer_error(w.client, svc.name, w.body, _rpc.WORKER_LOST,
+                               f"server of object {oid!r} {why} during the call; "
+                               "the call may or may not have run and was not resent")
+            w.client = None
+            w.body = None
+
+    cdef void _disconnect(self, bytes identity):
+        self.disconnects_sent += 1
+        self._send([identity, _EMPTY, _MDPW, _DISCONNECT])
+
+    cpdef handle(self, list frames, double now):
+        """Process one message received on the ROUTER socket at time ``now``."""
+        cdef int kind = classify(frames)
+        cdef bytes identity
+        cdef _Worker w
+        cdef _Service svc
+        cdef list body
+        if kind == C_REQUEST:
+            self.requests += 1
+            service = <bytes>frames[3]
+            body = frames[4:]
+            if service.startswith(_MMI):
+                self._mmi(frames[0], service, body)
+                return
+            svc = self._service(service)
+            while svc.idle:
+                w = svc.idle.popleft()
+                if w.alive:
+                    self._dispatch(w, frames[0], body)
+                    return
+            if len(svc.queue) >= self.max_queue:
+                self.refused += 1
+                self._answer_error(frames[0], service, body, _rpc.QUEUE_FULL,
+                                   f"too many calls waiting for object "
+                                   f"{service.decode('utf-8', 'replace')!r}")
+                return
+            expiry = now + (self.queue_timeout if svc.served else self.unknown_grace)
+            svc.queue.append((expiry, frames[0], body))
+            if expiry < self.deadline:
+                self.deadline = expiry
+            return
+        if kind < 0:
+            self.malformed += 1
+            return
+        identity = <bytes>frames[0]
+        w = self._workers.get(identity)
+        if kind == W_REPLY:
+            if w is None:
+                self._disconnect(identity)
+                return
+            self.replies += 1
+            w.expiry = now + self._life()
+            self._send([frames[4], _EMPTY, _MDPC, w.service.name] + frames[6:])
+            self._worker_free(w, now)
+        elif kind == W_HEARTBEAT:
+            if w is None:
+                self._disconnect(identity)
+            else:
+                w.expiry = now + self._life()
+        elif kind == W_READY:
+            service = <bytes>frames[4]
+            if w is not None or service.startswith(_MMI):
+                # READY is sent once per connection; a second one, or a claim on a
+                # reserved name, is a protocol error answered with DISCONNECT
+                if w is not None:
+                    self._remove_worker(w, False)
+                self._disconnect(identity)
+                return
+            svc = self._service(service)
+            w = _Worker(identity, svc, now + self._life())
+            self._workers[identity] = w
+            svc.nworkers += 1
+            svc.served = True
+            self._worker_free(w, now)
+        elif kind == W_DISCONNECT:
+            if w is not None:
+                self._remove_worker(w, False)
+        else:  # W_UNEXPECTED
+            if w is not None:
+                self._remove_worker(w, False)
+            self._disconnect(identity)
+
+    cdef void _mmi(self, object client, bytes service, list body):
+        cdef _Service svc
+        if service == _MMI_SERVICE:
+            svc = self._services.get(body[0])
+            code = b"200" if svc is not None and svc.nworkers > 0 else b"404"
+        else:
+            code = b"501"
+        self._send([client, _EMPTY, _MDPC, service, code])
+
+    cpdef double tick(self, double now):
+        """Expire dead workers and old requests, send heartbeats when due.
+
+        Returns
+        -------
+        float
+            The time at which ``tick`` wants to run next.
+        """
+        cdef _Worker w
+        cdef _Service svc
+        cdef list dead
+        dead = [w for w in self._workers.values() if w.expiry < now]
+        for w in dead:
+            self._remove_worker(w, True)
+        idle_names = []
+        for svc in self._services.values():
+            while svc.queue and <double>svc.queue[0][0] <= now:
+                self._expire(svc, svc.queue.popleft())
+            if not svc.served and svc.nworkers == 0 and not svc.queue:
+                idle_names.append(svc.name)
+        for name in idle_names:
+            # names asked for but never served must not pile up
+            del self._services[name]
+        if now >= self._next_heartbeat:
+            # busy workers get heartbeats too, so they know the broker is alive
+            for w in self._workers.values():
+                self._send([w.identity, _EMPTY, _MDPW, _HEARTBEAT])
+            self._next_heartbeat = now + self.heartbeat
+        self.deadline = self._next_deadline(now)
+        return self.deadline
+
+    cdef double _next_deadline(self, double now):
+        cdef double t = self._next_heartbeat
+        cdef _Service svc
+        # the earliest queued expiry matters for prompt "no worker" answers
+        for svc in self._services.values():
+            if svc.queue and <double>svc.queue[0][0] < t:
+                t = <double>svc.queue[0][0]
+        return t
+
+    def stats(self):
+        """Counters and current sizes, as a dict."""
+        cdef _Service s
+        cdef Py_ssize_t queued = 0
+        services = {}
+        for s in self._services.values():
+            queued += len(s.queue)
+            if s.nworkers:
+                services[s.name.decode("utf-8", "replace")] = s.nworkers
+        return {
+            "malformed": self.malformed,
+            "requests": self.requests,
+            "replies": self.replies,
+            "expired": self.expired,
+            "refused": self.refused,
+            "lost": self.lost,
+            "disconnects_sent": self.disconnects_sent,
+            "workers": len(self._workers),
+            "services": services,
+            "queued": queued,
+        }

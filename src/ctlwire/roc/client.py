@@ -1,0 +1,518 @@
+"""RocClient: proxies that behave like remote objects.
+
+One DEALER socket per client carries every call; calls are matched to replies by the
+JSON-RPC ``id``.  No thread of its own: a calling thread that finds nobody reading
+the socket becomes the *leader*, sends and reads replies for everyone, and hands the
+role on when its own reply is in (leader/follower).  Other threads queue their
+request in an outbox and poke the leader through a pipe.  So a single-threaded caller
+pays no thread hand-off, and many threads can have calls in flight at once.
+
+The socket has ``ZMQ_IMMEDIATE`` set: a call is never queued for a broker that is not
+connected, so it cannot run long after its caller gave up.  Calls are never resent.
+"""
+from __future__ import annotations
+
+import builtins
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import zmq
+
+from ctlwire import _json
+from ctlwire._zmq import make_socket
+from ctlwire.roc import rpc
+from ctlwire.roc.endpoints import Endpoints, resolve
+
+_MDPC = b"MDPC01"
+
+
+class RocError(Exception):
+    """Base of every error a ROC call raises locally."""
+
+
+class RocTimeout(RocError, TimeoutError):
+    """No reply within the timeout; the call may or may not have run."""
+
+
+class BrokerUnavailable(RocTimeout):
+    """The broker could not be reached within the timeout; the call was not sent."""
+
+
+class UnknownObjectError(RocError, LookupError):
+    """No server serves the object id (the broker said so)."""
+
+
+class WorkerLostError(RocError):
+    """The server died or left during the call; it may or may not have run."""
+
+
+class ProtocolError(RocError):
+    """The peer sent something that is not a valid ROC reply."""
+
+
+class RemoteError(RocError):
+    """An exception raised by the remote object.
+
+    Attributes
+    ----------
+    type_name : str
+        Name of the remote exception's class (``'ValueError'``).
+    remote_message : str
+        ``str()`` of the remote exception.
+    remote_traceback : str
+        The formatted remote traceback (also attached as a note).
+    code : int
+        The JSON-RPC error code.
+    """
+
+    def __init__(self, message: str, type_name: str = "", remote_message: str = "",
+                 remote_traceback: str = "", code: int = rpc.REMOTE_EXCEPTION) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.code = code
+
+
+_remote_classes: dict[str, type] = {}
+
+
+def _remote_class(type_name: str, module: str) -> type:
+    """A subclass of RemoteError and the builtin exception of that name, if any, so
+    ``except ValueError`` catches a remote ``ValueError``."""
+    if module != "builtins":
+        return RemoteError
+    cls = _remote_classes.get(type_name)
+    if cls is None:
+        base = getattr(builtins, type_name, None)
+        cls = RemoteError
+        if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
+            try:
+                cls = type(f"Remote{type_name}", (RemoteError, base), {})
+            except TypeError:  # incompatible layout: plain RemoteError it is
+                cls = RemoteError
+        _remote_classes[type_name] = cls
+    return cls
+
+
+def _raise_error(err: Any, what: str) -> None:
+    if not isinstance(err, dict):
+        raise ProtocolError(f"{what}: malformed error member {err!r}")
+    code = err.get("code")
+    message = str(err.get("message", ""))
+    if code == rpc.NO_WORKER:
+        raise UnknownObjectError(f"{what}: {message}")
+    if code == rpc.WORKER_LOST:
+        raise WorkerLostError(f"{what}: {message}")
+    if code == rpc.QUEUE_FULL:
+        raise RocError(f"{what}: {message}")
+    data = err.get("data")
+    if isinstance(data, dict) and "type" in data:
+        type_name = str(data.get("type"))
+        cls = _remote_class(type_name, str(data.get("module", "")))
+        rmsg = str(data.get("message", ""))
+        tb = str(data.get("traceback", ""))
+        try:
+            exc = cls(f"{type_name}: {rmsg}", type_name, rmsg, tb, code)
+        except Exception:  # noqa: BLE001 - a builtin with an odd constructor
+            exc = RemoteError(f"{type_name}: {rmsg}", type_name, rmsg, tb, code)
+        if tb and hasattr(exc, "add_note"):
+            exc.add_note(f"--- remote traceback ({what}) ---\n{tb.rstrip()}")
+        raise exc
+    raise RemoteError(f"{what}: {message} (JSON-RPC error {code})", "", message, "",
+                      code if isinstance(code, int) else 0)
+
+
+class _Slot:
+    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "what")
+
+    def __init__(self, msg: list, deadline: float, what: str) -> None:
+        self.reply: Any = None
+        self.msg = msg
+        self.deadline = deadline
+        self.sent = False
+        self.cancelled = False
+        self.what = what
+
+
+class RocFuture:
+    """A call in flight; :meth:`result` waits for it.  Made by
+    :meth:`RocClient.call_async`."""
+
+    __slots__ = ("_client", "_id", "_slot")
+
+    def __init__(self, client: "RocClient", call_id: int, slot: _Slot) -> None:
+        self._client = client
+        self._id = call_id
+        self._slot = slot
+
+    def done(self) -> bool:
+        """Whether the reply has arrived (does not read the socket)."""
+        return self._slot.reply is not None
+
+    def result(self) -> Any:
+        """Wait (within the client's timeout from the call) and return the result.
+
+        Raises
+        ------
+        RemoteError, RocTimeout, BrokerUnavailable, UnknownObjectError, WorkerLostError
+        """
+        return self._client._finish(self._id, self._slot)
+
+
+class RocClient:
+    """Remote Object Call client.
+
+    Parameters
+    ----------
+    broker_addr : Endpoints or str or None
+        Network endpoint of the broker: :class:`Endpoints`, ``tcp://host:port``,
+        ``host[:baseport]``, or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555.
+    ctx : zmq.Context, optional
+        ZeroMQ context to use.
+    timeout : float
+        Timeout in seconds for each call.
+
+    Examples
+    --------
+    >>> c = RocClient(Endpoints('127.0.0.1'))    # doctest: +SKIP
+    >>> vnir = c['vnir']                         # doctest: +SKIP
+    >>> vnir.openShutter()                       # doctest: +SKIP
+    >>> vnir.fps                                 # doctest: +SKIP
+    10.0
+    """
+
+    def __init__(self, broker_addr: Endpoints | str | None = None,
+                 ctx: zmq.Context | None = None, timeout: float = 2.0) -> None:
+        self.endpoint = resolve(broker_addr, "rocBroker")
+        self.timeout = float(timeout)
+        ctx = ctx if ctx is not None else zmq.Context.instance()
+        self._sock = make_socket(ctx, zmq.DEALER, sndhwm=100_000, rcvhwm=100_000)
+        # never queue calls for a broker that is not there (see module docstring)
+        self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._sock.connect(self.endpoint)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._cv = threading.Condition(threading.Lock())
+        self._leader = False
+        self._pending: dict[int, _Slot] = {}
+        self._outbox: deque[_Slot] = deque()   # waiting for the leader to send
+        self._unsent: deque[_Slot] = deque()   # the leader's, blocked by IMMEDIATE
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._proxies: dict[str, RocProxy] = {}
+        self._mmi_lock = threading.Lock()
+        #: Replies that matched no pending call (late after a timeout), dropped.
+        self.stray_replies = 0
+
+    # -- public API --------------------------------------------------------
+    def __getitem__(self, objectId: str) -> "RocProxy":
+        """A proxy for the object ``objectId`` (cached per id)."""
+        proxy = self._proxies.get(objectId)
+        if proxy is None:
+            proxy = self._proxies[objectId] = RocProxy(self, objectId)
+        return proxy
+
+    def call(self, objectId: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of ``objectId`` and return its result."""
+        call_id, slot = self._submit(objectId, method, args, kwargs)
+        return self._finish(call_id, slot)
+
+    def call_async(self, objectId: str, method: str, *args: Any, **kwargs: Any) -> RocFuture:
+        """Send a call without waiting; the reply is collected by
+        :meth:`RocFuture.result` (the timeout runs from now)."""
+        call_id, slot = self._submit(objectId, method, args, kwargs)
+        return RocFuture(self, call_id, slot)
+
+    def service_available(self, objectId: str) -> bool:
+        """Ask the broker (8/MMI ``mmi.service``) whether a server serves ``objectId``."""
+        return self._mmi(objectId) == b"200"
+
+    def close(self) -> None:
+        """Close the socket; pending calls fail."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            while self._leader:  # let an active leader finish its poll slice
+                self._cv.wait(0.2)
+            self._sock.close(0)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._cv.notify_all()
+
+    def __enter__(self) -> "RocClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- machinery -------------------------------------------------------
+    def _submit(self, objectId: str, method: str, args: tuple, kwargs: dict) -> tuple:
+        call_id = next(self._ids)
+        body = rpc.encode_request(call_id, method, args, kwargs)
+        slot = _Slot([b"", _MDPC, objectId.encode("utf-8"), body],
+                     time.monotonic() + self.timeout, f"{objectId}.{method}")
+        self._enqueue(call_id, slot)
+        return call_id, slot
+
+    def _enqueue(self, call_id: int, slot: _Slot) -> None:
+        with self._cv:
+            if self._closed:
+                raise RocError("client is closed")
+            self._pending[call_id] = slot
+            if self._leader:
+                self._outbox.append(slot)
+                try:
+                    os.write(self._wake_w, b"x")
+                except BlockingIOError:  # pipe full: the leader is already woken
+                    pass
+                return
+            self._leader = True
+        # we are leader for the moment: send now, read what is there, step down
+        try:
+            self._send(slot)
+            self._pump(0.0, None)
+        finally:
+            self._step_down()
+
+    def _step_down(self) -> None:
+        # calls queued while we led must not wait for the next leader to go out
+        while True:
+            with self._cv:
+                if not self._outbox:
+                    self._leader = False
+                    self._cv.notify_all()
+                    return
+                out = list(self._outbox)
+                self._outbox.clear()
+            for slot in out:
+                if not slot.cancelled:
+                    self._send(slot)
+
+    def _send(self, slot: _Slot) -> None:
+        # leader only
+        if self._unsent:
+            self._unsent.append(slot)
+            return
+        try:
+            self._sock.send_multipart(slot.msg, zmq.NOBLOCK)
+            slot.sent = True
+        except zmq.Again:
+            self._unsent.append(slot)
+
+    def _flush_unsent(self) -> None:
+        unsent = self._unsent
+        while unsent:
+            slot = unsent[0]
+            if slot.cancelled:
+                unsent.popleft()
+                continue
+            try:
+                self._sock.send_multipart(slot.msg, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            slot.sent = True
+            unsent.popleft()
+
+    def _pump(self, timeout: float, mine: _Slot | None) -> None:
+        """Leader only: poll once for up to ``timeout`` s; send queued calls and
+        deliver every reply that is available."""
+        sock = self._sock
+        if self._unsent:
+            self._flush_unsent()
+        if self._unsent:
+            # wait for the broker connection too, so blocked calls go out promptly
+            self._poller.modify(sock, zmq.POLLIN | zmq.POLLOUT)
+        events = dict(self._poller.poll(int(timeout * 1000)))
+        if self._unsent:
+            self._poller.modify(sock, zmq.POLLIN)
+        if self._wake_r in events:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            with self._cv:
+                out = list(self._outbox)
+                self._outbox.clear()
+            for slot in out:
+                if not slot.cancelled:
+                    self._send(slot)
+        if events.get(sock, 0) & zmq.POLLOUT:
+            self._flush_unsent()
+        if not events.get(sock, 0) & zmq.POLLIN:
+            return
+        delivered = False
+        pending = self._pending
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) < 4 or frames[0] != b"" or frames[1] != _MDPC:
+                self.stray_replies += 1
+                continue
+            if frames[2].startswith(b"mmi."):
+                call_id = _MMI_KEY
+                reply: Any = frames[3]
+            else:
+                try:
+                    reply = _json.loads(frames[3])
+                    call_id = reply["id"]
+                except Exception:  # noqa: BLE001 - not ours to understand: drop
+                    self.stray_replies += 1
+                    continue
+            with self._cv:
+                slot = pending.pop(call_id, None) \
+                    if type(call_id) is int or call_id is _MMI_KEY else None
+                if slot is None:
+                    self.stray_replies += 1
+                    continue
+                slot.reply = reply
+                if slot is not mine:
+                    delivered = True
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
+        if delivered:
+            with self._cv:
+                self._cv.notify_all()
+
+    def _finish(self, call_id: int, slot: _Slot) -> Any:
+        cv = self._cv
+        while True:
+            if slot.reply is not None:
+                return self._result(slot)
+            with cv:
+                while slot.reply is None and self._leader and not self._closed:
+                    remaining = slot.deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    cv.wait(remaining)
+                if slot.reply is not None:
+                    continue
+                remaining = slot.deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    self._pending.pop(call_id, None)
+                    slot.cancelled = True
+                    # the reply may have raced in just now
+                    if slot.reply is not None:
+                        continue
+                    if self._closed:
+                        raise RocError(f"{slot.what}: client closed during the call")
+                    if not slot.sent:
+                        raise BrokerUnavailable(
+                            f"{slot.what}: broker at {self.endpoint} not reachable within "
+                            f"{self.timeout:g} s; the call was not sent")
+                    raise RocTimeout(
+                        f"{slot.what}: no reply within {self.timeout:g} s from {self.endpoint}"
+                        "; the call may or may not have run (it is never resent)")
+                self._leader = True
+            try:
+                # poll in short slices so the timeout and close() stay responsive
+                self._pump(min(remaining, 0.25), slot)
+            finally:
+                self._step_down()
+
+    def _result(self, slot: _Slot) -> Any:
+        reply = slot.reply
+        if type(reply) is bytes:  # MMI
+            return reply
+        if type(reply) is not dict:
+            raise ProtocolError(f"{slot.what}: reply is not a JSON object")
+        if "result" in reply:
+            return reply["result"]
+        _raise_error(reply.get("error"), slot.what)
+        raise ProtocolError(f"{slot.what}: reply has neither result nor error")
+
+    def _mmi(self, objectId: str) -> bytes:
+        # MMI replies carry no JSON id, so one MMI query at a time per client,
+        # matched by a key no JSON reply can produce
+        slot = _Slot([b"", _MDPC, b"mmi.service", objectId.encode("utf-8")],
+                     time.monotonic() + self.timeout, f"mmi.service({objectId!r})")
+        with self._mmi_lock:
+            self._enqueue(_MMI_KEY, slot)  # type: ignore[arg-type]
+            return self._finish(_MMI_KEY, slot)  # type: ignore[arg-type]
+
+
+_MMI_KEY = ("mmi",)
+
+
+class _RemoteMethod:
+    __slots__ = ("_client", "_oid", "_name")
+
+    def __init__(self, client: RocClient, oid: str, name: str) -> None:
+        self._client = client
+        self._oid = oid
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        client = self._client
+        call_id, slot = client._submit(self._oid, self._name, args, kwargs)
+        return client._finish(call_id, slot)
+
+    def call_async(self, *args: Any, **kwargs: Any) -> RocFuture:
+        """Send the call and return a :class:`RocFuture` at once."""
+        return self._client.call_async(self._oid, self._name, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self._oid}.{self._name}>"
+
+
+class RocProxy:
+    """Stands in for a remote object: methods, attributes, ``dir()``.
+
+    What is a method and what an attribute is learnt from ``rpc.describe`` on first
+    use and refreshed once when an unknown name is asked for.
+    """
+
+    __slots__ = ("_client", "_oid", "_methods", "_attributes", "_bound")
+
+    def __init__(self, client: RocClient, objectId: str) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_oid", objectId)
+        object.__setattr__(self, "_methods", None)
+        object.__setattr__(self, "_attributes", None)
+        object.__setattr__(self, "_bound", {})
+
+    def _describe(self) -> None:
+        d = self._client.call(self._oid, rpc.DESCRIBE)
+        object.__setattr__(self, "_methods", frozenset(d.get("methods", ())))
+        object.__setattr__(self, "_attributes", frozenset(d.get("attributes", ())))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        bound = self._bound.get(name)
+        if bound is not None:
+            return bound
+        if self._methods is None or (name not in self._methods
+                                     and name not in self._attributes):
+            self._describe()
+        if name in self._methods:  # type: ignore[operator]
+            bound = self._bound[name] = _RemoteMethod(self._client, self._oid, name)
+            return bound
+        if name in self._attributes:  # type: ignore[operator]
+            return self._client.call(self._oid, rpc.GET, name)
+        raise AttributeError(f"remote object {self._oid!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            raise AttributeError(f"cannot set private attribute {name!r} on a remote object")
+        self._client.call(self._oid, rpc.SET, name, value)
+        if self._attributes is not None and name not in self._attributes:
+            object.__setattr__(self, "_methods", None)  # describe again on next use
+
+    def __dir__(self) -> list[str]:
+        self._describe()
+        return sorted(self._methods | self._attributes)  # type: ignore[operator]
+
+    def __repr__(self) -> str:
+        return f"<RocProxy {self._oid!r} via {self._client.endpoint}>"

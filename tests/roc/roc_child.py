@@ -1,0 +1,46 @@
+"""Child process of the ROC fault tests: ``broker`` or ``server`` (run by path)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Shared:
+    """What the child server shares: counts calls so tests can see double runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def echo(self, x):
+        return x
+
+    def slow(self, seconds: float) -> float:
+        self.runs += 1
+        print(f"slow started {self.runs}", flush=True)
+        time.sleep(seconds)
+        return seconds
+
+    def pid(self) -> int:
+        import os
+        return os.getpid()
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[0]
+    if mode == "broker":
+        from ctlwire.roc.broker import main as broker_main
+        base, hb = argv[1], argv[2]
+        sys.exit(broker_main(["--address", "127.0.0.1", "--base-port", base,
+                              "--heartbeat", hb, "--unknown-grace", "0.2"]))
+    if mode == "server":
+        from ctlwire.roc import Endpoints, RocServer
+        base, oid, hb = int(argv[1]), argv[2], float(argv[3])
+        srv = RocServer(Endpoints("127.0.0.1", base), oid, Shared(), heartbeat=hb)
+        print("serving", flush=True)
+        srv.run()
+        return
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,172 @@
+"""Calls through a real broker over loopback: proxies behave like the object."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ctlwire.roc import (RemoteError, RocClient, RocTimeout, UnknownObjectError)
+
+
+@pytest.fixture
+def client(ep, broker):
+    c = RocClient(ep, timeout=5.0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def cam(client, camera, serve):
+    serve("cam", camera)
+    return client["cam"]
+
+
+def test_method_call_with_positional_and_keyword_arguments(cam):
+    assert cam.echo(1, "two", x=3) == {"args": [1, "two"], "kwargs": {"x": 3}}
+
+
+def test_method_call_with_keywords_only(cam):
+    assert cam.add(a=2, b=5) == 7
+
+
+def test_call_runs_on_the_shared_object(cam, camera):
+    assert cam.openShutter() == "open"
+    assert camera.shutter_opened == 1
+
+
+def test_attribute_read(cam):
+    assert cam.fps == 10.0
+
+
+def test_attribute_write_changes_the_shared_object(cam, camera):
+    cam.fps = 25.0
+    assert camera.fps == 25.0
+    assert cam.fps == 25.0
+
+
+def test_dir_lists_public_methods_and_attributes(cam):
+    names = dir(cam)
+    assert {"openShutter", "echo", "fps", "shutter_opened"} <= set(names)
+    assert "_secret" not in names
+
+
+def test_private_attributes_are_not_shared(cam):
+    with pytest.raises(AttributeError):
+        cam._secret
+
+
+def test_unknown_attribute_raises_attribute_error(cam):
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        cam.nothing
+
+
+def test_remote_exception_keeps_type_message_and_traceback(cam):
+    with pytest.raises(ValueError) as info:
+        cam.fail("lens cap on")
+    exc = info.value
+    assert isinstance(exc, RemoteError)
+    assert exc.type_name == "ValueError"
+    assert exc.remote_message == "lens cap on"
+    assert "in fail" in exc.remote_traceback
+
+
+def test_remote_exception_of_a_non_builtin_type(cam):
+    with pytest.raises(RemoteError) as info:
+        cam.fail_custom()
+    assert info.value.type_name == "CameraJam"
+    assert "jammed" in str(info.value)
+
+
+def test_wrong_arguments_raise_type_error(cam):
+    with pytest.raises(TypeError):
+        cam.add()
+
+
+def test_unknown_object_fails_fast_with_clear_error(ep, broker):
+    c = RocClient(ep, timeout=10.0)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UnknownObjectError, match="nobody"):
+            c.call("nobody", "anything")
+        # the broker's grace is 0.2 s: far below the 10 s timeout
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        c.close()
+
+
+def test_mmi_service_reports_served_and_unserved_ids(client, cam):
+    cam.echo(0)
+    assert client.service_available("cam") is True
+    assert client.service_available("nobody") is False
+
+
+def test_many_calls_in_flight_from_one_thread(cam):
+    futures = [cam.add.call_async(i, 1) for i in range(200)]
+    assert [f.result() for f in futures] == [i + 1 for i in range(200)]
+
+
+def test_proxy_is_safe_from_several_threads(cam):
+    errors: list[str] = []
+
+    def hammer(k: int) -> None:
+        for i in range(100):
+            got = cam.add(k * 1000, i)
+            if got != k * 1000 + i:
+                errors.append(f"thread {k}: {got} != {k * 1000 + i}")
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+class Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def who_after(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return self.name
+
+
+def test_several_servers_for_one_object_serve_calls_in_parallel(client, serve):
+    serve("pair", Named("a"))
+    serve("pair", Named("b"))
+    proxy = client["pair"]
+    futures = [proxy.who_after.call_async(0.5) for _ in range(2)]
+    assert sorted(f.result() for f in futures) == ["a", "b"]
+
+
+def test_slow_method_keeps_its_server_alive(client, serve, broker, camera):
+    serve("cam", camera)
+    # 1 s is ten heartbeat intervals of the test broker (liveness 3)
+    assert client["cam"].slow(1.0) == 1.0
+    assert broker.stats()["lost"] == 0
+    assert client["cam"].add(1, 1) == 2
+
+
+def test_call_timeout_is_a_clear_error(ep, broker, serve, camera):
+    serve("cam", camera)
+    c = RocClient(ep, timeout=0.3)
+    try:
+        with pytest.raises(RocTimeout, match="no reply within 0.3 s"):
+            c["cam"].slow(1.0)
+    finally:
+        c.close()
+
+
+def test_late_reply_after_timeout_is_dropped(ep, broker, serve, camera, wait_for):
+    serve("cam", camera)
+    c = RocClient(ep, timeout=0.3)
+    try:
+        with pytest.raises(RocTimeout):
+            c.call("cam", "slow", 0.6)
+        c.timeout = 5.0
+        wait_for(lambda: c.call("cam", "add", 1, 2) == 3 and c.stray_replies == 1,
+                 5.0, "the late reply to be dropped")
+    finally:
+        c.close()

@@ -1,0 +1,177 @@
+"""The broker's routing state machine, driven with plain lists (no sockets)."""
+from __future__ import annotations
+
+import pytest
+
+from ctlwire import _json
+from ctlwire._ext import load_extension
+from ctlwire.roc import rpc
+
+R = load_extension("ctlwire.roc._router")
+
+
+class Sink(list):
+    def take(self):
+        out = list(self)
+        self.clear()
+        return out
+
+
+@pytest.fixture
+def sink():
+    return Sink()
+
+
+@pytest.fixture
+def router(sink):
+    return R.Router(sink.append, heartbeat=1.0, liveness=3, queue_timeout=2.0,
+                    unknown_grace=0.5, max_queue=2)
+
+
+def ready(w, service=b"cam"):
+    return [w, b"", b"MDPW01", b"\x01", service]
+
+
+def request(c, body=b'{"id":7}', service=b"cam"):
+    return [c, b"", b"MDPC01", service, body]
+
+
+def reply(w, c, body=b'{"result":1}'):
+    return [w, b"", b"MDPW01", b"\x03", c, b"", body]
+
+
+def test_request_is_routed_to_a_ready_worker(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    assert sink.take() == [[b"W", b"", b"MDPW01", b"\x02", b"C", b"", b'{"id":7}']]
+
+
+def test_reply_goes_back_to_the_client_with_the_object_id(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    sink.take()
+    router.handle(reply(b"W", b"C"), 0.2)
+    assert sink.take() == [[b"C", b"", b"MDPC01", b"cam", b'{"result":1}']]
+
+
+def test_request_waits_for_a_worker_then_is_dispatched(router, sink):
+    router.handle(request(b"C"), 0.0)
+    assert sink.take() == []
+    router.handle(ready(b"W"), 0.1)
+    assert sink.take()[0][:5] == [b"W", b"", b"MDPW01", b"\x02", b"C"]
+
+
+def test_unknown_object_gets_no_worker_error_after_grace(router, sink):
+    router.handle(request(b"C"), 0.0)
+    router.tick(0.4)
+    assert [m for m in sink.take() if m[0] == b"C"] == []
+    router.tick(0.6)
+    (msg,) = [m for m in sink.take() if m[0] == b"C"]
+    body = _json.loads(msg[4])
+    assert body["id"] == 7 and body["error"]["code"] == rpc.NO_WORKER
+    assert "unknown object" in body["error"]["message"]
+
+
+def test_router_deadline_tracks_the_earliest_queued_expiry(router):
+    router.tick(0.0)
+    router.handle(request(b"C"), 0.0)
+    assert router.deadline == pytest.approx(0.5)
+
+
+def test_queue_is_bounded(router, sink):
+    for c in (b"C1", b"C2", b"C3"):
+        router.handle(request(c), 0.0)
+    (msg,) = sink.take()
+    assert msg[0] == b"C3"
+    assert _json.loads(msg[4])["error"]["code"] == rpc.QUEUE_FULL
+    assert router.refused == 1
+
+
+def test_several_workers_share_one_object_id(router, sink):
+    router.handle(ready(b"W1"), 0.0)
+    router.handle(ready(b"W2"), 0.0)
+    router.handle(request(b"C1"), 0.1)
+    router.handle(request(b"C2"), 0.1)
+    assert sorted(m[0] for m in sink.take()) == [b"W1", b"W2"]
+
+
+def test_busy_worker_gets_one_request_at_a_time(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C1"), 0.1)
+    router.handle(request(b"C2"), 0.1)
+    assert [m[4] for m in sink.take()] == [b"C1"]
+    router.handle(reply(b"W", b"C1"), 0.2)
+    out = sink.take()
+    assert [m[0] for m in out] == [b"C1", b"W"] and out[1][4] == b"C2"
+
+
+def test_dead_busy_worker_fails_the_call_without_resending(router, sink):
+    router.handle(ready(b"W1"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    router.handle(ready(b"W2"), 0.2)
+    sink.take()
+    router.tick(3.5)  # W1 silent for more than 3 intervals
+    to_client = [m for m in sink.take() if m[0] == b"C"]
+    assert len(to_client) == 1
+    assert _json.loads(to_client[0][4])["error"]["code"] == rpc.WORKER_LOST
+    assert router.stats()["workers"] == 0  # W2 was silent too
+
+
+def test_heartbeats_go_to_busy_workers_too(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.0)
+    sink.take()
+    router.tick(0.5)
+    assert [b"W", b"", b"MDPW01", b"\x04"] in sink.take()
+
+
+def test_heartbeat_from_unknown_worker_is_answered_with_disconnect(router, sink):
+    router.handle([b"X", b"", b"MDPW01", b"\x04"], 0.0)
+    assert sink.take() == [[b"X", b"", b"MDPW01", b"\x05"]]
+
+
+def test_second_ready_is_answered_with_disconnect(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(ready(b"W"), 0.1)
+    assert sink.take() == [[b"W", b"", b"MDPW01", b"\x05"]]
+    assert router.stats()["workers"] == 0
+
+
+def test_worker_may_not_register_mmi_names(router, sink):
+    router.handle(ready(b"W", b"mmi.service"), 0.0)
+    assert sink.take() == [[b"W", b"", b"MDPW01", b"\x05"]]
+
+
+@pytest.mark.parametrize("service,body,expected", [
+    (b"mmi.service", b"cam", b"200"),
+    (b"mmi.service", b"other", b"404"),
+    (b"mmi.echo", b"x", b"501"),
+])
+def test_mmi(router, sink, service, body, expected):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C", body, service), 0.1)
+    assert sink.take() == [[b"C", b"", b"MDPC01", service, expected]]
+
+
+def test_malformed_messages_are_dropped_and_counted(router, sink):
+    router.handle([b"X"], 0.0)
+    router.handle([b"X", b"", b"MDPX01", b"a"], 0.0)
+    router.handle([b"X", b"", b"MDPW01", b"\x09"], 0.0)
+    assert sink.take() == []
+    assert router.malformed == 3
+
+
+def test_worker_disconnect_removes_it(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle([b"W", b"", b"MDPW01", b"\x05"], 0.1)
+    router.handle(request(b"C"), 0.2)
+    assert sink.take() == []  # queued: no worker any more
+    assert router.stats()["workers"] == 0
+
+
+def test_never_served_names_do_not_accumulate(router, sink):
+    for i in range(2):
+        router.handle(request(b"C", service=b"ghost%d" % i), 0.0)
+    router.tick(1.0)
+    assert router.stats()["queued"] == 0
+    assert len(sink.take()) >= 2
