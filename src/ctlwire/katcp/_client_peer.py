@@ -1,8 +1,9 @@
-"""A peer KATCP server (aiokatcp's ``DeviceServer``) for client tests, benchmarks and demos.
+"""A KATCP server for client tests, benchmarks and demos, in its own process.
 
-Run as ``python -m ctlwire.katcp._client_peer [--port N]``: it binds 127.0.0.1, prints
-``PORT <n>`` on stdout once it is serving, and runs until killed. aiokatcp must be
-installed (it is a test/benchmark dependency of ctlwire, not a runtime one).
+Run as ``python -m ctlwire.katcp._client_peer [--impl aiokatcp|ctlwire] [--port N]``:
+it binds 127.0.0.1, prints ``PORT <n>`` on stdout once it is serving, and runs until
+killed. ``aiokatcp`` (the default) serves with aiokatcp's ``DeviceServer`` (a
+test/benchmark dependency of ctlwire, not a runtime one); ``ctlwire`` with ctlwire's own.
 
 Requests besides the standard ones:
 
@@ -54,6 +55,54 @@ def _make_server_class():  # aiokatcp imported lazily: only the peer process nee
     return PeerServer
 
 
+def _make_ctlwire_server_class():
+    from ctlwire.katcp.core import Message
+    from ctlwire.katcp.server import DeviceServer
+    from ctlwire.katcp.sensor import Sensor
+
+    class CtlwirePeerServer(DeviceServer):
+        VERSION_INFO = ("ctlwire-client-peer", 1, 0)
+        BUILD_INFO = ("ctlwire-client-peer", 1, 0, "")
+
+        def setup_sensors(self):
+            self.counter = Sensor.integer("counter", "A counter set by ?bump", "", default=0,
+                                          initial_status=Sensor.NOMINAL)
+            self.add_sensor(self.counter)
+
+        def request_echo(self, req, msg):
+            """Reply with the arguments."""
+            return Message.reply("echo", "ok", *msg.arguments)
+
+        def request_informs(self, req, msg):
+            """Send n informs, then reply with n."""
+            n = int(msg.arguments[0])
+            for i in range(n):
+                req.inform(i)
+            return Message.reply("informs", "ok", n)
+
+        async def request_slow(self, req, msg):
+            """Reply after a delay in seconds."""
+            await asyncio.sleep(float(msg.arguments[0]))
+            return Message.reply("slow", "ok")
+
+        def request_bump(self, req, msg):
+            """Set the counter sensor (default: add one) and reply with its value."""
+            value = int(msg.arguments[0]) if msg.arguments else self.counter.value() + 1
+            self.counter.set_value(value)
+            return Message.reply("bump", "ok", value)
+
+    return CtlwirePeerServer
+
+
+def _run_ctlwire(port: int) -> None:
+    import threading
+
+    server = _make_ctlwire_server_class()("127.0.0.1", port)
+    server.start(timeout=10.0)
+    print(f"PORT {server.bind_address[1]}", flush=True)
+    threading.Event().wait()  # serve until killed
+
+
 async def _main(port: int) -> None:
     server = _make_server_class()("127.0.0.1", port)
     await server.start()
@@ -64,9 +113,13 @@ async def _main(port: int) -> None:
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--impl", choices=("aiokatcp", "ctlwire"), default="aiokatcp")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(_main(args.port))
+        if args.impl == "ctlwire":
+            _run_ctlwire(args.port)
+        else:
+            asyncio.run(_main(args.port))
     except KeyboardInterrupt:
         pass
     return 0

@@ -57,7 +57,7 @@ log = logging.getLogger("ctlwire.katcp.client")
 
 _REQUEST, _REPLY, _INFORM = Message.REQUEST, Message.REPLY, Message.INFORM
 _MAX_MID = 2**31 - 1
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 64 * 1024
 # While a blocking caller reads the socket itself, the I/O thread steps aside and looks
 # again this often (it is also the worst extra delay of an unsolicited inform that
 # arrives just after a blocking request finished).
@@ -139,6 +139,8 @@ class DeviceClient:
     _request_handlers: dict = {}
     _inform_handlers: dict = {}
     _reply_handlers: dict = {}
+    _fast_replies = False
+    _pending: dict = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -161,10 +163,13 @@ class DeviceClient:
         self._read_lock = allocate_lock()
         self._write_lock = allocate_lock()
         self._parser = StreamParser()
+        self._rbuf = bytearray(_RECV_SIZE)  # used only by the thread holding the read lock
+        self._rview = memoryview(self._rbuf)
         self._sock: Optional[socket.socket] = None
         self._poll: Any = None
         self._outbuf: list[bytes] = []
         self._dispatcher = 0  # ident of the thread currently dispatching, 0 if none
+        self._direct_reads = 0  # times a blocking caller took the reader role
         self._io_ident = 0
         self._thread: Optional[threading.Thread] = None
         self._running_flag = False
@@ -355,7 +360,16 @@ class DeviceClient:
             sock = self._sock
             if sock is None:
                 raise KatcpClientError(f"Not connected to device {self.bind_address_string}")
-            self._write_all(sock, data, timeout)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._abort_link()
+                raise KatcpClientError(
+                    f"Could not send to {self.bind_address_string}: {exc}") from exc
+            if sent != len(data):  # rare: the kernel's send buffer is full
+                self._write_rest(sock, data, sent, timeout)
 
     def _flush_outbuf(self) -> None:
         data = b"".join(self._outbuf)
@@ -380,8 +394,12 @@ class DeviceClient:
             self._abort_link()
             raise KatcpClientError(
                 f"Could not send to {self.bind_address_string}: {exc}") from exc
-        if sent == len(data):
-            return
+        if sent != len(data):
+            self._write_rest(sock, data, sent, timeout)
+
+    def _write_rest(self, sock: socket.socket, data: bytes, sent: int,
+                    timeout: Optional[float]) -> None:
+        # Caller holds the write lock; wait for room in the send buffer, up to timeout.
         view = memoryview(data)[sent:]
         if timeout is None:
             timeout = self.send_timeout
@@ -543,16 +561,23 @@ class DeviceClient:
             disconnected.
         """
 
-    def _dispatch_chunk(self, data: bytes) -> None:
+    def _dispatch_chunk(self, data: Any) -> None:
         # Caller holds the read lock.
         items = self._parser.feed(data)
         self._dispatcher = get_ident()
         handle = self.handle_message
+        # Replies to tracked requests skip the handler chain when no subclass overrides it.
+        pending = self._pending if self._fast_replies else None
         try:
             for item in items:
                 if isinstance(item, KatcpSyntaxError):
                     self._logger.warning("Bad line from %s: %s", self.bind_address_string, item)
                     continue
+                if pending is not None and item.mtype == _REPLY and item.mid is not None:
+                    p = pending.pop(item.mid, None)
+                    if p is not None:
+                        self._finish(p, item, None)
+                        continue
                 try:
                     handle(item)
                 except Exception:
@@ -673,16 +698,18 @@ class DeviceClient:
     def _read_some(self, sock: socket.socket) -> bool:
         """Read what the socket has and dispatch it; False when the link is gone."""
         try:
-            data = sock.recv(_RECV_SIZE)
+            # Into a buffer kept for the client's life: recv() would allocate (and
+            # release) a fresh 64 KiB object for every few bytes that arrive.
+            n = sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as exc:
             self._link_lost(f"read error: {exc}")
             return False
-        if not data:
+        if not n:
             self._link_lost("connection closed by server")
             return False
-        self._dispatch_chunk(data)
+        self._dispatch_chunk(self._rview[:n])
         return True
 
     def _serve(self, sel: selectors.BaseSelector, sock: socket.socket) -> None:
@@ -690,6 +717,7 @@ class DeviceClient:
         wake = self._wake_r
         sel.register(sock, selectors.EVENT_READ)
         registered = True
+        parked_seen = 0
         self._next_check = -math.inf
         try:
             while self._running_flag and self._sock is sock:
@@ -711,8 +739,9 @@ class DeviceClient:
                     else:
                         sock_ready = True
                 if not registered:
-                    if self._read_lock.locked():
-                        continue  # the blocking caller is still reading
+                    seen, parked_seen = parked_seen, self._direct_reads
+                    if seen != parked_seen or self._read_lock.locked():
+                        continue  # blocking callers are still reading by themselves
                     sel.register(sock, selectors.EVENT_READ)
                     registered = True
                     continue
@@ -728,6 +757,7 @@ class DeviceClient:
                         # aside rather than wake on every byte it is about to consume.
                         sel.unregister(sock)
                         registered = False
+                        parked_seen = self._direct_reads
         finally:
             if registered:
                 try:
@@ -991,6 +1021,12 @@ class CallbackClient(DeviceClient):
     >>> c.join()
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fast_replies = (cls.handle_message is DeviceClient.handle_message
+                             and cls.handle_reply is CallbackClient.handle_reply
+                             and cls._finish is CallbackClient._finish)
+
     def __init__(self, host: str, port: int, tb_limit: int = 20, timeout: Optional[float] = 5.0,
                  logger: logging.Logger = log, auto_reconnect: bool = True,
                  *, connect_timeout: float = 5.0) -> None:
@@ -1243,11 +1279,24 @@ class CallbackClient(DeviceClient):
         p.lock = lock
         p.informs = []
         p.keepalive = keepalive and timeout is not None
+        data = encode_message(_REQUEST, msg.name, msg.arguments, msg.mid)
+        # Fast path: take the reader role before sending, so the reply is read by this
+        # thread with no hand-off (large requests skip it: while we hold the reader role
+        # nobody drains the socket, and a long write could stall on a full window).
+        read_lock = self._read_lock
+        reading = len(data) < 65536 and read_lock.acquire(False)
         try:
-            self._send_bytes(encode_message(_REQUEST, msg.name, msg.arguments, msg.mid), timeout)
-        except KatcpClientError:
-            self._forget(p)
-            raise
+            try:
+                self._send_bytes(data, timeout)
+            except KatcpClientError:
+                self._forget(p)
+                raise
+            if reading:
+                self._direct_reads += 1
+                self._read_until_done(p)
+        finally:
+            if reading:
+                read_lock.release()
         self._wait(p)
         if p.error is not None:
             raise p.error
@@ -1267,6 +1316,7 @@ class CallbackClient(DeviceClient):
                 continue
             if read_lock.acquire(False):
                 try:
+                    self._direct_reads += 1
                     self._read_until_done(p)
                 finally:
                     read_lock.release()
@@ -1277,6 +1327,7 @@ class CallbackClient(DeviceClient):
 
     def _read_until_done(self, p: _Pending) -> None:
         # Caller holds the read lock: this thread reads and dispatches the stream itself.
+        rbuf, rview = self._rbuf, self._rview
         while not p.done:
             sock = self._sock
             poll = self._poll
@@ -1288,12 +1339,21 @@ class CallbackClient(DeviceClient):
             if remaining <= 0:
                 return
             try:
-                ready = poll.poll(min(remaining, 3600.0) * 1000.0 + 1)
-            except OSError:
+                if not poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
+                    continue
+                n = sock.recv_into(rbuf)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                self._link_lost(f"read error: {exc}")
                 return
-            if ready and not self._read_some(sock):
+            if not n:
+                self._link_lost("connection closed by server")
                 return
+            self._dispatch_chunk(rview[:n])
 
+
+CallbackClient._fast_replies = True
 
 #: katcp-python's name for the callback client's base class.
 AsyncClient = CallbackClient

@@ -1,0 +1,281 @@
+"""KATCP client throughput: ctlwire beside aiokatcp and katcp-python, one server, one run.
+
+Run: ``python benchmarks/bench_katcp_client.py [--server ctlwire|aiokatcp] [--rounds 3]``
+
+One server process (ctlwire's ``DeviceServer`` by default, aiokatcp's with ``--server
+aiokatcp``) serves every client. Each measurement runs in a fresh child process, so no
+client's threads or event loop linger into the next one, and the rounds interleave the
+clients so that load from elsewhere on the machine hits them all alike. Two workloads,
+both ``?watchdog`` (the cheapest standard request):
+
+* sequential: one request at a time, each waiting for its reply
+  (ctlwire ``BlockingClient.blocking_request``, aiokatcp ``await client.request``,
+  katcp-python ``BlockingClient.blocking_request``);
+* 64 outstanding: 64 requests in flight at all times
+  (ctlwire and katcp-python ``CallbackClient.callback_request`` with the reply
+  callback sending the next request, aiokatcp 64 tasks awaiting requests).
+
+Each figure is the median over the rounds of requests per second over ``--seconds``
+after a short warm-up. The ratios compare ctlwire with aiokatcp's client measured in the
+same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WARMUP = 0.3
+DEPTH = 64
+
+CLIENTS = [
+    ("ctlwire", "seq"), ("aiokatcp", "seq"), ("katcp-python", "seq"),
+    ("ctlwire", "64"), ("aiokatcp", "64"), ("katcp-python", "64"),
+]
+
+
+# ---------------------------------------------------------------------- measurements (child)
+def _measure_ctlwire(port: int, mode: str, seconds: float) -> float:
+    import threading
+
+    from ctlwire.katcp.client import BlockingClient, CallbackClient
+    from ctlwire.katcp.core import Message
+
+    if mode == "seq":
+        client = BlockingClient("127.0.0.1", port)
+        client.start()
+        assert client.wait_protocol(10)
+        request = client.blocking_request
+        end = time.perf_counter() + WARMUP
+        while time.perf_counter() < end:
+            request(Message.request("watchdog"))
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(100):
+                request(Message.request("watchdog"))
+            n += 100
+            now = time.perf_counter()
+            if now >= end:
+                break
+        client.stop()
+        client.join(5)
+        return n / (now - t0)
+
+    client = CallbackClient("127.0.0.1", port)
+    client.start()
+    assert client.wait_protocol(10)
+    state = {"count": 0, "stop": False, "inflight": 0}
+    done = threading.Event()
+
+    def on_reply(msg):
+        state["count"] += 1
+        if state["stop"]:
+            state["inflight"] -= 1
+            if not state["inflight"]:
+                done.set()
+            return
+        client.callback_request(Message.request("watchdog"), reply_cb=on_reply)
+
+    state["inflight"] = DEPTH
+    for _ in range(DEPTH):
+        client.callback_request(Message.request("watchdog"), reply_cb=on_reply)
+    time.sleep(WARMUP)
+    c0, t0 = state["count"], time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = state["count"], time.perf_counter()
+    state["stop"] = True
+    done.wait(10)
+    client.stop()
+    client.join(5)
+    return (c1 - c0) / (t1 - t0)
+
+
+def _measure_aiokatcp(port: int, mode: str, seconds: float) -> float:
+    import asyncio
+
+    import aiokatcp
+
+    async def main() -> float:
+        client = await aiokatcp.Client.connect("127.0.0.1", port)
+        state = {"count": 0, "stop": False}
+
+        async def worker():
+            while not state["stop"]:
+                await client.request("watchdog")
+                state["count"] += 1
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(1 if mode == "seq" else DEPTH)]
+        await asyncio.sleep(WARMUP)
+        c0, t0 = state["count"], time.perf_counter()
+        await asyncio.sleep(seconds)
+        c1, t1 = state["count"], time.perf_counter()
+        state["stop"] = True
+        await asyncio.gather(*tasks)
+        client.close()
+        await client.wait_closed()
+        return (c1 - c0) / (t1 - t0)
+
+    return asyncio.run(main())
+
+
+def _import_katcp_python():
+    # katcp 0.9.3 pins tornado 4.5, which still imports these names from collections;
+    # they moved to collections.abc (aliases removed in Python 3.10).
+    import collections
+    import collections.abc
+
+    for name in ("MutableMapping", "Mapping", "MutableSet", "Sequence", "Callable",
+                 "Iterable", "Hashable"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+    import logging
+
+    logging.getLogger("katcp").setLevel(logging.ERROR)
+    import katcp
+
+    return katcp
+
+
+def _measure_katcp_python(port: int, mode: str, seconds: float) -> float:
+    import threading
+
+    katcp = _import_katcp_python()
+    if mode == "seq":
+        client = katcp.BlockingClient("127.0.0.1", port)
+        client.start()
+        assert client.wait_protocol(10)
+        end = time.perf_counter() + WARMUP
+        while time.perf_counter() < end:
+            client.blocking_request(katcp.Message.request("watchdog"))
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(20):
+                client.blocking_request(katcp.Message.request("watchdog"))
+            n += 20
+            now = time.perf_counter()
+            if now >= end:
+                break
+        client.stop()
+        client.join(5)
+        return n / (now - t0)
+
+    client = katcp.CallbackClient("127.0.0.1", port)
+    client.start()
+    assert client.wait_protocol(10)
+    state = {"count": 0, "stop": False, "inflight": DEPTH}
+    done = threading.Event()
+
+    def on_reply(msg):
+        state["count"] += 1
+        if state["stop"]:
+            state["inflight"] -= 1
+            if not state["inflight"]:
+                done.set()
+            return
+        client.callback_request(katcp.Message.request("watchdog"), reply_cb=on_reply)
+
+    for _ in range(DEPTH):
+        client.callback_request(katcp.Message.request("watchdog"), reply_cb=on_reply)
+    time.sleep(WARMUP)
+    c0, t0 = state["count"], time.perf_counter()
+    time.sleep(seconds)
+    c1, t1 = state["count"], time.perf_counter()
+    state["stop"] = True
+    done.wait(10)
+    client.stop()
+    client.join(5)
+    return (c1 - c0) / (t1 - t0)
+
+
+MEASURE = {"ctlwire": _measure_ctlwire, "aiokatcp": _measure_aiokatcp,
+           "katcp-python": _measure_katcp_python}
+
+
+# ---------------------------------------------------------------------- driver (parent)
+def _child_env() -> dict:
+    env = dict(os.environ)
+    src = os.path.join(os.path.dirname(HERE), "src")
+    paths = [src] if os.path.isdir(src) else []
+    paths += [p for p in sys.path if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def _start_server(impl: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl],
+                            stdout=subprocess.PIPE, env=_child_env())
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    ready = sel.select(30)
+    sel.close()
+    line = proc.stdout.readline().decode() if ready else ""
+    if not line.startswith("PORT "):
+        proc.kill()
+        proc.wait(10)
+        raise RuntimeError(f"{impl} server did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+def _run_child(client: str, mode: str, port: int, seconds: float) -> float:
+    out = subprocess.run([sys.executable, __file__, "--child", client, mode, str(port),
+                          str(seconds)], capture_output=True, env=_child_env(),
+                         timeout=60 + seconds * 4)
+    if out.returncode != 0:
+        raise RuntimeError(f"{client} {mode} failed:\n{out.stderr.decode()[-2000:]}")
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])["rate"]
+
+
+def main(argv: list | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", choices=("ctlwire", "aiokatcp"), default="ctlwire")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=1.5)
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        client, mode, port, seconds = args.child
+        rate = MEASURE[client](int(port), mode, float(seconds))
+        print(json.dumps({"rate": rate}))
+        return 0
+
+    proc, port = _start_server(args.server)
+    results: dict = {key: [] for key in CLIENTS}
+    try:
+        print(f"server: {args.server} DeviceServer on 127.0.0.1:{port} (own process); "
+              f"{args.rounds} rounds x {args.seconds:g} s per client; request ?watchdog")
+        for r in range(args.rounds):
+            for client, mode in CLIENTS:
+                results[(client, mode)].append(_run_child(client, mode, port, args.seconds))
+            print(f"  round {r + 1}: " + ", ".join(
+                f"{c} {m} {results[(c, m)][-1]:,.0f}" for c, m in CLIENTS), flush=True)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+    med = {key: statistics.median(v) for key, v in results.items()}
+    print()
+    print(f"{'client':<14}{'sequential req/s':>18}{f'{DEPTH} outstanding req/s':>24}")
+    for name in ("ctlwire", "aiokatcp", "katcp-python"):
+        print(f"{name:<14}{med[(name, 'seq')]:>18,.0f}{med[(name, '64')]:>24,.0f}")
+    print()
+    for mode, label in (("seq", "sequential"), ("64", f"{DEPTH} outstanding")):
+        ratio = med[("ctlwire", mode)] / med[("aiokatcp", mode)]
+        ratio_kp = med[("ctlwire", mode)] / med[("katcp-python", mode)]
+        print(f"ctlwire / aiokatcp, {label}: {ratio:.2f}x (target >= 2.00x: "
+              f"{'met' if ratio >= 2.0 else 'NOT met'}); ctlwire / katcp-python: {ratio_kp:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
