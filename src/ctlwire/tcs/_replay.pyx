@@ -400,8 +400,7 @@ cdef class ReplayStats:
 # and for sorted replays, one join sorted by sqlite.
 cdef const char *_SQL_EVENTS = b"SELECT event_id, event_id, topic FROM event ORDER BY event_id"
 cdef const char *_SQL_ATTRS = (
-    b"SELECT event_id, event_id, NULL, rowid, name, value, data_type FROM attribute "
-    b"ORDER BY rowid")
+    b"SELECT event_id, name, value, data_type FROM attribute ORDER BY rowid")
 cdef const char *_SQL_ATTR_IDS = b"SELECT event_id FROM attribute ORDER BY rowid"
 cdef const char *_SQL_PLAIN = (
     b"SELECT e.event_id, e.event_id, e.topic, a.rowid, a.name, a.value, a.data_type "
@@ -507,6 +506,8 @@ cdef class Replayer:
         if rc != SQLITE_OK:
             msg = sqlite3_errmsg(self._db).decode("utf-8", "replace") if self._db else "?"
             raise ReplayDatabaseError(f"cannot open TCS database {path!r}: {msg}")
+        # reading pages through a memory map saves a read() copy per page
+        sqlite3_exec(self._db, b"PRAGMA mmap_size = 1073741824", NULL, NULL, NULL)
         self._order = order
         self._sort_by = sort_by
         self.speedup = speedup
@@ -683,15 +684,10 @@ cdef class Replayer:
             self._name_cache_s.append(name)
         return name
 
-    cdef object _value(self, sqlite3_stmt *st, const char *dtype):
-        cdef const char *s
-        cdef Py_ssize_t n
-        if sqlite3_column_type(st, C_VALUE) == SQLITE_NULL:
-            return None
-        s = <const char *>sqlite3_column_text(st, C_VALUE)
-        n = sqlite3_column_bytes(st, C_VALUE)
+    cdef object _value(self, const char *s, Py_ssize_t n, const char *dtype):
+        """The attribute value from its text (NULL pointer: SQL NULL)."""
         if s == NULL:
-            raise MemoryError()
+            return None
         if dtype != NULL:
             if self._conv_num and strcmp(dtype, b"number") == 0:
                 return _number_from_bytes(s, n, None)
@@ -702,45 +698,46 @@ cdef class Replayer:
                     return False
         return PyUnicode_DecodeUTF8(s, n, NULL)
 
-    cdef str _add_attr(self, sqlite3_stmt *st, dict event, Py_ssize_t idx, double *times,
-                       int *have):
-        """Add the attribute of the current row to ``event``; a reason if it is bad."""
+    cdef str _add_attr(self, sqlite3_stmt *st, int col, dict event, Py_ssize_t idx,
+                       double *times, int *have):
+        """Add the attribute of the current row (name, value, data_type from column
+        ``col`` on) to ``event``; returns a reason if the row is bad."""
         cdef const char *name_s
         cdef const char *dtype
         cdef const char *vs
-        cdef Py_ssize_t name_n, vn
+        cdef Py_ssize_t name_n, vn = 0
         cdef int is_time
         try:
-            if sqlite3_column_type(st, C_NAME) == SQLITE_NULL:
+            # each column is read once: sqlite's column calls are a good part of the cost
+            name_s = <const char *>sqlite3_column_text(st, col)
+            if name_s == NULL:
+                if sqlite3_column_type(st, col) != SQLITE_NULL:
+                    raise MemoryError()
                 return f"attribute #{idx + 1}: name is NULL"
-            if sqlite3_column_type(st, C_TYPE) == SQLITE_NULL:
-                dtype = NULL
+            name_n = sqlite3_column_bytes(st, col)
+            vs = <const char *>sqlite3_column_text(st, col + 1)
+            if vs == NULL:
+                if sqlite3_column_type(st, col + 1) != SQLITE_NULL:
+                    raise MemoryError()
             else:
-                dtype = <const char *>sqlite3_column_text(st, C_TYPE)
-            name_s = <const char *>sqlite3_column_text(st, C_NAME)
-            name_n = sqlite3_column_bytes(st, C_NAME)
+                vn = sqlite3_column_bytes(st, col + 1)
+            dtype = <const char *>sqlite3_column_text(st, col + 2)
             name = self._name(idx, name_s, name_n)
             # the times drive the pacing; read them whatever the conversions
             is_time = 0
-            if name_n == 11 and name_s[0] == c'_' and \
-                    sqlite3_column_type(st, C_VALUE) != SQLITE_NULL:
+            if name_n == 11 and name_s[0] == c'_' and vs != NULL:
                 if memcmp(name_s, b"__data_time", 11) == 0:
                     is_time = 1
                 elif memcmp(name_s, b"__wire_time", 11) == 0:
                     is_time = 2
-            if is_time == 0:
-                event[name] = self._value(st, dtype)
-                return None
-            vs = <const char *>sqlite3_column_text(st, C_VALUE)
-            vn = sqlite3_column_bytes(st, C_VALUE)
-            if _time_from_bytes(vs, vn, &times[is_time - 1]):
+            if is_time != 0 and _time_from_bytes(vs, vn, &times[is_time - 1]):
                 have[0] |= is_time
                 # parsed once for both uses: a plain decimal converts to this float
                 if self._conv_num and dtype != NULL and strcmp(dtype, b"number") == 0 \
                         and _plain_float_shape(vs, vn) and not _all_int_shape(vs, vn):
                     event[name] = times[is_time - 1]
                     return None
-            event[name] = self._value(st, dtype)
+            event[name] = self._value(vs, vn, dtype)
         except UnicodeDecodeError as exc:
             return (f"attribute #{idx + 1} is not valid UTF-8 "
                     f"({exc.reason} at byte {exc.start})")
@@ -794,12 +791,12 @@ cdef class Replayer:
             reason = head[3]
             event = {} if accepted else None
             while self._a_has_row:
-                aeid = sqlite3_column_int64(self._attrs, C_ID)
+                aeid = sqlite3_column_int64(self._attrs, 0)
                 if aeid > eid:
                     break
                 # aeid < eid: an attribute of no event, which the join would drop too
                 if aeid == eid and accepted and reason is None:
-                    why = self._add_attr(self._attrs, event, idx, times, &have)
+                    why = self._add_attr(self._attrs, 1, event, idx, times, &have)
                     idx += 1
                     if why is not None:
                         reason = why
@@ -819,7 +816,7 @@ cdef class Replayer:
             while True:
                 if accepted and reason is None and \
                         sqlite3_column_type(st, C_AROWID) != SQLITE_NULL:
-                    why = self._add_attr(st, event, idx, times, &have)
+                    why = self._add_attr(st, C_NAME, event, idx, times, &have)
                     idx += 1
                     if why is not None:
                         reason = why
