@@ -200,3 +200,45 @@ def test_cli_exits_1_when_nobody_answers(capsys):
     from ctlwire.cli.ocd_heartbeat import main
     assert main(["--bind", ANY, "--listen", "tcp://127.0.0.1:1", "--timeout", "0.2"]) == 1
     assert "no heartbeat" in capsys.readouterr().out
+
+
+def test_dispatcher_survives_malformed_messages():
+    query_server = ZMQServer(ANY)
+    handler = HeartBeatHandler.from_address(ANY)
+    d = EventDispatcher(query_server.endpoint, [handler]).start()
+    query = HeartBeatQuery(query_server, handler.server.endpoint, timeout=10.0)
+    try:
+        assert query_server.wait_for_subscriber(timeout=5.0)
+        query_server.send_event([ENQUIRY_TOPIC, "{not json"])
+        query_server.send_event([ENQUIRY_TOPIC, "[1, 2]", "extra frame"])
+        assert query.communicate() is not None
+    finally:
+        query.close()
+        d.stop()
+        handler.server.close()
+        query_server.close()
+
+
+def test_send_and_listen_with_custom_topics():
+    class Echo:
+        topics = ["ping"]
+
+        def __init__(self, server):
+            self.server = server
+
+        def handle_event(self, topic, event):
+            self.server.send_tcs_event("pong", {"n": event["n"] + 1})
+            return True
+
+    query_server, echo_server = ZMQServer(ANY), ZMQServer(ANY)
+    d = EventDispatcher(query_server.endpoint, [Echo(echo_server)]).start()
+    sal = SendAndListen(query_server, [echo_server.endpoint], "pong", "ping", {"n": 1},
+                        timeout=10.0)
+    try:
+        topic, event = sal.communicate()
+        assert (topic, event["n"]) == ("pong", 2)
+    finally:
+        sal.close()
+        d.stop()
+        echo_server.close()
+        query_server.close()
