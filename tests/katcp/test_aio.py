@@ -26,9 +26,9 @@ def child_env() -> dict:
 class PeerServer:
     """aiokatcp DeviceServer in a child process (see ctlwire.katcp._client_peer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, impl: str = "aiokatcp") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlwire.katcp._client_peer"],
+            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl],
             stdout=subprocess.PIPE, env=child_env())
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -50,9 +50,12 @@ class PeerServer:
         self.proc.stdout.close()
 
 
-@pytest.fixture(scope="module")
-def peer():
-    server = PeerServer()
+SERVERS = ["aiokatcp", "ctlwire"]  # aiokatcp's DeviceServer and ctlwire's own
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def peer(request):
+    server = PeerServer(request.param)
     try:
         yield server
     finally:
@@ -121,8 +124,9 @@ def test_timeout_raises_timeout_error(peer):
     run(main())
 
 
-def test_link_drop_fails_awaited_request():
-    server = PeerServer()
+@pytest.mark.parametrize("impl", SERVERS)
+def test_link_drop_fails_awaited_request(impl):
+    server = PeerServer(impl)
     try:
         async def main():
             client = await connected(server.port)

@@ -32,9 +32,11 @@ def child_env() -> dict:
 class PeerServer:
     """aiokatcp DeviceServer in a child process (see ctlwire.katcp._client_peer)."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, impl: str = "aiokatcp", port: int = 0) -> None:
+        self.impl = impl
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--port", str(port)],
+            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl,
+             "--port", str(port)],
             stdout=subprocess.PIPE, env=child_env())
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -56,9 +58,12 @@ class PeerServer:
         self.proc.stdout.close()
 
 
-@pytest.fixture(scope="module")
-def peer():
-    server = PeerServer()
+SERVERS = ["aiokatcp", "ctlwire"]  # aiokatcp's DeviceServer and ctlwire's own
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def peer(request):
+    server = PeerServer(request.param)
     try:
         yield server
     finally:
@@ -359,8 +364,9 @@ def test_keepalive_informs_extend_the_timeout(raw, clients):
     assert reply.reply_ok() and len(informs) == 6
 
 
-def test_link_drop_fails_in_flight_blocking_request_promptly(clients):
-    server = PeerServer()
+@pytest.mark.parametrize("impl", SERVERS)
+def test_link_drop_fails_in_flight_blocking_request_promptly(clients, impl):
+    server = PeerServer(impl)
     try:
         client = started(clients(BlockingClient, "127.0.0.1", server.port, auto_reconnect=False))
         outcome: list = []
@@ -436,14 +442,15 @@ def test_request_without_connection_raises_client_error(clients):
         client.blocking_request(Message.request("watchdog"), timeout=1)
 
 
-def test_reconnects_after_server_restart(clients):
-    server = PeerServer()
+@pytest.mark.parametrize("impl", SERVERS)
+def test_reconnects_after_server_restart(clients, impl):
+    server = PeerServer(impl)
     try:
         client = started(clients(BlockingClient, "127.0.0.1", server.port))
         assert client.blocking_request(Message.request("watchdog"))[0].reply_ok()
         server.kill()
         assert client.wait_disconnected(TIMEOUT)
-        server = PeerServer(server.port)
+        server = PeerServer(impl, server.port)
         assert client.wait_connected(TIMEOUT)
         assert client.wait_protocol(TIMEOUT)
         assert client.blocking_request(Message.request("watchdog"))[0].reply_ok()

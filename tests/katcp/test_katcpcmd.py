@@ -20,9 +20,10 @@ def child_env() -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def peer_port():
-    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer"],
+@pytest.fixture(scope="module", params=["aiokatcp", "ctlwire"])
+def peer_port(request):
+    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl",
+                             request.param],
                             stdout=subprocess.PIPE, env=child_env())
     try:
         sel = selectors.DefaultSelector()
