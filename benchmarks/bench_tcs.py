@@ -25,12 +25,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import zmq
 
 from ctlwire.tcs.events import generate_database
-from ctlwire.tcs.server import TCSDBReplay, ZMQServer
+from ctlwire.tcs.server import TCSDBReplay, ZMQServer, use_realtime_scheduling
 
 INF = float("inf")
 
@@ -195,7 +196,7 @@ def bench_paced(db, rate_in_db, n_paced, rate):
     print(f"\n== paced replay at {rate:,.0f} events/s into a PUB socket "
           f"({n_paced} events, drained by a subscriber process) ==")
     results = {}
-    for name in ("ctlwire", "ctlwire spin=50µs", "pure Python"):
+    for name in ("ctlwire", "ctlwire spin=50µs", "ctlwire SCHED_FIFO", "pure Python"):
         server = ZMQServer("tcp://127.0.0.1:0")
         server.socket.setsockopt(zmq.SNDHWM, 0)
         child = subprocess.Popen([sys.executable, "-c", DRAIN, server.endpoint],
@@ -206,7 +207,23 @@ def bench_paced(db, rate_in_db, n_paced, rate):
             if name.startswith("ctlwire"):
                 replay = TCSDBReplay(db, speedup=speedup, convert_number=True,
                                      convert_bool=True, spin=5e-5 if "spin" in name else 0.0)
-                replay._replayer.run(server.socket.send_multipart, n_paced)
+                if "FIFO" in name:
+                    # opt-in real-time thread (tcs-replay --realtime); skipped if refused
+                    ok = []
+
+                    def rt_run():
+                        ok.append(use_realtime_scheduling())
+                        if ok[0]:
+                            replay._replayer.run(server.socket.send_multipart, n_paced)
+
+                    worker = threading.Thread(target=rt_run)
+                    worker.start()
+                    worker.join()
+                    if not ok[0]:
+                        print("  (SCHED_FIFO not permitted: skipped)")
+                        continue
+                else:
+                    replay._replayer.run(server.socket.send_multipart, n_paced)
                 st = replay.stats
                 results[name] = (st.lateness_percentile(50), st.lateness_percentile(99),
                                  st.lateness_max, st.sent)

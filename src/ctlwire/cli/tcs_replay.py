@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mock-sleep", type=float, default=1.0,
                    help="seconds between mock events (default 1)")
     p.add_argument("--count", type=int, default=None, help="mock mode: stop after N events")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace under SCHED_FIFO (Linux, needs CAP_SYS_NICE): precise timing "
+                        "on a busy machine")
     p.add_argument("--no-progress", action="store_true", help="never show the progress line")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     return p
@@ -78,7 +81,8 @@ class _Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ..tcs.server import TCSDatabaseError, TCSDBReplay, TCSMockEvent, ZMQServer
+    from ..tcs.server import (TCSDatabaseError, TCSDBReplay, TCSMockEvent, ZMQServer,
+                              use_realtime_scheduling)
     replay = None
     if args.db is not None:
         try:
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     say(f"tcs-replay: publishing on {server.endpoint}")
+    if args.realtime and not use_realtime_scheduling():
+        say("tcs-replay: SCHED_FIFO not permitted here; pacing with normal scheduling")
     try:
         if args.wait_subscriber is not None:
             timeout = None if args.wait_subscriber < 0 else args.wait_subscriber

@@ -23,13 +23,30 @@ _replay = load_extension("ctlwire.tcs._replay")
 
 __all__ = [
     "ZMQServer", "TCSDBReplay", "TCSMockEvent", "TCSSubscriber", "TCSDatabaseError",
-    "ReplayStats", "string_to_bytes",
+    "ReplayStats", "string_to_bytes", "use_realtime_scheduling",
 ]
 
 #: Counters of a replay pass (sent, filtered, skipped, lateness); see ``TCSDBReplay.stats``.
 ReplayStats = _replay.ReplayStats
 
 _SORT_ORDERS = {"none": 0, "__data_time": 1, "__wire_time": 2}
+
+
+def use_realtime_scheduling(priority: int = 1) -> bool:
+    """Put the calling thread under ``SCHED_FIFO`` at ``priority``, if allowed.
+
+    Opt-in for paced replays on a busy machine: a real-time thread is woken at its
+    deadline instead of waiting behind other runnable processes.  The replay sleeps
+    between events, so it does not monopolise a core.  Threads started afterwards by
+    this thread inherit the policy.  Returns False (and changes nothing) where the
+    policy is unavailable or not permitted (needs CAP_SYS_NICE or an rtprio limit).
+    """
+    import os
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def string_to_bytes(value: str | bytes | bytearray | memoryview) -> bytes:
