@@ -26,6 +26,7 @@ import random
 import select
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -66,6 +67,12 @@ _PARK_INTERVAL = 0.002
 # a deadline registered concurrently with a scan).
 _MAX_IDLE = 0.25
 _monotonic = time.monotonic
+# Where the platform has MSG_DONTWAIT (Linux, BSD, macOS) the socket is left in blocking
+# mode with a receive timeout (SO_RCVTIMEO) of _RCV_SLICE: a thread waiting for its reply
+# then needs one recv() per reply instead of poll() + recv(), and every other read and
+# write passes MSG_DONTWAIT. Elsewhere the socket is non-blocking and readers poll().
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_RCV_SLICE = 0.05
 
 
 class KatcpTimeoutError(KatcpClientError, TimeoutError):
@@ -165,6 +172,7 @@ class DeviceClient:
         self._parser = StreamParser()
         self._rbuf = bytearray(_RECV_SIZE)  # used only by the thread holding the read lock
         self._rview = memoryview(self._rbuf)
+        self._blocking_reads = False
         self._sock: Optional[socket.socket] = None
         self._poll: Any = None
         self._outbuf: list[bytes] = []
@@ -361,7 +369,7 @@ class DeviceClient:
             if sock is None:
                 raise KatcpClientError(f"Not connected to device {self.bind_address_string}")
             try:
-                sent = sock.send(data)
+                sent = sock.send(data, _DONTWAIT)
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
@@ -387,7 +395,7 @@ class DeviceClient:
         # Caller holds the write lock. The socket is non-blocking: the common case is one
         # send() that takes everything.
         try:
-            sent = sock.send(data)
+            sent = sock.send(data, _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
@@ -415,7 +423,7 @@ class DeviceClient:
             try:
                 _, writable, _ = select.select([], [sock], [], remaining)
                 if writable:
-                    view = view[sock.send(view):]
+                    view = view[sock.send(view, _DONTWAIT):]
             except BlockingIOError:
                 continue
             except (OSError, ValueError) as exc:
@@ -651,6 +659,16 @@ class DeviceClient:
         self.versions = {}
         poll = select.poll()
         poll.register(sock, select.POLLIN)
+        if _DONTWAIT:
+            try:
+                sec = int(_RCV_SLICE)
+                usec = int((_RCV_SLICE - sec) * 1e6)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                struct.pack("ll", sec, usec))
+                sock.setblocking(True)
+                self._blocking_reads = True
+            except OSError:
+                self._blocking_reads = False
         with self._write_lock:
             self._poll = poll
             self._sock = sock
@@ -700,7 +718,7 @@ class DeviceClient:
         try:
             # Into a buffer kept for the client's life: recv() would allocate (and
             # release) a fresh 64 KiB object for every few bytes that arrive.
-            n = sock.recv_into(self._rbuf)
+            n = sock.recv_into(self._rbuf, 0, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as exc:
@@ -1041,7 +1059,11 @@ class CallbackClient(DeviceClient):
     def _register(self, msg: Message, use_mid: Optional[bool], timeout: Optional[float]) -> _Pending:
         if msg.mtype != _REQUEST:
             raise ValueError(f"Expected a request message, got {msg!r}")
-        self._assign_mid(msg, use_mid)
+        if use_mid is None and msg.mid is None and self._server_supports_ids:
+            # the common case, inline: a fresh mid from an atomic counter
+            msg.mid = b"%d" % ((next(self._mid_counter) - 1) % _MAX_MID + 1)
+        else:
+            self._assign_mid(msg, use_mid)
         mid = msg.mid
         if mid is not None:
             if mid in self._pending:
@@ -1339,9 +1361,12 @@ class CallbackClient(DeviceClient):
             if remaining <= 0:
                 return
             try:
-                if not poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
-                    continue
-                n = sock.recv_into(rbuf)
+                if self._blocking_reads and remaining > _RCV_SLICE:
+                    n = sock.recv_into(rbuf)  # waits up to _RCV_SLICE (SO_RCVTIMEO)
+                else:
+                    if not poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
+                        continue
+                    n = sock.recv_into(rbuf, 0, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:
