@@ -61,9 +61,9 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 class Child:
     """A child process running ``roc_child.py``; killed on teardown."""
 
-    def __init__(self, *args: str) -> None:
-        self.args = [sys.executable, CHILD, *args]
-        self.proc = subprocess.Popen(self.args, env=child_env(), stdout=subprocess.PIPE,
+    def __init__(self, *args: str, env: dict | None = None, module: str = "") -> None:
+        self.args = [sys.executable, *(["-m", module] if module else [CHILD]), *args]
+        self.proc = subprocess.Popen(self.args, env={**child_env(), **(env or {})}, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -105,8 +105,8 @@ def spawn() -> Iterator[Callable[..., Child]]:
     """Start ``roc_child.py`` processes; every one is killed at teardown."""
     children: list[Child] = []
 
-    def start(*args: str) -> Child:
-        c = Child(*args)
+    def start(*args: str, **kw) -> Child:
+        c = Child(*args, **kw)
         children.append(c)
         return c
 

@@ -20,6 +20,10 @@ class Shared:
         time.sleep(seconds)
         return seconds
 
+    def log(self, message: str) -> None:
+        import logging
+        logging.getLogger("child").info(message)
+
     def pid(self) -> int:
         import os
         return os.getpid()
@@ -38,6 +42,12 @@ def main(argv: list[str]) -> None:
         srv = RocServer(Endpoints("127.0.0.1", base), oid, Shared(), heartbeat=hb)
         print("serving", flush=True)
         srv.run()
+        return
+    if mode == "simple":
+        # broker from $CTLWIRE_ROC_BROKER, logging switched on by run_simple_server
+        from ctlwire.roc import run_simple_server
+        print("serving", flush=True)
+        run_simple_server(argv[1], Shared(), heartbeat=float(argv[2]))
         return
     raise SystemExit(f"unknown mode {mode!r}")
 

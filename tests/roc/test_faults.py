@@ -179,3 +179,28 @@ def test_server_registers_again_with_a_new_broker_in_process(ep, serve, camera, 
             b2.stop()
     finally:
         c.close()
+
+
+def test_simple_server_uses_environment_and_logs_reach_roclogdump(ep, spawn, tmp_path,
+                                                                 wait_for):
+    base = str(ep.brokerBasePort)
+    spawn("broker", base, HB).wait_line("rocbroker: MDP")
+    out = tmp_path / "dump.log"
+    dump = spawn("--address", "127.0.0.1", "--base-port", base, "--output", str(out),
+                 "--count", "1", module="ctlwire.roc.logdump")
+    dump.wait_line("roclogdump:")
+    spawn("simple", "simple", HB, env={"CTLWIRE_ROC_BROKER": f"127.0.0.1:{base}"})
+    c = RocClient(ep, timeout=1.0)
+    try:
+        first_success(c, "simple", "pid", time.monotonic() + 10)
+        deadline = time.monotonic() + 10
+        while dump.proc.poll() is None and time.monotonic() < deadline:
+            c.call("simple", "log", "exposure done")
+            time.sleep(0.02)  # pacing of a producer, not a wait for an event
+        assert dump.proc.wait(5) == 0
+        import json
+        rec = json.loads(out.read_text().splitlines()[0])
+        assert (rec["node"], rec["logger"], rec["message"]) == (
+            "simple", "child", "exposure done")
+    finally:
+        c.close()

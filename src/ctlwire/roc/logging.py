@@ -1,0 +1,138 @@
+"""Distributed logging: Python ``logging`` records published through the ROC relay.
+
+Wire format (two frames, same shape as status updates): ``b"ROCL" + nodeId`` and a
+JSON object::
+
+    {"iso": "2026-11-22T02:30:01.123456Z", "time": 1795833001.123456,
+     "node": "vnir", "logger": "camera", "level": "INFO", "levelno": 20,
+     "message": "shutter open", "file": "/path/cam.py", "line": 42, "func": "open",
+     "process": 1234, "thread": "MainThread", "exc": null}
+
+``exc`` holds the formatted traceback when the record carries one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+import zmq
+
+from ctlwire import _json
+from ctlwire._zmq import make_socket
+from ctlwire.roc.endpoints import Endpoints, resolve
+
+PREFIX = b"ROCL"
+
+
+def record_to_dict(record: logging.LogRecord, node: str) -> dict[str, Any]:
+    """The JSON object that travels for ``record``."""
+    exc = None
+    if record.exc_info:
+        exc = logging.Formatter().formatException(record.exc_info)
+    elif record.exc_text:
+        exc = record.exc_text
+    iso = _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "iso": iso, "time": record.created, "node": node, "logger": record.name,
+        "level": record.levelname, "levelno": record.levelno,
+        "message": record.getMessage(), "file": record.pathname, "line": record.lineno,
+        "func": record.funcName, "process": record.process, "thread": record.threadName,
+        "exc": exc,
+    }
+
+
+def default_node_id() -> str:
+    """``hostname.pid``: unique enough to tell log sources apart."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+class RocLogger(logging.Handler):
+    """Handles python log messages by sending them over a zmq PUB socket.
+
+    Parameters
+    ----------
+    nodeId : str
+        Name of this log source (appears in every record and in the topic).
+    destination : Endpoints or str or None
+        :class:`Endpoints` (its ``generalXSUB``), a ZeroMQ endpoint,
+        ``host[:baseport]`` or ``None`` for ``$CTLWIRE_ROC_BROKER``.
+    ctx : zmq.Context, optional
+        ZeroMQ context to use.
+
+    Notes
+    -----
+    Never blocks the logging caller: when the relay is unreachable records are
+    queued up to the socket's high-water mark, then dropped.
+    """
+
+    def __init__(self, nodeId: str, destination: Endpoints | str | None = None,
+                 ctx: zmq.Context | None = None, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.nodeId = nodeId
+        self.endpoint = resolve(destination, "generalXSUB")
+        self._topic = PREFIX + nodeId.encode("utf-8")
+        self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
+        self._sock.connect(self.endpoint)
+        self._closed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # logging.Handler.handle() holds self.lock around emit: one sender at a time
+        if self._closed:
+            return
+        try:
+            body = _json.dumps(record_to_dict(record, self.nodeId))
+            self._sock.send_multipart([self._topic, body], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # relay unreachable and queue full: drop rather than block the caller
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if not self._closed:
+                self._closed = True
+                self._sock.close(linger=200)  # give queued records a moment to leave
+        super().close()
+
+
+_installed: dict[str, RocLogger] = {}
+_install_lock = threading.Lock()
+
+
+def initRocLogging(nodeId: str | None = None, destination: Endpoints | str | None = None,
+                   level: int = logging.INFO, ctx: zmq.Context | None = None) -> RocLogger:
+    """Deliver standard Python log messages through the ROC broker's relay.
+
+    Installs a :class:`RocLogger` on the root logger (once per node id and endpoint;
+    calling again returns the installed handler) and lowers the root level to
+    ``level`` if it is higher.
+
+    Parameters
+    ----------
+    nodeId : str, optional
+        Log source name; default ``hostname.pid``.
+    destination : Endpoints or str or None
+        The broker, as for :class:`RocLogger`.
+    level : int
+        Records below this level are not sent.
+    ctx : zmq.Context, optional
+        ZeroMQ context to use.
+    """
+    node = nodeId or default_node_id()
+    endpoint = resolve(destination, "generalXSUB")
+    key = f"{node}@{endpoint}"
+    with _install_lock:
+        handler = _installed.get(key)
+        root = logging.getLogger()
+        if handler is None or handler._closed or handler not in root.handlers:
+            handler = RocLogger(node, endpoint, ctx, level)
+            _installed[key] = handler
+            root.addHandler(handler)
+        if root.level > level or root.level == logging.NOTSET:
+            root.setLevel(level)
+        return handler

@@ -1,0 +1,240 @@
+"""Status updates: a hierarchical tree of values, updated by anyone, through the relay.
+
+Wire format (two frames): ``b"ROCS" + sensorId`` and the JSON of the data.  The JSON
+continues the hierarchy, so ``("mount.encoder.1", 37.5)`` and
+``("mount.encoder", {"1": 37.5})`` say the same thing.  Every update is a *partial*
+tree: it changes only the leaves it names.
+
+The tree logic (:func:`mask_update`, :func:`merge_tree`) is pure and tested without
+sockets; :class:`RocStatusUpdater` and :func:`statusUpdateIterator` carry it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterator, Sequence
+
+import zmq
+
+from ctlwire import _json
+from ctlwire._zmq import make_socket
+from ctlwire.roc.endpoints import Endpoints, resolve
+
+PREFIX = b"ROCS"
+_MISSING = object()
+
+
+def _split(path: str) -> list[str]:
+    return path.split(".") if path else []
+
+
+def _check_path(path: str, what: str) -> None:
+    if any(part == "" for part in path.split(".")):
+        raise ValueError(f"{what} {path!r} has an empty component (leading, trailing or "
+                         "doubled dot)")
+
+
+def _descend(data: Any, parts: Sequence[str]) -> Any:
+    for part in parts:
+        if isinstance(data, dict):
+            data = data.get(part, _MISSING)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return _MISSING
+        if data is _MISSING:
+            return _MISSING
+    return data
+
+
+def _nest(parts: Sequence[str], leaf: Any) -> Any:
+    for part in reversed(parts):
+        leaf = {part: leaf}
+    return leaf
+
+
+def mask_update(sensor_id: str, data: Any, mask: str) -> Any:
+    """The part of one update that falls under ``mask``, as a tree rooted at the top.
+
+    Parameters
+    ----------
+    sensor_id : str
+        Dot-separated path the update was sent for.
+    data : Any
+        Its JSON data (continuing the hierarchy below ``sensor_id``).
+    mask : str
+        Dot-separated prefix of interest; ``''`` means everything.
+
+    Returns
+    -------
+    dict or None
+        ``None`` when nothing of the update is under ``mask`` (including sibling
+        prefixes: mask ``system.foo`` does not match ``system.foobar``).
+
+    Examples
+    --------
+    >>> mask_update('system', {'foo': {'cpu': 1}, 'bar': 2}, 'system.foo')
+    {'system': {'foo': {'cpu': 1}}}
+    """
+    path = _split(sensor_id)
+    m = _split(mask)
+    common = min(len(path), len(m))
+    if path[:common] != m[:common]:
+        return None
+    if len(path) >= len(m):  # at or below the mask: all of it
+        return _nest(path, data)
+    sub = _descend(data, m[len(path):])  # from above: cut out the masked subtree
+    if sub is _MISSING:
+        return None
+    return _nest(m, sub)
+
+
+def merge_tree(tree: dict, update: Any) -> dict:
+    """Merge a partial tree ``update`` into ``tree`` in place (leaves replace leaves)
+    and return ``tree``."""
+    if not isinstance(update, dict):
+        raise TypeError("a partial tree must be a dict at its root")
+    for key, value in update.items():
+        old = tree.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merge_tree(old, value)
+        else:
+            tree[key] = value
+    return tree
+
+
+class RocStatusUpdater:
+    """Allows to send ROC status update messages.
+
+    Parameters
+    ----------
+    destination : Endpoints or str or None
+        :class:`Endpoints` (its ``generalXSUB`` is used), a ZeroMQ endpoint, a
+        ``host[:baseport]`` string, or ``None`` for ``$CTLWIRE_ROC_BROKER``.
+    ctx : zmq.Context, optional
+        ZeroMQ context to use.
+
+    Notes
+    -----
+    Publish/subscribe drops what is sent before subscribers are connected, so the
+    first updates after start-up may not reach everybody; send full state now and
+    then if late joiners matter.  Safe to use from several threads.
+    """
+
+    def __init__(self, destination: Endpoints | str | None = None,
+                 ctx: zmq.Context | None = None) -> None:
+        self.endpoint = resolve(destination, "generalXSUB")
+        self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
+        self._sock.connect(self.endpoint)
+        self._lock = threading.Lock()
+
+    def emit(self, sensorId: str, data: Any) -> None:
+        """Send a status update message.
+
+        Parameters
+        ----------
+        sensorId : str
+            Dot-separated prefix of the sensor, e.g. ``'system.foo'``.
+        data : dict or list or scalar
+            Updated values, nested as the tree continues below ``sensorId``:
+            ``emit('system.foo', {'cpu': 0.3})`` is the partial tree
+            ``{'system': {'foo': {'cpu': 0.3}}}``.
+        """
+        if not isinstance(sensorId, str) or not sensorId:
+            raise ValueError("sensorId must be a non-empty dot-separated string")
+        _check_path(sensorId, "sensorId")
+        frames = [PREFIX + sensorId.encode("utf-8"), _json.dumps(data)]
+        with self._lock:
+            self._sock.send_multipart(frames)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(0)
+
+    def __enter__(self) -> "RocStatusUpdater":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def statusUpdateIterator(source: Endpoints | str | None = None,
+                         mask: str | Sequence[str] = "",
+                         ctx: zmq.Context | None = None,
+                         timeout: float | None = None) -> Iterator[dict]:
+    """Iterator over received status updates.
+
+    Parameters
+    ----------
+    source : Endpoints or str or None
+        :class:`Endpoints` (its ``generalXPUB``), a ZeroMQ endpoint, ``host[:baseport]``,
+        or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555.
+    mask : str or list of str
+        Prefix(es) of the subtree of interest, e.g. ``'system'`` or ``'system.foo'``.
+    ctx : zmq.Context, optional
+        ZeroMQ context to use.
+    timeout : float, optional
+        After this many seconds without an update, an empty status ``{}`` is yielded.
+
+    Yields
+    ------
+    dict
+        Partial trees rooted at the top, holding only what lies under the mask(s).
+        Updates sent higher up the tree are cut down to the mask.
+
+    Examples
+    --------
+    >>> for msg in statusUpdateIterator(ep, 'system', timeout=1.0):   # doctest: +SKIP
+    ...     print(msg)
+    """
+    masks = [mask] if isinstance(mask, str) else list(mask)
+    for m in masks:
+        if m:
+            _check_path(m, "mask")
+    sock = make_socket(ctx, zmq.SUB)
+    try:
+        if "" in masks or not masks:
+            sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
+            masks = [""]
+        else:
+            # ZeroMQ filters by byte prefix: subscribing to the first tree level also
+            # brings updates sent above the mask; the exact filtering happens below
+            for top in {m.split(".", 1)[0] for m in masks}:
+                sock.setsockopt(zmq.SUBSCRIBE, PREFIX + top.encode("utf-8"))
+        sock.connect(resolve(source, "generalXPUB"))
+        wait_ms = -1 if timeout is None else max(int(timeout * 1000), 0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if deadline is not None:
+                wait_ms = max(int((deadline - time.monotonic()) * 1000), 0)
+            if not sock.poll(wait_ms):
+                if deadline is not None and time.monotonic() >= deadline:
+                    deadline = time.monotonic() + timeout  # type: ignore[operator]
+                    yield {}
+                continue
+            frames = sock.recv_multipart()
+            tree = _decode(frames, masks)
+            if tree is not None:
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+                yield tree
+    finally:
+        sock.close(0)
+
+
+def _decode(frames: list, masks: list[str]) -> dict | None:
+    if len(frames) != 2 or not frames[0].startswith(PREFIX):
+        return None  # not a status update: ignore rather than break the iterator
+    try:
+        sensor_id = frames[0][len(PREFIX):].decode("utf-8")
+        data = _json.loads(frames[1])
+    except (UnicodeDecodeError, _json.DecodeError):
+        return None
+    if not sensor_id:
+        return None
+    result: dict | None = None
+    for m in masks:
+        part = mask_update(sensor_id, data, m)
+        if part is not None:
+            result = part if result is None else merge_tree(result, part)
+    return result
