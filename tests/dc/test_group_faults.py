@@ -61,11 +61,18 @@ def test_query_port_follows_the_new_leader(cluster, agree):
     assert answer is not None and answer["obj"] == {"answer": "who leads?", "by": new}
 
 
+def known_to(others, victim):
+    """Wait until every one of ``others`` has heard ``victim`` (a precondition)."""
+    for m in others:
+        m.wait(lambda e: e["ev"] == "member_joined" and e["member"] == victim.id, timeout=20)
+
+
 def test_killed_member_is_noticed_within_peer_timeout(cluster, agree):
     members = cluster(3)
     leader, _ = agree(members)
     victim = next(m for m in members if m.id != leader)
     others = [m for m in members if m is not victim]
+    known_to(others, victim)
     killed_at = time.time()
     victim.kill()
     for m in others:
@@ -79,8 +86,9 @@ def test_killing_a_follower_keeps_the_leader(cluster, agree):
     members = cluster(3)
     leader, term = agree(members)
     victim = next(m for m in members if m.id != leader)
-    victim.kill()
     others = [m for m in members if m is not victim]
+    known_to(others, victim)
+    victim.kill()
     for m in others:
         m.wait(lambda e: e["ev"] == "member_left" and e["member"] == victim.id, timeout=10)
     assert agree(others) == (leader, term)

@@ -219,6 +219,7 @@ class Group:
         self._wake_tx: zmq.Socket | None = None
         self._wake_rx: zmq.Socket | None = None
         self._size = 1
+        self._last_discover = 0.0
         #: Counters of dropped input, by reason (malformed, unknown sender, filtered).
         self.dropped: dict[str, int] = {"malformed": 0, "unknown": 0, "filtered": 0}
 
@@ -459,8 +460,8 @@ class Group:
                 wake_at = min(next_house, election.next_wakeup())
                 try:
                     for sock, _ in poller.poll(max(0.0, (wake_at - now) * 1000)):
-                        if isinstance(sock, int):
-                            self._housekeeping(time.monotonic())
+                        if isinstance(sock, int):  # a discovery beacon arrived
+                            self._discover(time.monotonic())
                         elif sock is self._wake_rx:
                             self._drain_wake()
                         else:
@@ -549,10 +550,21 @@ class Group:
                 continue
             if sender != self.memberId:
                 peer = self._peers.get(sender)
-                if peer is None:
-                    self.dropped["unknown"] += 1  # not (yet) announced by discovery
+                if peer is None and channel == "group":
+                    # Maybe announced since our last look: look again (rate-limited so
+                    # forged ids cannot make us scan discovery for every message).
+                    now = time.monotonic()
+                    if now - self._last_discover > 0.01:
+                        self._discover(now)
+                        peer = self._peers.get(sender)
+                if peer is not None:
+                    self._heard(peer, sender, time.monotonic())
+                elif channel == "group":
+                    self.dropped["unknown"] += 1  # not announced by discovery
                     continue
-                self._heard(peer, sender, time.monotonic())
+                # A query or answer from a member we have not discovered yet is still
+                # delivered (its routing identity vouches for it), but it does not make
+                # the sender a member.
             if env.kind == KIND_APP:
                 self._inbox.put(GroupMessage(sender, env.payload, channel, port.sendTime,
                                              port.recvTime, self.codec))
@@ -620,6 +632,21 @@ class Group:
     def _housekeeping(self, now: float) -> None:
         election = self._election
         assert election is not None
+        self._discover(now)
+        timings = self.timings
+        assert timings.forget_timeout is not None
+        for member, peer in list(self._peers.items()):
+            silent = now - peer.last_heard
+            if peer.live and silent > timings.peer_timeout:
+                self._depart(member, peer, "timeout", forget=False)
+            if peer.voter and silent > timings.forget_timeout:
+                self._depart(member, peer, "timeout", forget=True)
+        self._pub_control(Presence(election.term))
+        self.discovery.refresh()
+
+    def _discover(self, now: float) -> None:
+        """Connect the sub port to every member discovery newly reports."""
+        self._last_discover = now
         try:
             records = self.discovery.members()
         except OSError as exc:
@@ -647,16 +674,6 @@ class Group:
                 self._peers[rec.member] = _Peer(rec)
             else:
                 peer.record = rec
-        timings = self.timings
-        assert timings.forget_timeout is not None
-        for member, peer in list(self._peers.items()):
-            silent = now - peer.last_heard
-            if peer.live and silent > timings.peer_timeout:
-                self._depart(member, peer, "timeout", forget=False)
-            if peer.voter and silent > timings.forget_timeout:
-                self._depart(member, peer, "timeout", forget=True)
-        self._pub_control(Presence(election.term))
-        self.discovery.refresh()
 
     # --- election effects ------------------------------------------------------------------
 
