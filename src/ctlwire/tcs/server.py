@@ -330,18 +330,30 @@ class TCSDBReplay:
 
     @property
     def start_wire_time(self) -> float | None:
+        """Original ``__wire_time`` of the first event returned (None before it)."""
         return self._replayer.start_wire_time
+
+    @start_wire_time.setter
+    def start_wire_time(self, value: float | None) -> None:
+        self._replayer.start_wire_time = value
 
     @property
     def start_iter_time(self) -> float | None:
+        """Wall-clock time when the first event was returned (None before it)."""
         return self._replayer.start_iter_time
+
+    @start_iter_time.setter
+    def start_iter_time(self, value: float | None) -> None:
+        self._replayer.start_iter_time = value
 
     @property
     def stats(self) -> "ReplayStats":
+        """Counters of the current pass: sent, filtered, skipped, lateness."""
         return self._replayer.stats
 
     @property
     def errors(self) -> list[tuple[int, str]]:
+        """Corrupt events skipped in this pass, as ``(event_id, reason)``."""
         return self._replayer.errors
 
     def frames(self) -> Iterator[list[bytes]]:
