@@ -584,7 +584,13 @@ class DeviceClient:
                 if pending is not None and item.mtype == _REPLY and item.mid is not None:
                     p = pending.pop(item.mid, None)
                     if p is not None:
-                        self._finish(p, item, None)
+                        lock = p.lock
+                        if lock is None:
+                            self._finish(p, item, None)
+                        else:  # a blocking caller: hand over the reply and wake it
+                            p.reply = item
+                            p.done = True
+                            lock.release()
                         continue
                 try:
                     handle(item)
