@@ -91,6 +91,12 @@ class KatcpType:
 
     __slots__ = ("_default", "_optional", "_multiple")
     name = "unknown"
+    # True when check() is the no-op base method, so the hot paths can skip the call.
+    _trivial_check = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._trivial_check = cls.check is KatcpType.check
 
     def __init__(self, default: Any = None, optional: bool = False, multiple: bool = False):
         self._default = default
@@ -128,7 +134,7 @@ class KatcpType:
             value = self.get_default()
         if value is None:
             raise ValueError("Cannot pack a None value.")
-        if not nocheck:
+        if not nocheck and not self._trivial_check:
             self.check(value, major)
         return self.encode(value, major)
 
@@ -141,7 +147,7 @@ class KatcpType:
             value = self.get_default()
         else:
             value = self.decode(packed_value, major)
-        if value is not None:
+        if value is not None and not self._trivial_check:
             self.check(value, major)
         return value
 
@@ -542,6 +548,24 @@ def pack_types(types: Sequence[KatcpType], args: Sequence[Any], major: int) -> l
     return packed
 
 
+def _make_unpacker(types: Sequence[KatcpType], argnames: Sequence[str],
+                   major: int) -> Callable[[Sequence[bytes]], list]:
+    """Return ``unpack(args)`` equivalent to :func:`unpack_types` with the
+    parameters built once (the per-request path only zips and decodes)."""
+    unpackers = [t.unpack for t in types]
+    n = len(unpackers)
+
+    def unpack(args: Sequence[bytes]) -> list:
+        if len(args) == n:
+            try:
+                return [u(a, major) for u, a in zip(unpackers, args)]
+            except ValueError:
+                pass  # the general path below names the parameter in the FailReply
+        return unpack_types(types, args, argnames, major)
+
+    return unpack
+
+
 def _argnames(handler: Callable) -> list[str]:
     # inspect.signature follows __wrapped__, so names survive @return_reply underneath.
     return list(inspect.signature(handler).parameters)
@@ -579,24 +603,22 @@ def request(*types: KatcpType, include_msg: bool = False, major: int = DEFAULT_K
     def decorator(handler: Callable) -> Callable:
         skip = 1 + int(has_req) + int(include_msg)
         argnames = _argnames(handler)[skip:]
+        unpack = _make_unpacker(types, argnames, major)
 
         if has_req:
             if include_msg:
                 def raw_handler(self, req, msg):
-                    return handler(self, req, msg, *unpack_types(types, msg.arguments,
-                                                                 argnames, major))
+                    return handler(self, req, msg, *unpack(msg.arguments))
             else:
                 def raw_handler(self, req, msg):
-                    return handler(self, req, *unpack_types(types, msg.arguments,
-                                                            argnames, major))
+                    return handler(self, req, *unpack(msg.arguments))
         else:
             if include_msg:
                 def raw_handler(self, msg):
-                    return handler(self, msg, *unpack_types(types, msg.arguments,
-                                                            argnames, major))
+                    return handler(self, msg, *unpack(msg.arguments))
             else:
                 def raw_handler(self, msg):
-                    return handler(self, *unpack_types(types, msg.arguments, argnames, major))
+                    return handler(self, *unpack(msg.arguments))
         functools.update_wrapper(raw_handler, handler)
         # Keep the wire signature for introspection, not the unpacked one.
         del raw_handler.__wrapped__
@@ -624,11 +646,19 @@ def make_reply(msgname: str, types: Sequence[KatcpType], arguments: Sequence[Any
     status = arguments[0]
     if isinstance(status, bytes):
         status = status.decode("ascii", "replace")
-    if status == "fail":
-        return Message.reply(msgname, *pack_types((Str(), Str()), arguments, major))
     if status == "ok":
-        return Message.reply(msgname, *pack_types((Str(),) + tuple(types), arguments, major))
+        if len(arguments) == len(types) + 1 and not (types and types[-1]._multiple):
+            # The common case, without pack_types' generality.
+            return Message.reply(msgname, b"ok", *[t.pack(a, major=major) for t, a in
+                                                  zip(types, arguments[1:])])
+        return Message.reply(msgname, *pack_types((_STR,) + tuple(types), arguments, major))
+    if status == "fail":
+        return Message.reply(msgname, *pack_types((_STR, _STR), arguments, major))
     raise ValueError("First returned value must be 'ok' or 'fail'.")
+
+
+_STR = Str()
+_REPLY = Message.REPLY
 
 
 async def _await_reply(msgname: str, types: Sequence[KatcpType], awaitable: Any,
@@ -659,10 +689,18 @@ def return_reply(*types: KatcpType, major: int = DEFAULT_KATCP_MAJOR) -> Callabl
             raise ValueError("This decorator can only be used on a katcp request handler "
                              "(method name should start with 'request_').")
         msgname = handler.__name__[len("request_"):].replace("_", "-")
+        packers = [t.pack for t in types]
+        n_fixed = -1 if types and types[-1]._multiple else len(types) + 1
 
         @functools.wraps(handler)
         def raw_handler(self, *args):
             result = handler(self, *args)
+            if result.__class__ is tuple:
+                if len(result) == n_fixed and result[0] == "ok":
+                    # Common case first: ("ok", value, ...) with one value per type.
+                    return Message(_REPLY, msgname, [b"ok"] + [
+                        p(a, False, major) for p, a in zip(packers, result[1:])])
+                return make_reply(msgname, types, result, major)
             if inspect.isawaitable(result):
                 return _await_reply(msgname, types, result, major)
             return make_reply(msgname, types, result, major)

@@ -1,0 +1,310 @@
+"""Benchmark: ctlwire's KATCP device server against aiokatcp's, side by side.
+
+Each server runs in its own process on 127.0.0.1 with the same handler (``?echo text``
+replying ``!echo ok text``) and the same 1,000 integer sensors. This process drives
+them with raw sockets and measures:
+
+1. one-at-a-time request round trips per second (send, wait for the reply, repeat);
+2. pipelined round trips per second (batches of ``--batch`` requests in flight);
+3. sensor fan-out: ``#sensor-status`` informs per second delivered to 10 clients that
+   each sample every sensor with ``auto`` while the device task updates all 1,000
+   sensors as fast as it can (it pauses while any client has more than 1 MiB queued,
+   in both servers, so neither drops slow clients).
+
+Run::
+
+    python benchmarks/bench_katcp_server.py            # about a minute
+    python benchmarks/bench_katcp_server.py --seconds 2 # quicker, noisier
+"""
+# No "from __future__ import annotations": aiokatcp reads handler annotations as types.
+
+import argparse
+import asyncio
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import time
+
+N_SENSORS = 1000
+N_FANOUT_CLIENTS = 10
+BACKLOG_LIMIT = 1 << 20
+
+
+# -- servers (run in child processes) ---------------------------------------------------------
+def _ctlwire_server() -> None:
+    from ctlwire.katcp import DeviceServer, Sensor, Str, request, return_reply
+
+    class Bench(DeviceServer):
+        VERSION_INFO = ("bench", 1, 0)
+        BUILD_INFO = ("bench", 1, 0, "")
+
+        def setup_sensors(self):
+            self.bench_sensors = [Sensor.integer(f"sensor.{i:04d}", "Bench sensor")
+                                  for i in range(N_SENSORS)]
+            for sensor in self.bench_sensors:
+                self.add_sensor(sensor)
+
+        @request(Str())
+        @return_reply(Str())
+        def request_echo(self, req, text):
+            """Echo the text back."""
+            return ("ok", text)
+
+        def request_start_updates(self, req, msg):
+            """Start updating every sensor as fast as possible."""
+            self._updater = asyncio.get_running_loop().create_task(self._update())
+            return req.make_reply("ok")
+
+        async def _update(self):
+            sensors = self.bench_sensors
+            n = 0
+            while True:
+                n += 1
+                for sensor in sensors:
+                    sensor.set_value(n)
+                await asyncio.sleep(0)
+                while any(c.get_write_buffer_size() > BACKLOG_LIMIT
+                          for c in self.get_connections()):
+                    await asyncio.sleep(0.0005)
+
+    async def main():
+        server = Bench("127.0.0.1", 0, max_write_buffer=64 << 20)
+        await server.async_start()
+        print(server.bind_address[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _aiokatcp_server() -> None:
+    import aiokatcp
+
+    class Bench(aiokatcp.DeviceServer):
+        VERSION = "bench-1.0"
+        BUILD_STATE = "bench-1.0"
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.bench_sensors = [aiokatcp.Sensor(int, f"sensor.{i:04d}", "Bench sensor")
+                                  for i in range(N_SENSORS)]
+            for sensor in self.bench_sensors:
+                self.sensors.add(sensor)
+
+        async def request_echo(self, ctx, text: str) -> str:
+            """Echo the text back."""
+            return text
+
+        async def request_start_updates(self, ctx) -> None:
+            """Start updating every sensor as fast as possible."""
+            self._updater = asyncio.get_running_loop().create_task(self._update())
+
+        async def _update(self):
+            sensors = self.bench_sensors
+            n = 0
+            while True:
+                n += 1
+                for sensor in sensors:
+                    sensor.value = n
+                await asyncio.sleep(0)
+                while any(c.get_write_buffer_size() > BACKLOG_LIMIT
+                          for c in list(self._connections)):
+                    await asyncio.sleep(0.0005)
+
+    async def main():
+        server = Bench("127.0.0.1", 0)
+        await server.start()
+        print(server.server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# -- client side (this process) ---------------------------------------------------------------
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _spawn(kind: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind],
+                            stdout=subprocess.PIPE, env=_child_env(), text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line.strip():
+        proc.kill()
+        raise RuntimeError(f"{kind} server did not start")
+    return proc, int(line)
+
+
+class Conn:
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.read_lines(3)  # #version-connect x3
+
+    def read_lines(self, count: int) -> list[bytes]:
+        while self.buf.count(b"\n") < count:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n", count)
+        return lines
+
+    def request(self, line: bytes) -> bytes:
+        self.sock.sendall(line)
+        while True:
+            (reply,) = self.read_lines(1)
+            if reply.startswith(b"!"):
+                return reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def one_at_a_time(port: int, seconds: float) -> float:
+    conn = Conn(port)
+    try:
+        req = b"?echo hello\n"
+        sock = conn.sock
+        for _ in range(200):  # warm up
+            sock.sendall(req)
+            conn.read_lines(1)
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(100):
+                sock.sendall(req)
+                data = sock.recv(4096)
+                while not data.endswith(b"\n"):
+                    data += sock.recv(4096)
+            n += 100
+            now = time.perf_counter()
+            if now >= end:
+                return n / (now - t0)
+    finally:
+        conn.close()
+
+
+def pipelined(port: int, seconds: float, batch: int) -> float:
+    conn = Conn(port)
+    try:
+        block = b"?echo hello\n" * batch
+        sock = conn.sock
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            sock.sendall(block)
+            got = 0
+            while got < batch:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                got += data.count(b"\n")
+            n += batch
+            now = time.perf_counter()
+            if now >= end:
+                return n / (now - t0)
+    finally:
+        conn.close()
+
+
+def fan_out(port: int, seconds: float) -> float:
+    names = b",".join(b"sensor.%04d" % i for i in range(N_SENSORS))
+    conns = [Conn(port) for _ in range(N_FANOUT_CLIENTS)]
+    try:
+        for conn in conns:
+            conn.sock.sendall(b"?sensor-sampling " + names + b" auto\n")
+            while True:
+                (line,) = conn.read_lines(1)
+                if line.startswith(b"!sensor-sampling"):
+                    if b" ok " not in line:
+                        raise RuntimeError(f"sampling refused: {line[:200]!r}")
+                    break
+            conn.buf = b""
+            conn.sock.setblocking(False)
+        control = Conn(port)
+        control.request(b"?start-updates\n")
+        sel = selectors.DefaultSelector()
+        for conn in conns:
+            sel.register(conn.sock, selectors.EVENT_READ)
+        warm_end = time.perf_counter() + min(1.0, seconds / 2)
+        count = 0
+        counting = False
+        t0 = 0.0
+        while True:
+            for key, _ in sel.select(0.5):
+                try:
+                    data = key.fileobj.recv(1 << 18)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise ConnectionError("server dropped a fan-out client")
+                if counting:
+                    count += data.count(b"\n")
+            now = time.perf_counter()
+            if not counting and now >= warm_end:
+                counting, t0 = True, now
+            elif counting and now - t0 >= seconds:
+                control.close()
+                return count / (now - t0)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", choices=["ctlwire", "aiokatcp"], help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=4.0,
+                        help="measuring time per figure (default 4)")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="requests in flight when pipelining (default 100)")
+    parser.add_argument("--only", choices=["ctlwire", "aiokatcp"],
+                        help="benchmark one server only")
+    args = parser.parse_args(argv)
+    if args.serve == "ctlwire":
+        _ctlwire_server()
+        return 0
+    if args.serve == "aiokatcp":
+        _aiokatcp_server()
+        return 0
+
+    kinds = [args.only] if args.only else ["ctlwire", "aiokatcp"]
+    results: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        proc, port = _spawn(kind)
+        try:
+            results[kind] = {
+                "one-at-a-time req/s": one_at_a_time(port, args.seconds),
+                "pipelined req/s": pipelined(port, args.seconds, args.batch),
+            }
+        finally:
+            proc.kill()
+            proc.wait(10)
+        # A fresh server for the fan-out, so the update task does not disturb the above.
+        proc, port = _spawn(kind)
+        try:
+            results[kind]["fan-out informs/s"] = fan_out(port, args.seconds)
+        finally:
+            proc.kill()
+            proc.wait(10)
+        print(f"{kind:9s} " + "  ".join(f"{k}: {v:,.0f}" for k, v in results[kind].items()),
+              flush=True)
+
+    if len(kinds) == 2:
+        print()
+        print(f"{'measure':24s} {'ctlwire':>12s} {'aiokatcp':>12s} {'ratio':>7s}")
+        for measure in results["ctlwire"]:
+            ours, theirs = results["ctlwire"][measure], results["aiokatcp"][measure]
+            print(f"{measure:24s} {ours:12,.0f} {theirs:12,.0f} {ours / theirs:6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
