@@ -68,8 +68,8 @@ def test_corrupt_row_is_reported_and_skipped(tmp_path, caplog):
     path = write_db(tmp_path / "db.sqlite", [timed_event(i, "a.b.c", float(i)) for i in (1, 2, 3)])
     conn = sqlite3.connect(path)
     with conn:  # invalid UTF-8 stored as text in event 2
-        conn.execute("UPDATE attribute SET value = CAST(x'ff fe 41' AS TEXT) "
-                     "WHERE event_id = 2 AND name = '__data_time'".replace(" fe 41", "fe41"))
+        conn.execute("UPDATE attribute SET value = CAST(x'fffe41' AS TEXT) "
+                     "WHERE event_id = 2 AND name = '__data_time'")
     conn.close()
     replay = TCSDBReplay(path, speedup=INF)
     with caplog.at_level(logging.WARNING, logger="ctlwire.tcs.replay"):
@@ -78,6 +78,19 @@ def test_corrupt_row_is_reported_and_skipped(tmp_path, caplog):
     assert replay.stats.skipped == 1
     assert replay.errors[0][0] == 2 and "UTF-8" in replay.errors[0][1]
     assert "corrupt event 2" in caplog.text
+
+
+def test_corrupt_sort_key_is_skipped_in_a_sorted_replay(tmp_path):
+    path = write_db(tmp_path / "db.sqlite", [timed_event(i, "a.b.c", float(10 - i))
+                                             for i in (1, 2, 3)])
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE attribute SET value = CAST(x'ff31' AS TEXT) "
+                     "WHERE event_id = 2 AND name = '__data_time'")
+    conn.close()
+    replay = TCSDBReplay(path, sort_by="__data_time", speedup=INF, convert_number=True)
+    got = [json.loads(m[1])["__wire_time"] for m in replay]
+    assert len(got) == 2 and replay.stats.skipped == 1 and replay.errors[0][0] == 2
 
 
 def test_topic_filter_yields_none_for_other_topics(small_db):

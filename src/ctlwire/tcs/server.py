@@ -298,9 +298,15 @@ class TCSDBReplay:
                 "SELECT event_id FROM event ORDER BY event_id")]
             order = None
         else:
-            rows = self._conn.execute(
-                "SELECT e.event_id, a.value FROM event e LEFT JOIN attribute a "
-                "ON a.event_id = e.event_id AND a.name = ?", (self.sort_by,)).fetchall()
+            # bytes, not str: a value that is not valid UTF-8 must not stop the sort
+            # (that event is reported and skipped by the replay itself)
+            self._conn.text_factory = bytes
+            try:
+                rows = self._conn.execute(
+                    "SELECT e.event_id, a.value FROM event e LEFT JOIN attribute a "
+                    "ON a.event_id = e.event_id AND a.name = ?", (self.sort_by,)).fetchall()
+            finally:
+                self._conn.text_factory = str
             keyed = []
             for eid, value in rows:
                 t = _replay.time_value(value)
