@@ -22,6 +22,7 @@ import zmq
 
 from ctlwire._ext import load_extension
 from ctlwire._zmq import make_socket
+from ctlwire.roc._fastzmq import wire
 from ctlwire.roc.endpoints import DEFAULT_BASE_PORT, Endpoints
 
 _router = load_extension("ctlwire.roc._router")
@@ -75,7 +76,8 @@ class Broker:
         self._sockets: list[zmq.Socket] = [self._sock]
         try:
             self._sock.bind(endpoints.rocBroker)
-            self.router = _router.Router(self._sock.send_multipart, heartbeat=heartbeat,
+            self._recv, send = wire(self._sock)
+            self.router = _router.Router(send, heartbeat=heartbeat,
                                          liveness=liveness, queue_timeout=queue_timeout,
                                          unknown_grace=unknown_grace, max_queue=max_queue)
             if relay:
@@ -116,10 +118,9 @@ class Broker:
         sock = self._sock
         router = self.router
         handle = router.handle
-        recv = sock.recv_multipart
+        recv = self._recv
         setopt = sock.setsockopt
         RCVTIMEO = zmq.RCVTIMEO
-        Again = zmq.Again
         now = time.monotonic
         stop = self._stop
         timeout_ms = -2
@@ -129,17 +130,15 @@ class Broker:
                 t = now()
                 if t >= router.deadline:
                     router.tick(t)
-                # a blocking recv with a receive timeout wakes up faster than
-                # poll-then-recv; the timeout is only reset when it changes
+                # one blocking receive with a timeout instead of poll + receive;
+                # the timeout option is only touched when it changes
                 wait = int(min(router.deadline - t, _STOP_CHECK) * 1000) + 1
                 if wait != timeout_ms:
                     timeout_ms = wait
                     setopt(RCVTIMEO, wait)
-                try:
-                    frames = recv()
-                except Again:
-                    continue
-                handle(frames, now())
+                frames = recv()
+                if frames is not None:
+                    handle(frames, now())
         except KeyboardInterrupt:
             pass
         finally:

@@ -25,6 +25,7 @@ import zmq
 from ctlwire import _json
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
+from ctlwire.roc._fastzmq import wire
 from ctlwire.roc.endpoints import Endpoints, resolve
 
 _MDPC = b"MDPC01"
@@ -195,6 +196,7 @@ class RocClient:
         # never queue calls for a broker that is not there (see module docstring)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self._sock.connect(self.endpoint)
+        self._recv, self._send_raw = wire(self._sock)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -302,11 +304,9 @@ class RocClient:
         # leader only
         if self._unsent:
             self._unsent.append(slot)
-            return
-        try:
-            self._sock.send_multipart(slot.msg, zmq.NOBLOCK)
+        elif self._send_raw(slot.msg):
             slot.sent = True
-        except zmq.Again:
+        else:  # no broker connected (ZMQ_IMMEDIATE): keep it until there is
             self._unsent.append(slot)
 
     def _flush_unsent(self) -> None:
@@ -316,9 +316,7 @@ class RocClient:
             if slot.cancelled:
                 unsent.popleft()
                 continue
-            try:
-                self._sock.send_multipart(slot.msg, zmq.NOBLOCK)
-            except zmq.Again:
+            if not self._send_raw(slot.msg):
                 return
             slot.sent = True
             unsent.popleft()
@@ -352,10 +350,10 @@ class RocClient:
             return
         delivered = False
         pending = self._pending
+        recv = self._recv
         while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = recv(False)
+            if frames is None:
                 break
             if len(frames) < 4 or frames[0] != b"" or frames[1] != _MDPC:
                 self.stray_replies += 1
@@ -379,8 +377,6 @@ class RocClient:
                 slot.reply = reply
                 if slot is not mine:
                     delivered = True
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                break
         if delivered:
             with self._cv:
                 self._cv.notify_all()

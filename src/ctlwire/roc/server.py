@@ -19,6 +19,7 @@ import zmq
 from ctlwire._ext import load_extension
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
+from ctlwire.roc._fastzmq import wire
 from ctlwire.roc.endpoints import Endpoints, resolve
 
 _router = load_extension("ctlwire.roc._router")
@@ -94,6 +95,8 @@ class RocServer:
             self._sock.close(0)
         sock = make_socket(self._ctx, zmq.DEALER)
         sock.connect(self.endpoint)
+        self._recv, self._send_raw = wire(sock)
+        self._rcvtimeo = -2
         sock.send_multipart([b"", _MDPW, _READY, self._service])
         self._sock = sock
         self._last_sent = time.monotonic()
@@ -102,7 +105,8 @@ class RocServer:
         log.debug("registered %r at %s", self.objectId, self.endpoint)
 
     def _send(self, frames: list) -> None:
-        self._sock.send_multipart(frames)  # type: ignore[union-attr]
+        # never blocks: with the broker gone, a reply or heartbeat is dropped
+        self._send_raw(frames)
         self._last_sent = time.monotonic()
 
     def _heartbeat_while_busy(self) -> None:
@@ -165,11 +169,13 @@ class RocServer:
                 self._connect()
                 broker_expiry = t + life
                 continue
-            wait = min(interval - (t - self._last_sent), _STOP_CHECK)
-            sock = self._sock
-            if not sock.poll(max(int(wait * 1000) + 1, 1)):  # type: ignore[union-attr]
+            wait = max(int(min(interval - (t - self._last_sent), _STOP_CHECK) * 1000) + 1, 1)
+            if wait != self._rcvtimeo:
+                self._rcvtimeo = wait
+                self._sock.setsockopt(zmq.RCVTIMEO, wait)  # type: ignore[union-attr]
+            frames = self._recv()
+            if frames is None:
                 continue
-            frames = sock.recv_multipart()  # type: ignore[union-attr]
             broker_expiry = now() + life
             kind = classify(frames)
             if kind == _B_REQUEST:

@@ -1,0 +1,91 @@
+"""Find the libzmq that pyzmq loaded and bind :mod:`ctlwire.roc._rawzmq` to it.
+
+``raw_socket(sock)`` returns an object with ``recv_multipart(block)`` and
+``send_multipart(frames)`` working on the pyzmq socket ``sock``; when the fast path
+cannot be set up (not Linux, libzmq not found, extension missing) it returns ``None``
+and callers keep using pyzmq.  ``CTLWIRE_ROC_NO_RAWZMQ=1`` forces the pyzmq path.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from typing import Any
+
+import zmq
+
+log = logging.getLogger("ctlwire.roc")
+
+_NAMES = ("zmq_msg_init", "zmq_msg_close", "zmq_msg_more", "zmq_msg_init_size",
+          "zmq_msg_recv", "zmq_msg_send", "zmq_msg_data", "zmq_msg_size", "zmq_errno")
+_state: dict[str, Any] = {}
+
+
+def _libzmq_path() -> str | None:
+    # the copy pyzmq itself uses: the one mapped into this process
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1]
+                if "libzmq" in os.path.basename(path) and os.path.exists(path):
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+def _setup() -> Any:
+    if "mod" in _state:
+        return _state["mod"]
+    mod = None
+    if os.environ.get("CTLWIRE_ROC_NO_RAWZMQ") != "1":
+        try:
+            from ctlwire._ext import load_extension
+            raw = load_extension("ctlwire.roc._rawzmq")
+            path = _libzmq_path()
+            if path is None:
+                raise OSError("libzmq not found among the loaded libraries")
+            lib = ctypes.CDLL(path)
+            major = zmq.zmq_version_info()[0]
+            if major != 4:
+                raise OSError(f"libzmq {zmq.zmq_version()} is not 4.x")
+            raw.bind({n: ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
+                      for n in _NAMES})
+            mod = raw
+        except (OSError, ImportError, AttributeError) as exc:
+            log.debug("raw libzmq path unavailable, using pyzmq: %s", exc)
+    _state["mod"] = mod
+    return mod
+
+
+def raw_socket(sock: zmq.Socket) -> Any:
+    """A :class:`ctlwire.roc._rawzmq.RawSocket` for ``sock``, or ``None``."""
+    mod = _setup()
+    return None if mod is None else mod.RawSocket(sock)
+
+
+def wire(sock: zmq.Socket) -> tuple[Any, Any]:
+    """``(recv, send)`` for ``sock``: the raw libzmq path when available, else pyzmq.
+
+    ``recv(block=True)`` returns a list of bytes or ``None`` (timeout / nothing
+    queued); ``send(frames)`` never blocks and returns ``False`` when the message
+    could not be queued (no connected peer with ``ZMQ_IMMEDIATE``, or full queue).
+    """
+    raw = raw_socket(sock)
+    if raw is not None:
+        return raw.recv_multipart, raw.send_multipart
+
+    def recv(block: bool = True) -> list | None:
+        try:
+            return sock.recv_multipart(0 if block else zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def send(frames: list) -> bool:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    return recv, send

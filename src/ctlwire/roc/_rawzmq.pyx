@@ -1,0 +1,150 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Multipart send/receive straight into libzmq, for the broker's and workers' hot loops.
+
+pyzmq spends several microseconds per frame in Python-level bookkeeping; MDP messages
+have five to seven frames.  This module calls libzmq's ``zmq_msg_*`` functions on the
+socket pyzmq created (``Socket.underlying``), holding the GIL except while blocked.
+
+No libzmq header or link step is needed: the function addresses are handed in at run
+time (see :mod:`ctlwire.roc._fastzmq`, which finds the libzmq that pyzmq loaded).
+``zmq_msg_t`` is an opaque 64-byte, 8-aligned block in every libzmq 4.x.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+from libc.stdint cimport uintptr_t
+
+ctypedef struct zmq_msg_t:
+    long long _d[8]
+
+ctypedef int (*f_msg)(zmq_msg_t*) noexcept nogil
+ctypedef int (*f_msg_init_size)(zmq_msg_t*, size_t) noexcept nogil
+ctypedef int (*f_msg_io)(zmq_msg_t*, void*, int) noexcept nogil
+ctypedef void* (*f_msg_data)(zmq_msg_t*) noexcept nogil
+ctypedef size_t (*f_msg_size)(zmq_msg_t*) noexcept nogil
+ctypedef int (*f_errno)() noexcept nogil
+
+cdef f_msg _msg_init = NULL
+cdef f_msg _msg_close = NULL
+cdef f_msg _msg_more = NULL
+cdef f_msg_init_size _msg_init_size = NULL
+cdef f_msg_io _msg_recv = NULL
+cdef f_msg_io _msg_send = NULL
+cdef f_msg_data _msg_data = NULL
+cdef f_msg_size _msg_size = NULL
+cdef f_errno _errno = NULL
+cdef bint _bound = False
+
+DEF ZMQ_DONTWAIT = 1
+DEF ZMQ_SNDMORE = 2
+DEF EINTR = 4
+
+
+def bind(dict addresses):
+    """Install the libzmq function addresses (name -> int) found by the loader."""
+    global _msg_init, _msg_close, _msg_more, _msg_init_size, _msg_recv, _msg_send
+    global _msg_data, _msg_size, _errno, _bound
+    _msg_init = <f_msg><uintptr_t>addresses["zmq_msg_init"]
+    _msg_close = <f_msg><uintptr_t>addresses["zmq_msg_close"]
+    _msg_more = <f_msg><uintptr_t>addresses["zmq_msg_more"]
+    _msg_init_size = <f_msg_init_size><uintptr_t>addresses["zmq_msg_init_size"]
+    _msg_recv = <f_msg_io><uintptr_t>addresses["zmq_msg_recv"]
+    _msg_send = <f_msg_io><uintptr_t>addresses["zmq_msg_send"]
+    _msg_data = <f_msg_data><uintptr_t>addresses["zmq_msg_data"]
+    _msg_size = <f_msg_size><uintptr_t>addresses["zmq_msg_size"]
+    _errno = <f_errno><uintptr_t>addresses["zmq_errno"]
+    _bound = True
+
+
+def is_bound():
+    return _bound
+
+
+class RawError(Exception):
+    """A libzmq call failed; ``errno`` holds libzmq's error number."""
+
+    def __init__(self, int err, str what):
+        super().__init__(f"{what} failed (libzmq errno {err})")
+        self.errno = err
+
+
+cdef class RawSocket:
+    """Multipart I/O on a pyzmq socket's underlying libzmq socket.
+
+    Keeps a reference to the pyzmq socket, which stays the owner (close it there).
+    Use from one thread at a time, like any ZeroMQ socket.
+    """
+    cdef void* _h
+    cdef object _owner
+
+    def __cinit__(self, sock):
+        if not _bound:
+            raise RuntimeError("libzmq functions not bound; use ctlwire.roc._fastzmq")
+        self._owner = sock
+        self._h = <void*><uintptr_t>sock.underlying
+
+    cpdef list recv_multipart(self, bint block=True):
+        """All frames of the next message as bytes, or ``None`` if none arrived
+        (receive timeout, ``block=False`` with nothing queued, or a signal)."""
+        cdef zmq_msg_t m
+        cdef int rc
+        cdef int err
+        cdef void* h = self._h
+        cdef list frames
+        cdef int flags = 0 if block else ZMQ_DONTWAIT
+        _msg_init(&m)
+        if block:
+            with nogil:
+                rc = _msg_recv(&m, h, flags)
+        else:
+            rc = _msg_recv(&m, h, flags)
+        if rc < 0:
+            err = _errno()
+            _msg_close(&m)
+            if err == 11 or err == EINTR:  # EAGAIN: timeout / nothing queued
+                return None
+            raise RawError(err, "zmq_msg_recv")
+        frames = [PyBytes_FromStringAndSize(<char*>_msg_data(&m), _msg_size(&m))]
+        while _msg_more(&m):
+            # the rest of a multipart message is already here: no need to drop the GIL
+            rc = _msg_recv(&m, h, 0)
+            if rc < 0:
+                err = _errno()
+                _msg_close(&m)
+                raise RawError(err, "zmq_msg_recv")
+            frames.append(PyBytes_FromStringAndSize(<char*>_msg_data(&m), _msg_size(&m)))
+        _msg_close(&m)
+        return frames
+
+    cpdef send_multipart(self, list frames):
+        """Send ``frames`` (bytes) as one message without blocking.
+
+        A full queue (EAGAIN) drops the message like a ROUTER does for unknown or
+        slow peers; other errors raise :class:`RawError`.
+        """
+        cdef zmq_msg_t m
+        cdef Py_ssize_t i, n = len(frames)
+        cdef bytes f
+        cdef Py_ssize_t size
+        cdef int rc, err
+        cdef int flags
+        for i in range(n):
+            # check every frame first: a half-sent multipart message would wedge
+            # the socket
+            if type(frames[i]) is not bytes:
+                raise TypeError(f"frame {i} is {type(frames[i]).__name__}, not bytes")
+        for i in range(n):
+            f = <bytes>frames[i]
+            size = PyBytes_GET_SIZE(f)
+            if _msg_init_size(&m, <size_t>size) != 0:
+                raise RawError(_errno(), "zmq_msg_init_size")
+            if size:
+                memcpy(_msg_data(&m), PyBytes_AS_STRING(f), <size_t>size)
+            flags = ZMQ_DONTWAIT | (ZMQ_SNDMORE if i + 1 < n else 0)
+            rc = _msg_send(&m, self._h, flags)
+            if rc < 0:
+                err = _errno()
+                _msg_close(&m)
+                if err == 11 and i == 0:
+                    return False
+                raise RawError(err, "zmq_msg_send")
+        return True
