@@ -270,6 +270,11 @@ def main(argv: list | None = None) -> int:
         print(f"{name:<14}{med[(name, 'seq')]:>18,.0f}{med[(name, '64')]:>24,.0f}")
     print()
     for mode, label in (("seq", "sequential"), ("64", f"{DEPTH} outstanding")):
+        # Rounds are paired (same load): the per-round ratios show how steady it is.
+        paired = [a / b for a, b in zip(results[("ctlwire", mode)], results[("aiokatcp", mode)])]
+        print(f"per-round ctlwire / aiokatcp, {label}: "
+              + ", ".join(f"{r:.2f}" for r in paired))
+    for mode, label in (("seq", "sequential"), ("64", f"{DEPTH} outstanding")):
         ratio = med[("ctlwire", mode)] / med[("aiokatcp", mode)]
         ratio_kp = med[("ctlwire", mode)] / med[("katcp-python", mode)]
         print(f"ctlwire / aiokatcp, {label}: {ratio:.2f}x (target >= 2.00x: "
