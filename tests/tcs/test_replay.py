@@ -47,6 +47,16 @@ def test_missing_column_is_named(tmp_path):
         TCSDBReplay(str(path))
 
 
+def test_damaged_file_is_a_clear_error(tmp_path):
+    from ctlwire.tcs.events import generate_database
+    path = generate_database(tmp_path / "db.sqlite", 500)
+    size = path and (tmp_path / "db.sqlite").stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(size // 2)
+    with pytest.raises(TCSDatabaseError, match="malformed"):
+        list(TCSDBReplay(path, speedup=INF))
+
+
 def test_unknown_sort_order_is_a_value_error(small_db):
     with pytest.raises(ValueError, match="sort_by"):
         TCSDBReplay(small_db, sort_by="topic")

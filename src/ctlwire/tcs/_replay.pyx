@@ -432,7 +432,10 @@ cdef enum:
     SORT_WIRE = 2
 
 
-class ReplayDatabaseError(RuntimeError):
+from ctlwire.tcs.events import TCSDatabaseError
+
+
+class ReplayDatabaseError(TCSDatabaseError):
     """The database failed while being read (I/O error, damaged file)."""
 
 
