@@ -12,6 +12,7 @@ import aiokatcp
 import pytest
 
 from ctlwire.katcp import (DeviceServer, Float, Int, Message, ProtocolFlags, Sensor, Str,
+                           request_timeout_hint,
                            request, return_reply)
 from ctlwire.katcp.core import AsyncReply, FailReply
 
@@ -735,3 +736,59 @@ def test_request_handler_needs_docstring():
         class Bad(DeviceServer):
             def request_undocumented(self, req, msg):
                 return req.make_reply("ok")
+
+
+class HintedDevice(Device):
+    PROTOCOL_INFO = ProtocolFlags(5, 1, [ProtocolFlags.MULTI_CLIENT, ProtocolFlags.MESSAGE_IDS,
+                                         ProtocolFlags.REQUEST_TIMEOUT_HINTS])
+
+    @request_timeout_hint(12.5)
+    def request_long_job(self, req, msg):
+        """A request that takes a while."""
+        return req.make_reply("ok")
+
+
+def test_request_timeout_hints_with_t_flag():
+    srv = start(HintedDevice)
+    try:
+        async def body(client):
+            assert "T" in client.protocol_flags
+            every = await client.request("request-timeout-hint")
+            one = await client.request("request-timeout-hint", "watchdog")
+            return every, one
+        (reply, informs), (reply1, informs1) = with_client(srv, body)
+        assert reply == [b"1"] and informs[0].arguments == [b"long-job", b"12.5"]
+        assert reply1 == [b"1"] and informs1[0].arguments == [b"watchdog", b"0.0"]
+    finally:
+        srv.stop(timeout=TIMEOUT)
+
+
+def test_handler_thread_runs_handlers_off_the_loop():
+    seen = queue.Queue()
+
+    class Threaded(Device):
+        def request_where(self, req, msg):
+            """Report whether the handler runs in the loop thread."""
+            seen.put(threading.get_ident() == self._loop_tid)
+            return req.make_reply("ok")
+
+    srv = Threaded("127.0.0.1", 0)
+    srv.set_concurrency_options(thread_safe=True, handler_thread=True)
+    srv.start(timeout=TIMEOUT)
+    try:
+        async def body(client):
+            await client.request("where")
+            await client.request("sensor-sampling", "box.count", "auto")
+            srv.count.set_value(4)
+            informs = await client.wait_informs("sensor-status", 2)
+            return (await client.request("add", 1, 1))[0], status_values(informs)[-1]
+        added, last = with_client(srv, body)
+        assert seen.get(timeout=TIMEOUT) is False
+        assert added == [b"2"] and last == ("box.count", "nominal", "4")
+    finally:
+        srv.stop(timeout=TIMEOUT)
+
+
+def test_async_device_server_alias_is_importable():
+    from ctlwire.katcp import AsyncDeviceServer
+    assert issubclass(AsyncDeviceServer, DeviceServer)

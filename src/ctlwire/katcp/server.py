@@ -62,6 +62,7 @@ __all__ = [
     "DeviceMetaclass",
     "DeviceServerBase",
     "DeviceServer",
+    "AsyncDeviceServer",
     "DeviceLogger",
     "DeviceLogHandler",
     "ClientConnection",
@@ -1470,6 +1471,10 @@ class DeviceServer(DeviceServerBase):
             !watchdog ok
         """
         return req.make_reply("ok")
+
+
+#: katcp-python name of a device server whose handlers run in the loop: the default here.
+AsyncDeviceServer = DeviceServer
 
 
 def _help_text(handler: Callable) -> str:
