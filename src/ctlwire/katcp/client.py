@@ -571,7 +571,10 @@ class DeviceClient:
 
     def _dispatch_chunk(self, data: Any) -> None:
         # Caller holds the read lock.
-        items = self._parser.feed(data)
+        self._dispatch_items(self._parser.feed(data))
+
+    def _dispatch_items(self, items: list) -> None:
+        # Caller holds the read lock.
         self._dispatcher = get_ident()
         handle = self.handle_message
         # Replies to tracked requests skip the handler chain when no subclass overrides it.
@@ -1315,7 +1318,21 @@ class CallbackClient(DeviceClient):
         reading = len(data) < 65536 and read_lock.acquire(False)
         try:
             try:
-                self._send_bytes(data, timeout)
+                with self._write_lock:
+                    sock = self._sock
+                    if sock is None:
+                        raise KatcpClientError(
+                            f"Not connected to device {self.bind_address_string}")
+                    try:
+                        sent = sock.send(data, _DONTWAIT)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        self._abort_link()
+                        raise KatcpClientError(
+                            f"Could not send to {self.bind_address_string}: {exc}") from exc
+                    if sent != len(data):
+                        self._write_rest(sock, data, sent, timeout)
             except KatcpClientError:
                 self._forget(p)
                 raise
@@ -1381,7 +1398,18 @@ class CallbackClient(DeviceClient):
             if not n:
                 self._link_lost("connection closed by server")
                 return
-            self._dispatch_chunk(rview[:n])
+            items = self._parser.feed(rview[:n])
+            if len(items) == 1 and self._fast_replies:
+                # The usual case: the chunk is exactly our reply; hand it over here.
+                item = items[0]
+                if (not isinstance(item, KatcpSyntaxError) and item.mtype == _REPLY
+                        and item.mid is not None and item.mid == p.key
+                        and self._pending.pop(p.key, None) is p):
+                    p.reply = item
+                    p.done = True
+                    p.lock.release()
+                    return
+            self._dispatch_items(items)
 
 
 CallbackClient._fast_replies = True
