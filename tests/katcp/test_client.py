@@ -607,3 +607,119 @@ def test_client_can_be_restarted_after_stop(peer, clients):
         client.stop()
         client.join(TIMEOUT)
         assert not client.running()
+
+
+# ---------------------------------------------------------------------- more edge cases
+class BlockingRecorder(BlockingClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hellos: list = []
+
+    def inform_hello(self, msg):
+        self.hellos.append(str(msg))
+
+
+def test_unsolicited_inform_after_blocking_request_is_dispatched(raw, clients):
+    # The blocking caller read the socket itself; the I/O thread must take over again.
+    client = clients(BlockingRecorder, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(
+        client.blocking_request(Message.request("a"), timeout=TIMEOUT)))
+    worker.start()
+    assert conn.readline() == b"?a[1]"
+    conn.send("!a[1] ok")
+    worker.join(TIMEOUT)
+    assert result and result[0][0].reply_ok()
+    conn.send("#hello later")
+    assert wait_for(lambda: client.hellos == ["#hello later"])
+
+
+def test_callbacks_complete_while_another_thread_makes_blocking_requests(peer, clients):
+    client = started(clients(CallbackClient, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    got: list = []
+    done = threading.Event()
+
+    def on_reply(msg):
+        got.append(msg)
+        if len(got) == 50:
+            done.set()
+
+    stop = threading.Event()
+
+    def blocker():
+        while not stop.is_set():
+            client.blocking_request(Message.request("watchdog"), timeout=TIMEOUT)
+
+    worker = threading.Thread(target=blocker)
+    worker.start()
+    try:
+        for i in range(50):
+            client.callback_request(Message.request("echo", i), reply_cb=on_reply,
+                                    timeout=TIMEOUT)
+        assert done.wait(TIMEOUT)
+    finally:
+        stop.set()
+        worker.join(TIMEOUT)
+    assert sorted(int(m.arguments[1]) for m in got) == list(range(50))
+
+
+def test_link_drop_fails_every_waiting_blocking_caller(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port, auto_reconnect=False)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    errors: list = []
+
+    def call(name):
+        try:
+            client.blocking_request(Message.request(name), timeout=60)
+        except KatcpClientError as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=call, args=(n,)) for n in ("a", "b", "c")]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        conn.readline()
+    conn.close()
+    for w in workers:
+        w.join(TIMEOUT)
+    assert len(errors) == 3 and not any(isinstance(e, KatcpTimeoutError) for e in errors)
+
+
+def test_callback_request_without_connection_gets_fail_reply(clients):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = clients(CallbackClient, "127.0.0.1", port, auto_reconnect=False)
+    client.start()
+    got: list = []
+    client.callback_request(Message.request("watchdog"), reply_cb=got.append)
+    assert len(got) == 1 and got[0].arguments[0] == b"fail"
+
+
+def test_preset_flags_count_as_protocol_information(clients):
+    client = clients(BlockingClient, "127.0.0.1", 1)
+    client.preset_protocol_flags(ProtocolFlags(5, 0, b"IM"))
+    assert client.wait_protocol(0)
+    assert client.protocol_flags.message_ids
+
+
+def test_request_check_raises_on_fail_reply(peer, clients):
+    from ctlwire.katcp.client import request_check
+
+    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    reply, _ = request_check(client, RuntimeError, "echo", "x")
+    assert reply.arguments == [b"ok", b"x"]
+    with pytest.raises(RuntimeError, match="no-such-request"):
+        request_check(client, RuntimeError, "no-such-request")
+
+
+def test_send_request_refuses_other_message_types(raw, clients):
+    client = clients(BlockingClient, "127.0.0.1", raw.port)
+    with pytest.raises(ValueError):
+        client.send_request(Message.inform("x"))

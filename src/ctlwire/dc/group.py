@@ -18,6 +18,7 @@ and votes, and a goodbye on :meth:`Group.leave`.
 """
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import queue
@@ -208,7 +209,10 @@ class Group:
         self._pub_lock = threading.Lock()
         self._wake_lock = threading.Lock()
         self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._inbox: queue.SimpleQueue[GroupMessage] = queue.SimpleQueue()
+        # Received messages travel in batches (one per receive burst) so that a busy
+        # group wakes the reader once per burst, not once per message.
+        self._inbox: queue.SimpleQueue[list[GroupMessage]] = queue.SimpleQueue()
+        self._ready: collections.deque[GroupMessage] = collections.deque()
         self._events: queue.SimpleQueue[GroupEvent] = queue.SimpleQueue()
         self._peers: dict[bytes, _Peer] = {}
         self._leader_addr: dict[bytes, tuple[str, int]] = {}
@@ -349,11 +353,19 @@ class Group:
         PortTimeout
             Nothing arrived within ``timeout`` seconds.
         """
-        try:
-            return self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            raise PortTimeout(f"group {self.spec.groupName}: no message within {timeout} s") \
-                from None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self._ready.popleft()
+            except IndexError:
+                pass
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                batch = self._inbox.get(timeout=left)
+            except queue.Empty:
+                raise PortTimeout(f"group {self.spec.groupName}: no message within "
+                                  f"{timeout} s") from None
+            self._ready.extend(batch)
 
     def send_to_leader(self, obj: Any, timeout: float = 5.0) -> None:
         """Send ``obj`` to the current leader (it arrives with ``channel == "query"``).
@@ -532,6 +544,15 @@ class Group:
             port, channel = self.qry, "answer"
         else:
             port, channel = self.ans, "query"
+        batch: list[GroupMessage] = []
+        try:
+            self._drain_into(sock, port, channel, batch)
+        finally:
+            if batch:
+                self._inbox.put(batch)
+
+    def _drain_into(self, sock: zmq.Socket, port: Any, channel: str,
+                    batch: list[GroupMessage]) -> None:
         for _ in range(1000):  # bounded burst, then let timers run
             try:
                 env = port.recv_envelope(0)
@@ -566,8 +587,8 @@ class Group:
                 # delivered (its routing identity vouches for it), but it does not make
                 # the sender a member.
             if env.kind == KIND_APP:
-                self._inbox.put(GroupMessage(sender, env.payload, channel, port.sendTime,
-                                             port.recvTime, self.codec))
+                batch.append(GroupMessage(sender, env.payload, channel, port.sendTime,
+                                          port.recvTime, self.codec))
             elif channel == "group":
                 self._control(sender, env)
             else:
