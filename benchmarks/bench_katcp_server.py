@@ -14,7 +14,7 @@ them with raw sockets and measures:
 Run::
 
     python benchmarks/bench_katcp_server.py            # about a minute
-    python benchmarks/bench_katcp_server.py --seconds 2 # quicker, noisier
+    python benchmarks/bench_katcp_server.py --seconds 1 --rounds 1  # quicker, noisier
 """
 # No "from __future__ import annotations": aiokatcp reads handler annotations as types.
 
@@ -258,11 +258,19 @@ def fan_out(port: int, seconds: float) -> float:
             conn.close()
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", choices=["ctlwire", "aiokatcp"], help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=4.0,
-                        help="measuring time per figure (default 4)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="measuring time per round (default 2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per figure, alternating the servers (default 3)")
     parser.add_argument("--batch", type=int, default=100,
                         help="requests in flight when pipelining (default 100)")
     parser.add_argument("--only", choices=["ctlwire", "aiokatcp"],
@@ -276,33 +284,45 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     kinds = [args.only] if args.only else ["ctlwire", "aiokatcp"]
-    results: dict[str, dict[str, float]] = {}
-    for kind in kinds:
-        proc, port = _spawn(kind)
-        try:
-            results[kind] = {
-                "one-at-a-time req/s": one_at_a_time(port, args.seconds),
-                "pipelined req/s": pipelined(port, args.seconds, args.batch),
-            }
-        finally:
-            proc.kill()
-            proc.wait(10)
-        # A fresh server for the fan-out, so the update task does not disturb the above.
-        proc, port = _spawn(kind)
-        try:
-            results[kind]["fan-out informs/s"] = fan_out(port, args.seconds)
-        finally:
-            proc.kill()
-            proc.wait(10)
-        print(f"{kind:9s} " + "  ".join(f"{k}: {v:,.0f}" for k, v in results[kind].items()),
-              flush=True)
+    samples: dict[str, dict[str, list[float]]] = {k: {} for k in kinds}
 
-    if len(kinds) == 2:
-        print()
-        print(f"{'measure':24s} {'ctlwire':>12s} {'aiokatcp':>12s} {'ratio':>7s}")
-        for measure in results["ctlwire"]:
-            ours, theirs = results["ctlwire"][measure], results["aiokatcp"][measure]
-            print(f"{measure:24s} {ours:12,.0f} {theirs:12,.0f} {ours / theirs:6.2f}x")
+    def record(kind: str, measure: str, value: float) -> None:
+        samples[kind].setdefault(measure, []).append(value)
+        print(f"  {kind:9s} {measure:22s} {value:12,.0f}", flush=True)
+
+    # Rounds alternate between the servers so a burst of load from elsewhere on the
+    # machine hits both; the figure reported is the median of the rounds.
+    procs = {kind: _spawn(kind) for kind in kinds}
+    try:
+        for _ in range(args.rounds):
+            for kind in kinds:
+                record(kind, "one-at-a-time req/s", one_at_a_time(procs[kind][1], args.seconds))
+            for kind in kinds:
+                record(kind, "pipelined req/s", pipelined(procs[kind][1], args.seconds,
+                                                          args.batch))
+    finally:
+        for proc, _ in procs.values():
+            proc.kill()
+            proc.wait(10)
+    for _ in range(args.rounds):
+        for kind in kinds:
+            # A fresh server each time: the update task runs until the process ends.
+            proc, port = _spawn(kind)
+            try:
+                record(kind, "fan-out informs/s", fan_out(port, args.seconds))
+            finally:
+                proc.kill()
+                proc.wait(10)
+
+    print()
+    print(f"{'median of ' + str(args.rounds) + ' rounds':24s} "
+          + " ".join(f"{k:>12s}" for k in kinds) + ("    ratio" if len(kinds) == 2 else ""))
+    for measure in samples[kinds[0]]:
+        values = [_median(samples[k][measure]) for k in kinds]
+        line = f"{measure:24s} " + " ".join(f"{v:12,.0f}" for v in values)
+        if len(kinds) == 2:
+            line += f" {values[0] / values[1]:7.2f}x"
+        print(line)
     return 0
 
 
