@@ -405,7 +405,10 @@ class Group:
     def _wake(self) -> None:
         with self._wake_lock:
             if self._wake_tx is not None:
-                self._wake_tx.send(b"", zmq.NOBLOCK)
+                try:
+                    self._wake_tx.send(b"", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # wake-ups already queued; one is enough
 
     # --- events ----------------------------------------------------------------------------
 
