@@ -723,3 +723,16 @@ def test_send_request_refuses_other_message_types(raw, clients):
     client = clients(BlockingClient, "127.0.0.1", raw.port)
     with pytest.raises(ValueError):
         client.send_request(Message.inform("x"))
+
+
+def test_write_that_cannot_finish_times_out_and_drops_the_link(raw, clients):
+    client = clients(DeviceClient, "127.0.0.1", raw.port, auto_reconnect=False)
+    client.start()
+    raw.accept(greeting=())  # this server never reads
+    assert client.wait_connected(TIMEOUT)
+    big = Message.inform("blob", b"x" * (64 * 1024 * 1024))
+    t0 = time.monotonic()
+    with pytest.raises(KatcpClientError, match="writing"):
+        client.send_message(big, timeout=0.3)
+    assert time.monotonic() - t0 < TIMEOUT
+    assert client.wait_disconnected(TIMEOUT)  # half a message went out: link dropped

@@ -83,6 +83,23 @@ class KatcpTimeoutError(KatcpClientError, TimeoutError):
     """
 
 
+def _wait_fds(readers: list, writers: list, timeout: float) -> tuple[list, list]:
+    """``select()`` without its 1024-descriptor limit (rare paths only: connect, backoff,
+    a write that did not fit)."""
+    with selectors.DefaultSelector() as sel:
+        for sock in readers:
+            sel.register(sock, selectors.EVENT_READ)
+        for sock in writers:
+            if sock in readers:
+                sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            else:
+                sel.register(sock, selectors.EVENT_WRITE)
+        events = sel.select(max(timeout, 0.0))
+    readable = [key.fileobj for key, ev in events if ev & selectors.EVENT_READ]
+    writable = [key.fileobj for key, ev in events if ev & selectors.EVENT_WRITE]
+    return readable, writable
+
+
 def _handler_tables(cls: type) -> tuple[dict, dict, dict]:
     """Collect ``request_*``, ``inform_*`` and ``reply_*`` methods of a class.
 
@@ -421,7 +438,7 @@ class DeviceClient:
                 raise KatcpClientError(
                     f"Timed out after {timeout:g} s writing to {self.bind_address_string}")
             try:
-                _, writable, _ = select.select([], [sock], [], remaining)
+                _, writable = _wait_fds([], [sock], remaining)
                 if writable:
                     view = view[sock.send(view, _DONTWAIT):]
             except BlockingIOError:
@@ -652,7 +669,7 @@ class DeviceClient:
             remaining = deadline - _monotonic()
             if remaining <= 0:
                 break
-            r, w, _ = select.select([wake], [sock], [], remaining)
+            r, w = _wait_fds([wake], [sock], remaining)
             if w:
                 return r, w, []
             if r:
@@ -853,7 +870,7 @@ class DeviceClient:
             remaining = deadline - _monotonic()
             if remaining <= 0:
                 return
-            r, _, _ = select.select([self._wake_r], [], [], remaining)
+            r, _ = _wait_fds([self._wake_r], [], remaining)
             if r:
                 self._drain_wake()
 
