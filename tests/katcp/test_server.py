@@ -792,3 +792,15 @@ def test_handler_thread_runs_handlers_off_the_loop():
 def test_async_device_server_alias_is_importable():
     from ctlwire.katcp import AsyncDeviceServer
     assert issubclass(AsyncDeviceServer, DeviceServer)
+
+
+def test_thread_updates_beyond_the_hand_off_limit_wait_and_all_arrive():
+    srv = start(max_cross_thread=50)
+    try:
+        def actions(s):
+            for v in range(1, 3001):
+                s.count.set_value(v)
+        _, informs = sample(srv, ("box.count", "auto"), actions, 3001)
+        assert [int(v) for _, _, v in status_values(informs)] == list(range(0, 3001))
+    finally:
+        srv.stop(timeout=TIMEOUT)

@@ -77,7 +77,7 @@ _get_ident = threading.get_ident
 _STATUS_RAW = Sensor.STATUSES_RAW
 
 #: Default cap on bytes queued for one client before it counts as too slow.
-DEFAULT_MAX_WRITE_BUFFER = 4 * 1024 * 1024
+DEFAULT_MAX_WRITE_BUFFER = 16 * 1024 * 1024
 
 
 def construct_name_filter(pattern: str | None) -> tuple[bool, Callable[[str], bool]]:
@@ -251,6 +251,9 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
     slow_client_grace : float, optional
         Seconds a too-slow client gets to read its ``#disconnect`` before the
         connection is aborted.
+    max_cross_thread : int, optional
+        Sensor updates and messages from other threads that may wait for the event
+        loop; past this, the producing thread waits for the loop to catch up.
     """
 
     PROTOCOL_INFO = ProtocolFlags(5, 1, [ProtocolFlags.MULTI_CLIENT,
@@ -265,7 +268,7 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
                  logger: logging.Logger = log, *,
                  max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
                  max_line_length: int = 2 * 1024 * 1024,
-                 slow_client_grace: float = 1.0):
+                 slow_client_grace: float = 1.0, max_cross_thread: int = 100_000):
         self._host = host
         self._port = port
         self._tb_limit = tb_limit
@@ -279,6 +282,9 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         self._xq: collections.deque = collections.deque()
         self._x_scheduled = False
         self._xlock = threading.Lock()
+        self._xq_room = threading.Event()
+        self._xq_room.set()
+        self._max_cross_thread = max_cross_thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_tid: int | None = None
         self._aserver: asyncio.base_events.Server | None = None
@@ -518,8 +524,18 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
 
     # -- loop plumbing ----------------------------------------------------------------------
     def _call_in_loop(self, fn: Callable, *args: Any) -> None:
-        """Run ``fn(*args)`` in the loop thread; calls are batched per loop wake-up."""
-        self._xq.append((fn, args))
+        """Run ``fn(*args)`` in the loop thread; calls are batched per loop wake-up.
+
+        A producer thread that gets more than ``max_cross_thread`` calls ahead of the
+        loop waits for it to catch up: bounded memory, and nothing dropped.
+        """
+        queue = self._xq
+        queue.append((fn, args))
+        if len(queue) > self._max_cross_thread and self._running.is_set():
+            self._xq_room.clear()
+            while len(queue) > self._max_cross_thread and self._running.is_set() \
+                    and self._loop is not None:
+                self._xq_room.wait(0.05)
         if not self._x_scheduled:
             with self._xlock:
                 if self._x_scheduled:
@@ -545,6 +561,8 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
                 fn(*args)
             except Exception:
                 self._logger.exception("Error in cross-thread call %r", fn)
+        if not self._xq_room.is_set():
+            self._xq_room.set()
 
     def _mark_dirty(self, conn: ClientConnection) -> None:
         self._dirty.append(conn)
@@ -1023,8 +1041,8 @@ class DeviceServer(DeviceServerBase):
             !halt ok
         """
         req.reply("ok")
-        assert self._loop is not None
-        self._loop.call_soon(self.stop)
+        # Thread-safe: with handler_thread=True this runs outside the loop.
+        self.loop.call_soon_threadsafe(self.stop)
         raise AsyncReply()
 
     def request_help(self, req: ClientRequestConnection, msg: Message) -> Message:
