@@ -1359,7 +1359,8 @@ class CallbackClient(DeviceClient):
         finally:
             if reading:
                 read_lock.release()
-        self._wait(p)
+        if not p.done:
+            self._wait(p)
         if p.error is not None:
             raise p.error
         return p.reply, p.informs
