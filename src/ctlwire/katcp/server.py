@@ -298,6 +298,7 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._handler_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._external_loop: asyncio.AbstractEventLoop | None = None
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -315,6 +316,19 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         return self._loop
 
     ioloop = loop
+
+    def set_ioloop(self, ioloop: Any = None) -> None:
+        """Serve in an existing event loop instead of a new thread (call before start).
+
+        Parameters
+        ----------
+        ioloop : asyncio.AbstractEventLoop or tornado IOLoop, optional
+            The loop (a tornado ``IOLoop`` is accepted for its ``asyncio_loop``).
+            ``None`` restores the default: :meth:`start` runs a loop in a new thread.
+            :meth:`start` may then be called from that loop's thread (it schedules the
+            start) or from another thread while the loop runs (it waits for it).
+        """
+        self._external_loop = getattr(ioloop, "asyncio_loop", ioloop)
 
     def setDaemon(self, daemonic: bool) -> None:
         """Whether the server thread started by :meth:`start` is a daemon thread."""
@@ -356,6 +370,20 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         """
         if self._thread is not None and self._thread.is_alive() or self._running.is_set():
             raise RuntimeError("Device server already started.")
+        external = self._external_loop
+        if external is not None:
+            self._start_error = None
+            try:
+                running_loop = asyncio.get_running_loop()
+            except RuntimeError:
+                running_loop = None
+            if running_loop is external:
+                self._spawn_in(external, self.async_start())
+                return
+            fut = asyncio.run_coroutine_threadsafe(self.async_start(), external)
+            if timeout is not None:
+                fut.result(timeout)
+            return
         self._stopped.clear()
         self._start_error: BaseException | None = None
         thread = threading.Thread(target=self._thread_main, args=(excepthook,),
@@ -654,6 +682,11 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         reason = error.reason if isinstance(error, KatcpSyntaxError) else str(error)
         self._logger.warning("Malformed line from %s: %s", conn.address, error)
         conn._queue(log_line("error", f"Malformed message: {error}", "root"))
+
+    def _spawn_in(self, loop: asyncio.AbstractEventLoop, awaitable: Any) -> None:
+        task = loop.create_task(_as_coroutine(awaitable))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _spawn(self, awaitable: Any) -> asyncio.Task:
         assert self._loop is not None
