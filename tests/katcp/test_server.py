@@ -804,3 +804,10 @@ def test_thread_updates_beyond_the_hand_off_limit_wait_and_all_arrive():
         assert [int(v) for _, _, v in status_values(informs)] == list(range(0, 3001))
     finally:
         srv.stop(timeout=TIMEOUT)
+
+
+def test_start_on_a_busy_port_raises_a_clear_error(server):
+    other = Device("127.0.0.1", server.bind_address[1])
+    with pytest.raises(RuntimeError, match="failed to start"):
+        other.start(timeout=TIMEOUT)
+    assert not other.running()

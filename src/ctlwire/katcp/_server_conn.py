@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .core import KatcpSyntaxError, Message, StreamParser, encode_message
+from .core import Message, StreamParser, encode_message
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import DeviceServerBase

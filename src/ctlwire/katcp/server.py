@@ -47,11 +47,11 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .. import __version__ as _ctlwire_version
 from ._server_conn import ClientConnection, ClientRequestConnection, log_line
-from .core import (AsyncReply, FailReply, KatcpSyntaxError, Message, ProtocolFlags,
+from .core import (AsyncReply, FailReply, Message, ProtocolFlags,
                    encode_message)
 from .kattypes import (Int, Str, has_katcp_protocol_flags, minimum_katcp_version, request,
                        return_reply)
@@ -299,6 +299,7 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         self._tasks: set[asyncio.Task] = set()
         self._handler_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._external_loop: asyncio.AbstractEventLoop | None = None
+        self._start_error: BaseException | None = None
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -385,7 +386,7 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
                 fut.result(timeout)
             return
         self._stopped.clear()
-        self._start_error: BaseException | None = None
+        self._start_error = None
         thread = threading.Thread(target=self._thread_main, args=(excepthook,),
                                   name=f"katcp-server-{self._port}",
                                   daemon=daemon if daemon is not None else
@@ -543,12 +544,9 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         while True:
             if self._running.wait(0.05):
                 return True
-            if self._start_error_set() or (deadline is not None
-                                           and time.monotonic() >= deadline):
+            if self._start_error is not None or (deadline is not None
+                                                 and time.monotonic() >= deadline):
                 return self._running.is_set()
-
-    def _start_error_set(self) -> bool:
-        return getattr(self, "_start_error", None) is not None
 
     # -- loop plumbing ----------------------------------------------------------------------
     def _call_in_loop(self, fn: Callable, *args: Any) -> None:
@@ -679,7 +677,6 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
             self._loop.call_later(self._slow_client_grace, transport.abort)
 
     def _bad_line(self, conn: ClientConnection, error: Exception) -> None:
-        reason = error.reason if isinstance(error, KatcpSyntaxError) else str(error)
         self._logger.warning("Malformed line from %s: %s", conn.address, error)
         conn._queue(log_line("error", f"Malformed message: {error}", "root"))
 
