@@ -24,6 +24,11 @@ number_text = st.one_of(
     st.integers(min_value=-10**40, max_value=10**40).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.floats().map(lambda f: f"{f:e}"),
+    # decimals around the exact fast path's limits (2**53 digits, 10**22)
+    st.tuples(st.integers(0, 10**20), st.integers(0, 10**12), st.integers(-40, 40),
+              st.sampled_from(["", "-", "+"])).map(lambda t: f"{t[3]}{t[0]}.{t[1]}e{t[2]}"),
+    st.tuples(st.integers(2**53 - 5, 2**53 + 5), st.integers(-23, 23)).map(
+        lambda t: f"{t[0]}e{t[1]}"),
     st.from_regex(r"\A[ +-]?[0-9_]{0,25}(\.[0-9]*)?([eE][+-]?[0-9]{1,4})?\s?\Z"),
     st.sampled_from(["", "-", "+", ".", "1.", ".5", "1e5", "1E+05", "0x10", "1_000",
                      " 12 ", "nan", "inf", "-Infinity", "1e999", "٣", "1e-400", "-0",

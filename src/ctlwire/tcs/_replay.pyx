@@ -105,6 +105,61 @@ cdef int _plain_float_shape(const char *s, Py_ssize_t n) noexcept nogil:
     return 1 if i == n else 0
 
 
+cdef double[23] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                          1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
+
+
+cdef inline bint _clinger(const char *s, Py_ssize_t n, double *out) noexcept nogil:
+    """Exact fast path for a plain decimal (Clinger): when the digits fit in 53 bits
+    and the power of ten is at most 22, both are exact doubles and one IEEE multiply
+    or divide rounds correctly, as float() does.  0 means "use the full parser"."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned long long m = 0
+    cdef int ndig = 0, e = 0, ev = 0, edig = 0
+    cdef bint neg = False, eneg = False
+    cdef double r
+    if s[0] == c'-' or s[0] == c'+':
+        neg = s[0] == c'-'
+        i = 1
+    while i < n and _is_digit(s[i]):
+        m = m * 10 + <unsigned long long>(s[i] - c'0')
+        ndig += 1
+        i += 1
+    if i < n and s[i] == c'.':
+        i += 1
+        while i < n and _is_digit(s[i]):
+            m = m * 10 + <unsigned long long>(s[i] - c'0')
+            ndig += 1
+            e -= 1
+            i += 1
+    if ndig > 19:
+        return False
+    if i < n:  # exponent (shape already checked)
+        i += 1
+        if s[i] == c'-' or s[i] == c'+':
+            eneg = s[i] == c'-'
+            i += 1
+        while i < n:
+            ev = ev * 10 + (s[i] - c'0')
+            edig += 1
+            i += 1
+            if edig > 4:
+                return False
+        e += -ev if eneg else ev
+    if m > (1ULL << 53):
+        return False
+    if e == 0:
+        r = <double>m
+    elif 0 < e <= 22:
+        r = <double>m * _POW10[e]
+    elif -22 <= e < 0:
+        r = <double>m / _POW10[-e]
+    else:
+        return False
+    out[0] = -r if neg else r
+    return True
+
+
 cdef inline double _parse_double(const char *s, Py_ssize_t n) except? -1.0:
     """Value of a plain-shaped decimal (see _plain_float_shape).
 
@@ -113,7 +168,10 @@ cdef inline double _parse_double(const char *s, Py_ssize_t n) except? -1.0:
     text from sqlite is NUL-terminated, so strtod cannot read past it.
     """
     cdef char *end
-    cdef double f = strtod(s, &end)
+    cdef double f
+    if _clinger(s, n, &f):
+        return f
+    f = strtod(s, &end)
     if end == s + n:
         return f
     return PyOS_string_to_double(s, NULL, NULL)
