@@ -12,6 +12,7 @@ import time
 import pytest
 
 from ctlwire.katcp import DeviceServer, Sensor
+from ctlwire.katcp.core import AsyncReply
 
 TIMEOUT = 10.0
 
@@ -25,6 +26,16 @@ class Device(DeviceServer):
         self.add_sensor(self.blob)
         for i in range(2000):
             self.add_sensor(Sensor.integer(f"many.{i:04d}", f"Sensor number {i}"))
+        self.late_replies = []
+
+    def request_later(self, req, msg):
+        """Reply from another thread after 50 ms."""
+        def finish():
+            req.inform("still here?")
+            req.reply("ok")
+            self.late_replies.append(req)
+        threading.Timer(0.05, finish).start()
+        raise AsyncReply()
 
 
 def start(**kwargs):
@@ -274,3 +285,11 @@ def test_bulk_sampling_of_many_sensors_sends_every_initial_value(server):
         assert lines[-1].startswith(b"!sensor-sampling ok many.0000,")
     finally:
         client.close()
+
+
+def test_late_reply_to_a_client_that_left_is_dropped_quietly(server):
+    client = greeted(server)
+    client.send(b"?later[5]\n")
+    client.close(reset=True)
+    assert wait_for(lambda: len(server.late_replies) == 1)
+    assert alive(server)
