@@ -22,31 +22,6 @@ import time as _time
 
 _log = logging.getLogger("ctlwire.tcs.replay")
 
-cdef extern from "sqlite3.h" nogil:
-    ctypedef struct sqlite3
-    ctypedef struct sqlite3_stmt
-    int SQLITE_OK
-    int SQLITE_ROW
-    int SQLITE_DONE
-    int SQLITE_NULL
-    int SQLITE_OPEN_READONLY
-    int SQLITE_OPEN_NOMUTEX
-    int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags, const char *vfs)
-    int sqlite3_close_v2(sqlite3 *db)
-    const char *sqlite3_errmsg(sqlite3 *db)
-    int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int nbyte, sqlite3_stmt **stmt,
-                           const char **tail)
-    int sqlite3_step(sqlite3_stmt *stmt)
-    int sqlite3_reset(sqlite3_stmt *stmt)
-    int sqlite3_finalize(sqlite3_stmt *stmt)
-    int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value)
-    int sqlite3_exec(sqlite3 *db, const char *sql, void *cb, void *arg, char **errmsg)
-    int sqlite3_column_type(sqlite3_stmt *stmt, int col)
-    long long sqlite3_column_int64(sqlite3_stmt *stmt, int col)
-    const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int col)
-    int sqlite3_column_bytes(sqlite3_stmt *stmt, int col)
-
-
 # ---------------------------------------------------------------------------
 # Value conversions (never raise)
 # ---------------------------------------------------------------------------
@@ -366,22 +341,12 @@ cdef int _wait_until(double deadline, double spin) except -1:
 # Statistics
 # ---------------------------------------------------------------------------
 
-cdef enum:
-    NBINS = 100000  # 1 µs bins up to 100 ms; later events count in the overflow bin
-
 cdef class ReplayStats:
     """Counters of one replay pass: events sent, filtered, skipped, and lateness.
 
     Lateness is how long after its deadline an event was handed over, kept in a
     1-microsecond histogram (constant memory however long the replay runs).
     """
-    cdef public long long sent
-    cdef public long long filtered
-    cdef public long long skipped
-    cdef public long long timed
-    cdef public double lateness_sum
-    cdef public double lateness_max
-    cdef long long[NBINS + 1] _bins
 
     def __cinit__(self):
         self.reset()
@@ -393,7 +358,7 @@ cdef class ReplayStats:
         self.lateness_sum = 0.0
         self.lateness_max = 0.0
 
-    cdef inline void _record(self, double late) noexcept:
+    cdef void _record(self, double late) noexcept:
         cdef long long b
         if late < 0:
             late = 0
@@ -523,31 +488,6 @@ cdef class Replayer:
     spin : float
         Seconds before a deadline during which the wait spins instead of sleeping.
     """
-    cdef sqlite3 *_db
-    cdef sqlite3_stmt *_stmt     # join plan: every row; merge plan: events
-    cdef sqlite3_stmt *_attrs    # merge plan: attribute rows in rowid order
-    cdef sqlite3_stmt *_one
-    cdef bytes _path
-    cdef object _order
-    cdef int _sort_by
-    cdef public double speedup
-    cdef list _prefixes
-    cdef bint _conv_num, _conv_bool
-    cdef object _encode
-    cdef public double spin
-    cdef bint _merge
-    cdef bint _has_row, _a_has_row, _done
-    cdef bint _started, _have_first
-    cdef public double start_mono
-    cdef public object start_iter_time
-    cdef public object start_wire_time
-    cdef double _t_first
-    cdef list _name_cache_b
-    cdef list _name_cache_s
-    cdef dict _topic_bytes
-    cdef public ReplayStats stats
-    cdef public list errors
-    cdef public long long max_errors
 
     def __cinit__(self):
         self._db = NULL
@@ -705,7 +645,7 @@ cdef class Replayer:
         self.start_wire_time = None
         self.stats.reset()
 
-    cdef inline int _step(self, sqlite3_stmt *stmt) except -1:
+    cdef int _step(self, sqlite3_stmt *stmt) except -1:
         # no GIL release here: a step takes well under a microsecond, releasing and
         # taking the GIL back would cost more than the step
         cdef int rc = sqlite3_step(stmt)
@@ -716,7 +656,7 @@ cdef class Replayer:
         self._fail("reading events")
         return -1
 
-    cdef inline bint _accepted(self, const char *topic, Py_ssize_t n):
+    cdef bint _accepted(self, const char *topic, Py_ssize_t n) except -1:
         cdef bytes p
         if not self._prefixes:
             return True

@@ -1,0 +1,92 @@
+# cython: language_level=3
+"""C-level API of the TCS replay engine (``ctlwire.tcs._replay``).
+
+Other Cython code can ``cimport`` the engine, e.g. to drive :class:`Replayer` from
+a C-level send loop.  The user-facing API is :mod:`ctlwire.tcs.server`.
+"""
+cimport cython
+
+cdef extern from "sqlite3.h" nogil:
+    ctypedef struct sqlite3
+    ctypedef struct sqlite3_stmt
+    int SQLITE_OK
+    int SQLITE_ROW
+    int SQLITE_DONE
+    int SQLITE_NULL
+    int SQLITE_OPEN_READONLY
+    int SQLITE_OPEN_NOMUTEX
+    int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags, const char *vfs)
+    int sqlite3_close_v2(sqlite3 *db)
+    const char *sqlite3_errmsg(sqlite3 *db)
+    int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int nbyte, sqlite3_stmt **stmt,
+                           const char **tail)
+    int sqlite3_step(sqlite3_stmt *stmt)
+    int sqlite3_reset(sqlite3_stmt *stmt)
+    int sqlite3_finalize(sqlite3_stmt *stmt)
+    int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value)
+    int sqlite3_exec(sqlite3 *db, const char *sql, void *cb, void *arg, char **errmsg)
+    int sqlite3_column_type(sqlite3_stmt *stmt, int col)
+    long long sqlite3_column_int64(sqlite3_stmt *stmt, int col)
+    const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int col)
+    int sqlite3_column_bytes(sqlite3_stmt *stmt, int col)
+
+
+cdef enum:
+    NBINS = 100000  # lateness histogram: 1 µs bins up to 100 ms, then an overflow bin
+
+
+@cython.final
+cdef class ReplayStats:
+    cdef public long long sent
+    cdef public long long filtered
+    cdef public long long skipped
+    cdef public long long timed
+    cdef public double lateness_sum
+    cdef public double lateness_max
+    cdef long long[NBINS + 1] _bins
+
+    cpdef reset(self)
+    cdef void _record(self, double late) noexcept
+
+
+@cython.final
+cdef class Replayer:
+    cdef sqlite3 *_db
+    cdef sqlite3_stmt *_stmt     # join plan: every row; merge plan: events
+    cdef sqlite3_stmt *_attrs    # merge plan: attribute rows in rowid order
+    cdef sqlite3_stmt *_one
+    cdef bytes _path
+    cdef object _order
+    cdef int _sort_by
+    cdef public double speedup
+    cdef list _prefixes
+    cdef bint _conv_num, _conv_bool
+    cdef object _encode
+    cdef public double spin
+    cdef bint _merge
+    cdef bint _has_row, _a_has_row, _done
+    cdef bint _started, _have_first
+    cdef public double start_mono
+    cdef public object start_iter_time
+    cdef public object start_wire_time
+    cdef double _t_first
+    cdef list _name_cache_b
+    cdef list _name_cache_s
+    cdef dict _topic_bytes
+    cdef public ReplayStats stats
+    cdef public list errors
+    cdef public long long max_errors
+
+    cdef void _release(self) noexcept
+    cdef _fail(self, str what)
+    cdef sqlite3_stmt *_prepare(self, const char *sql) except NULL
+    cdef bint _attrs_in_event_order(self) except -1
+    cdef int _step(self, sqlite3_stmt *stmt) except -1
+    cdef bint _accepted(self, const char *topic, Py_ssize_t n) except -1
+    cdef object _name(self, Py_ssize_t idx, const char *s, Py_ssize_t n)
+    cdef object _value(self, const char *s, Py_ssize_t n, const char *dtype)
+    cdef str _add_attr(self, sqlite3_stmt *st, int col, dict event, Py_ssize_t idx,
+                       double *times, int *have)
+    cdef tuple _header(self, sqlite3_stmt *st)
+    cdef tuple _read_event(self, sqlite3_stmt *st, bint single)
+    cdef object _next(self, bint as_bytes)
