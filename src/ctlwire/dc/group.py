@@ -556,31 +556,24 @@ class Group:
 
     def _drain_into(self, sock: zmq.Socket, port: Any, channel: str,
                     batch: list[GroupMessage]) -> None:
-        for _ in range(1000):  # bounded burst, then let timers run
-            try:
-                env = port.recv_envelope(0)
-            except CodecError as exc:
-                self.dropped["malformed"] += 1
-                log.debug("group %s: %s", self.spec.groupName, exc)
-                continue
-            except PortTimeout:
-                return
+        envelopes, malformed = port.drain(1000)  # bounded burst, then let timers run
+        self.dropped["malformed"] += malformed
+        timed = self.spec.timed
+        peers, keep = self._peers, self.peer_filter
+        for env in envelopes:
             sender = env.sender
-            if port is self.ans and self.ans.lastIdentity != sender:
-                self.dropped["malformed"] += 1  # header disagrees with the routing identity
-                continue
-            if self.peer_filter is not None and not self.peer_filter(sender):
+            if keep is not None and not keep(sender):
                 self.dropped["filtered"] += 1
                 continue
             if sender != self.memberId:
-                peer = self._peers.get(sender)
+                peer = peers.get(sender)
                 if peer is None and channel == "group":
                     # Maybe announced since our last look: look again (rate-limited so
                     # forged ids cannot make us scan discovery for every message).
                     now = time.monotonic()
                     if now - self._last_discover > 0.01:
                         self._discover(now)
-                        peer = self._peers.get(sender)
+                        peer = peers.get(sender)
                 if peer is not None:
                     self._heard(peer, sender, time.monotonic())
                 elif channel == "group":
@@ -590,8 +583,8 @@ class Group:
                 # delivered (its routing identity vouches for it), but it does not make
                 # the sender a member.
             if env.kind == KIND_APP:
-                batch.append(GroupMessage(sender, env.payload, channel, port.sendTime,
-                                          port.recvTime, self.codec))
+                batch.append(GroupMessage(sender, env.payload, channel, env.send_time,
+                                          time.time() if timed else None, self.codec))
             elif channel == "group":
                 self._control(sender, env)
             else:
