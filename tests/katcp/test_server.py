@@ -32,6 +32,7 @@ class Device(DeviceServer):
         self.label = Sensor.string("psu.label", "Label text", default="main supply")
         for sensor in (self.temp, self.count, self.mode, self.ok, self.label):
             self.add_sensor(sensor)
+        self.parked = queue.Queue()
 
     @request(Int(), Int())
     @return_reply(Int())
@@ -67,6 +68,11 @@ class Device(DeviceServer):
         """Double a number after awaiting."""
         await asyncio.sleep(0.01)
         return ("ok", x * 2)
+
+    def request_deferred(self, req, msg):
+        """Park the request; the test answers it through the server's methods."""
+        self.parked.put((req.client_connection, msg))
+        raise AsyncReply()
 
     def request_bad_return(self, req, msg):
         """Return something that is not a reply."""
@@ -503,9 +509,9 @@ def test_sampling_event_rate_holds_back_fast_changes(server):
     def actions(srv):
         for v in range(1, 200):
             srv.count.set_value(v)
-    reply, informs = sample(server, ("box.count", "event-rate", "0.3", "60"), actions, 2,
+    reply, informs = sample(server, ("box.count", "event-rate", "0.5", "60"), actions, 2,
                             settle=0.1)
-    assert reply == [b"box.count", b"event-rate", b"0.3", b"60"]
+    assert reply == [b"box.count", b"event-rate", b"0.5", b"60"]
     # initial value, then the latest value once the shortest period has passed
     assert [v for _, _, v in status_values(informs)] == ["0", "199"]
 
@@ -811,3 +817,21 @@ def test_start_on_a_busy_port_raises_a_clear_error(server):
     with pytest.raises(RuntimeError, match="failed to start"):
         other.start(timeout=TIMEOUT)
     assert not other.running()
+
+
+@pytest.mark.parametrize("via", ["connection", "socket"])
+def test_late_reply_through_server_methods(server, via):
+    async def body(client):
+        pending = asyncio.ensure_future(client.request("deferred"))
+        conn, msg = await asyncio.get_running_loop().run_in_executor(
+            None, server.parked.get, True, TIMEOUT)
+        if via == "connection":
+            server.reply_inform(conn, Message.inform("deferred", "step"), msg)
+            server.reply(conn, Message.reply("deferred", "ok", "done"), msg)
+        else:
+            (sock,) = server.get_sockets()
+            server.tcp_reply_inform(sock, Message.inform("deferred", "step"), msg)
+            server.tcp_reply(sock, Message.reply("deferred", "ok", "done"), msg)
+        return await asyncio.wait_for(pending, TIMEOUT)
+    reply, informs = with_client(server, body)
+    assert reply == [b"done"] and [m.arguments for m in informs] == [[b"step"]]
