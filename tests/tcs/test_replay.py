@@ -251,3 +251,13 @@ def test_pacing_matches_reference_deadlines(tmp_path_factory, gaps, speedup, t0)
         assert event["__wire_time"] - event["__data_time"] == pytest.approx(0.5 / speedup,
                                                                             abs=1e-6)
     assert replay.stats.timed == len(times)
+
+
+def test_unreadable_time_neither_paces_nor_fails(tmp_path):
+    huge = " " + "9" * 400 + " "  # an int for Python, beyond any double
+    rows = [timed_event(1, "a.b.c", 5.0), (2, "a.b.c", [("__data_time", huge, "number")])]
+    replay = TCSDBReplay(write_db(tmp_path / "db.sqlite", rows), speedup=1.0,
+                         convert_number=True)
+    msgs = drain(replay)
+    assert len(msgs) == 2 and replay.stats.timed == 1
+    assert json.loads(msgs[1][1])["__data_time"] == int(huge)

@@ -13,7 +13,6 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.string cimport memcmp, memset, strcmp
 from libc.stdlib cimport strtod
 from libc.math cimport isfinite, INFINITY
-from libc.stdint cimport int64_t
 from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
 
 import logging
@@ -174,8 +173,8 @@ cdef object _number_from_bytes(const char *s, Py_ssize_t n, object text):
     if _scan_int(s, n, &iv):
         return iv
     if _plain_float_shape(s, n):
-        # the grammar is a subset of what int() rejects and float() accepts, and
-        # PyOS_string_to_double is float()'s own parser: same value, no exception
+        # float() accepts this grammar, and _parse_double rounds exactly as float()
+        # does: same value, no exception on the way
         f = _parse_double(s, n)
         if isfinite(f):
             # a plain-shaped digit string longer than 18 digits is an int for Python
@@ -201,14 +200,6 @@ cdef inline bint _all_int_shape(const char *s, Py_ssize_t n) noexcept nogil:
     return True
 
 
-cdef inline object _bool_from_bytes(const char *s, Py_ssize_t n, object text):
-    if n == 4 and memcmp(s, b"true", 4) == 0:
-        return True
-    if n == 5 and memcmp(s, b"false", 5) == 0:
-        return False
-    return text
-
-
 def convert_number(value):
     """Convert ``value`` to int, else float, else return it unchanged; never raises.
 
@@ -219,17 +210,17 @@ def convert_number(value):
     if type(value) is str:
         b = (<str>value).encode("utf-8", "surrogatepass")
         return _number_from_bytes(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), value)
-    if value is None or type(value) is bool:
-        return value
-    return _number_from_text(value)
+    # numbers are already converted (int(2.5) would truncate); other objects stay
+    return value
 
 
 def convert_bool(value):
     """Return True for ``"true"``, False for ``"false"``, else ``value`` unchanged."""
-    if value == "true" and type(value) is str:
-        return True
-    if value == "false" and type(value) is str:
-        return False
+    if type(value) is str:
+        if value == "true":
+            return True
+        if value == "false":
+            return False
     return value
 
 
@@ -241,9 +232,17 @@ def time_value(value):
     if type(value) is float or type(value) is int:
         v = value
     else:
+        if type(value) is bytes:  # raw sqlite text; bad UTF-8 is no time
+            try:
+                value = (<bytes>value).decode("utf-8")
+            except UnicodeDecodeError:
+                return None
         v = convert_number(value)
     if type(v) is int:
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an int beyond any double is no usable time
+            return None
     if type(v) is float and isfinite(v):
         return v
     return None
@@ -259,13 +258,11 @@ cdef int _time_from_bytes(const char *s, Py_ssize_t n, double *out):
             out[0] = f
             return 1
         return 0
-    v = _number_from_text(PyUnicode_DecodeUTF8(s, n, "replace"))
-    if type(v) is int or type(v) is float:
-        f = v
-        if isfinite(f):
-            out[0] = f
-            return 1
-    return 0
+    v = time_value(PyUnicode_DecodeUTF8(s, n, "replace"))
+    if v is None:
+        return 0
+    out[0] = v
+    return 1
 
 
 # ---------------------------------------------------------------------------
