@@ -269,6 +269,7 @@ def test_garbage_on_sub_raises_codec_error_and_port_keeps_working(make_port, zct
 def test_garbage_on_ans_raises_codec_error_and_port_keeps_working(make_port, zctx):
     ans = make_port(GroupAnsPort)
     raw = zctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.ROUTING_ID, b"\x05" * 16)
     raw.connect(f"tcp://127.0.0.1:{ans.bind()}")
     raw.send(b"\xff" * 7)
     with pytest.raises(CodecError, match="expected 2 frames"):
@@ -376,3 +377,40 @@ def test_high_water_marks_are_on_the_right_side(make_port):
     pub, sub = make_port(GroupPubPort, hwm=123), make_port(GroupSubPort, hwm=456)
     assert pub.getSocket().getsockopt(zmq.SNDHWM) == 123
     assert sub.getSocket().getsockopt(zmq.RCVHWM) == 456
+
+
+def test_ans_rejects_sender_id_that_differs_from_routing_identity(make_port, zctx):
+    ans = make_port(GroupAnsPort)
+    raw = zctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.ROUTING_ID, b"\x05" * 16)
+    raw.connect(f"tcp://127.0.0.1:{ans.bind()}")
+    raw.send_multipart(encode_frames(KIND_APP, b"\x06" * 16, b"forged"))
+    with pytest.raises(CodecError, match="routing identity"):
+        ans.recv(timeout=5)
+    raw.close()
+
+
+def test_drain_returns_waiting_messages_and_counts_garbage(make_port, zctx):
+    sub = make_port(GroupSubPort)
+    raw = zctx.socket(zmq.PUB)
+    sub.update("127.0.0.1", raw.bind_to_random_port("tcp://127.0.0.1"))
+    deadline = time.monotonic() + 5
+    while not sub.getSocket().poll(20):
+        assert time.monotonic() < deadline
+        raw.send_multipart(encode_frames(KIND_APP, b"\x05" * 16, b"probe"))
+    sub.drain()  # discard the probes
+    raw.send_multipart(encode_frames(KIND_APP, b"\x05" * 16, b"one"))
+    raw.send(b"garbage")
+    raw.send_multipart(encode_frames(KIND_APP, b"\x05" * 16, b"two"))
+    got, bad = [], 0
+    while len(got) < 2 and time.monotonic() < deadline + 5:
+        sub.getSocket().poll(100)
+        envs, n = sub.drain()
+        got += [e.payload for e in envs if e.payload != b"probe"]  # late probes
+        bad += n
+    assert (got, bad) == ([b"one", b"two"], 1)
+    raw.close()
+
+
+def test_drain_on_empty_port_returns_nothing(make_port):
+    assert make_port(GroupSubPort).drain() == ([], 0)

@@ -604,9 +604,14 @@ class GroupAnsPort(BindPort, GroupDuplexPort):
     def recv_envelope(self, timeout: float | None = None) -> Envelope:
         sock = self._check_recv()
         frames = self._recv_raw(sock, timeout)
-        identity, frames = frames[0], frames[1:]
-        env = self._decode(frames)
-        self.lastIdentity = identity
+        try:
+            env = self._check_frames(frames, self.spec.timed, self.spec.byteOrder)
+        except CodecError as exc:
+            raise CodecError(f"{self.name}: dropped malformed message: {exc}") from None
+        self.lastIdentity = frames[0]
+        self.lastSender = env.sender
+        self.sendTime = env.send_time
+        self.recvTime = time.time() if self.spec.timed else None
         return env
 
     recv_envelope.__doc__ = Port.recv_envelope.__doc__
@@ -615,7 +620,7 @@ class GroupAnsPort(BindPort, GroupDuplexPort):
         env = decode_frames(frames[1:], timed, order)
         if env.sender != frames[0]:
             # The query port's routing identity is its member id; anything else is forged.
-            raise CodecError(f"{self.name}: sender id does not match routing identity")
+            raise CodecError("sender id does not match the routing identity")
         return env
 
     def send(self, msg: bytes, identity: bytes | None = None) -> None:
