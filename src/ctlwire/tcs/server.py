@@ -7,7 +7,9 @@ ZMQServer, TCSDBReplay, TCSMockEvent``.  Events travel as two UTF-8 frames
 from __future__ import annotations
 
 import json as _stdjson
+import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -20,10 +22,11 @@ from .._zmq import get_context, make_socket
 from .events import MOCK_TOPIC, TCSDatabaseError, mock_event, open_database
 
 _replay = load_extension("ctlwire.tcs._replay")
+_log = logging.getLogger("ctlwire.tcs")
 
 __all__ = [
     "ZMQServer", "TCSDBReplay", "TCSMockEvent", "TCSSubscriber", "TCSDatabaseError",
-    "ReplayStats", "string_to_bytes", "use_realtime_scheduling",
+    "ReplayStats", "string_to_bytes", "use_realtime_scheduling", "MOCK_TOPIC",
 ]
 
 #: Counters of a replay pass (sent, filtered, skipped, lateness); see ``TCSDBReplay.stats``.
@@ -41,7 +44,6 @@ def use_realtime_scheduling(priority: int = 1) -> bool:
     this thread inherit the policy.  Returns False (and changes nothing) where the
     policy is unavailable or not permitted (needs CAP_SYS_NICE or an rtprio limit).
     """
-    import os
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except (AttributeError, OSError):
@@ -562,7 +564,6 @@ class TCSSubscriber:
                 return None
 
     def _decode(self, frames: list[bytes]) -> tuple[str, dict[str, Any]] | None:
-        import logging
         try:
             if len(frames) != 2:
                 raise ValueError(f"expected 2 frames, got {len(frames)}")
@@ -572,7 +573,7 @@ class TCSSubscriber:
                 raise ValueError("payload is not a JSON object")
         except (ValueError, UnicodeDecodeError, _json.DecodeError) as exc:
             self.bad += 1
-            logging.getLogger("ctlwire.tcs").warning(
+            _log.warning(
                 "dropping malformed TCS message %r: %s", frames[:2], exc)
             return None
         return topic, event
@@ -593,6 +594,3 @@ class TCSSubscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__.append("MOCK_TOPIC")
