@@ -38,6 +38,18 @@ def test_address_formats_ipv6_in_brackets():
     assert Address().pack(("::1", 7147)) == b"[::1]:7147"
 
 
+class _ReprFloat(float):
+    """A float subclass with its own repr, as numpy.float64 has."""
+
+    def __repr__(self):
+        return f"ReprFloat({float(self)})"
+
+
+def test_float_subclasses_are_written_as_plain_floats():
+    assert Float().pack(_ReprFloat(2.5)) == b"2.5"
+    assert Float().pack(3) == b"3.0"
+
+
 def test_int_rejects_text_with_a_clear_message():
     with pytest.raises(ValueError, match="Could not parse value 'x1' as integer"):
         Int().unpack(b"x1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ctlwire.katcp import Sensor
 from ctlwire.katcp.sampling import (SampleAuto, SampleDifferential, SampleDifferentialRate,
@@ -236,3 +237,45 @@ def test_failing_callback_is_logged_not_raised(caplog):
         s.set_value(1)
     run(main())
     assert "boom" in caplog.text
+
+
+# -- property tests against a tiny reference model --------------------------------------------
+_readings = st.lists(st.tuples(st.integers(-5, 5), st.sampled_from([Sensor.NOMINAL,
+                                                                    Sensor.WARN])),
+                     max_size=40)
+
+
+def _reference(kind, threshold, initial, updates):
+    """What event / differential must send, written as plainly as possible."""
+    sent = [initial]
+    for value, status in updates:
+        last_value, last_status = sent[-1]
+        if kind == "event":
+            changed = (value, status) != (last_value, last_status)
+        else:
+            changed = status != last_status or abs(value - last_value) > threshold
+        if changed:
+            sent.append((value, status))
+    return sent
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["event", "differential", "differential-rate"]),
+       threshold=st.integers(1, 3), updates=_readings)
+def test_change_driven_strategies_match_reference(kind, threshold, updates):
+    loop = asyncio.new_event_loop()
+    try:
+        got = []
+        sensor = Sensor.integer("i", default=0, initial_status=Sensor.NOMINAL)
+        params = {"event": [], "differential": [str(threshold)],
+                  "differential-rate": [str(threshold), "0", "1e9"]}[kind]
+        strategy = SampleStrategy.get_strategy(
+            kind, lambda s, r: got.append((r.value, r.status)), sensor, *params, loop=loop)
+        strategy.start(observe=True)
+        for value, status in updates:
+            sensor.set_value(value, status)
+        strategy.cancel()
+    finally:
+        loop.close()
+    ref_kind = "event" if kind == "event" else "differential"
+    assert got == _reference(ref_kind, threshold, (0, Sensor.NOMINAL), updates)

@@ -203,3 +203,13 @@ def test_string_wire_value_escapes_round_trip(text):
     wire = sensor._wire_value(text)
     assert b" " not in wire and b"\n" not in wire
     assert unescape_argument(wire).decode("utf-8") == text
+
+
+def test_float_subclass_values_are_formatted_as_plain_floats():
+    class ReprFloat(float):
+        def __repr__(self):
+            return "ReprFloat"
+    sensor = Sensor.float("f")
+    sensor.set_value(ReprFloat(1.5), timestamp=1.0)
+    assert sensor.read_formatted()[2] == b"1.5"
+    assert sensor._wire_value(ReprFloat(1.5)) == b"1.5"

@@ -192,9 +192,10 @@ class Float(KatcpType):
         self._max = max
 
     def encode(self, value: Any, major: int) -> bytes:
-        if isinstance(value, float):
+        if value.__class__ is float:
             return repr(value).encode()
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        # float() first: subclasses such as numpy.float64 have their own repr.
+        if isinstance(value, numbers.Real):
             return repr(float(value)).encode()
         raise ValueError(f"Could not encode value {value!r} as float.")
 
@@ -429,7 +430,7 @@ class StrictTimestamp(KatcpType):
 
     def encode(self, value: Any, major: int) -> bytes:
         if isinstance(value, numbers.Real):
-            return repr(value).encode()
+            return repr(float(value)).encode()
         raise ValueError(f"Could not encode value {value!r} as strict timestamp.")
 
     def decode(self, value: bytes, major: int) -> float:
