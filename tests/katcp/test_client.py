@@ -133,6 +133,64 @@ def raw():
         server.close()
 
 
+class Proxy:
+    """A TCP relay between one client and a server that notes what the client sent, so a
+    test knows when a request is in flight (the server has been handed it)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.lsock.settimeout(TIMEOUT)
+        self.port = self.lsock.getsockname()[1]
+        self.target_port = target_port
+        self.sent = b""
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.lsock.accept()
+        except OSError:
+            return
+        server = socket.create_connection(("127.0.0.1", self.target_port), timeout=TIMEOUT)
+        for src, dst, note in ((client, server, True), (server, client, False)):
+            t = threading.Thread(target=self._pump, args=(src, dst, note), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, note: bool) -> None:
+        src.settimeout(None)
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                if note:
+                    with self.cond:
+                        self.sent += data
+                        self.cond.notify_all()
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def wait_sent(self, fragment: bytes) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: fragment in self.sent, TIMEOUT)
+
+    def close(self) -> None:
+        self.lsock.close()
+        for t in self.threads:
+            t.join(TIMEOUT)
+
+
 def started(client: DeviceClient) -> DeviceClient:
     client.start()
     assert client.wait_connected(TIMEOUT)
@@ -368,7 +426,8 @@ def test_keepalive_informs_extend_the_timeout(raw, clients):
 def test_link_drop_fails_in_flight_blocking_request_promptly(clients, impl):
     server = PeerServer(impl)
     try:
-        client = started(clients(BlockingClient, "127.0.0.1", server.port, auto_reconnect=False))
+        proxy = Proxy(server.port)
+        client = started(clients(BlockingClient, "127.0.0.1", proxy.port, auto_reconnect=False))
         outcome: list = []
 
         def call():
@@ -380,11 +439,12 @@ def test_link_drop_fails_in_flight_blocking_request_promptly(clients, impl):
 
         worker = threading.Thread(target=call)
         worker.start()
-        assert wait_for(lambda: client._pending)  # the request is in flight
+        assert proxy.wait_sent(b"?slow")  # the request is in flight
         server.kill()
         worker.join(TIMEOUT)
         assert outcome and not isinstance(outcome[0][0], KatcpTimeoutError)
         assert outcome[0][1] < TIMEOUT
+        proxy.close()
     finally:
         server.kill()
 
@@ -412,7 +472,8 @@ def test_link_drop_fails_callback_requests_with_fail_reply(raw, clients):
 
 
 def test_stop_fails_in_flight_request(peer, clients):
-    client = started(clients(BlockingClient, "127.0.0.1", peer.port))
+    proxy = Proxy(peer.port)
+    client = started(clients(BlockingClient, "127.0.0.1", proxy.port))
     errors: list = []
 
     def call():
@@ -423,12 +484,13 @@ def test_stop_fails_in_flight_request(peer, clients):
 
     worker = threading.Thread(target=call)
     worker.start()
-    assert wait_for(lambda: client._pending)
+    assert proxy.wait_sent(b"?slow")
     client.stop()
     worker.join(TIMEOUT)
     assert not worker.is_alive() and len(errors) == 1
     client.join(TIMEOUT)
     assert not client.running()
+    proxy.close()
 
 
 def test_request_without_connection_raises_client_error(clients):
