@@ -42,6 +42,15 @@ def test_wait_for_subscriber_sees_a_topic_subscription(server):
         sub.close()
 
 
+def test_wait_for_subscriber_matches_overlapping_prefixes(server):
+    sub = TCSSubscriber(server.endpoint, topics=["tcs.weather.wind"])
+    try:  # sending prefix "tcs." reaches a subscriber of "tcs.weather.wind"
+        assert server.wait_for_subscriber(timeout=5.0, topic=["lrs2.", "tcs."])
+        assert not server.wait_for_subscriber(timeout=0.05, topic=["tcs.tracker"])
+    finally:
+        sub.close()
+
+
 def test_send_tcs_event_sets_wire_time(server, subscriber):
     before = time.time()
     server.send_tcs_event("tcs.tracker.position", {"__data": 1, "__wire_time": 0})

@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.wait_subscriber is not None:
             timeout = None if args.wait_subscriber < 0 else args.wait_subscriber
             say("tcs-replay: waiting for a subscriber")
-            if not server.wait_for_subscriber(timeout=timeout):
+            # with --topics, only a subscriber that would receive some of them counts
+            wanted = args.topics if (args.topics and replay is not None) else None
+            if not server.wait_for_subscriber(timeout=timeout, topic=wanted):
                 say(f"tcs-replay: no subscriber within {timeout:g} s")
                 return 1
         if replay is None:

@@ -160,17 +160,31 @@ class ZMQServer:
                 n += 1
         return n
 
-    def wait_for_subscriber(self, timeout: float | None = None, topic: str | None = None) -> bool:
-        """Block until a subscriber has subscribed (to ``topic``'s prefix if given).
+    def wait_for_subscriber(self, timeout: float | None = None,
+                            topic: str | Sequence[str] | None = None) -> bool:
+        """Block until a subscriber has subscribed (to something ``topic`` covers).
 
-        Subscriptions that reach the socket are seen here, so events sent afterwards
-        reach that subscriber.  Returns False when ``timeout`` seconds pass first.
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait at most (None: forever).
+        topic : str or list of str, optional
+            Topic prefix(es) about to be sent: only a subscription that would receive
+            some of them counts (one is a prefix of the other).  None: any.
+
+        Returns
+        -------
+        bool
+            True once such a subscription has reached the socket (events sent from
+            now on reach that subscriber), False when ``timeout`` passed first.
         """
-        want = None if topic is None else topic.encode("utf-8")
+        if isinstance(topic, str):
+            topic = [topic]
+        wants = None if topic is None else [t.encode("utf-8") for t in topic]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             for sub in self.subscriptions:
-                if want is None or want.startswith(sub):
+                if wants is None or any(w.startswith(sub) or sub.startswith(w) for w in wants):
                     return True
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if wait is not None and wait == 0.0:
