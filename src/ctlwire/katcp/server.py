@@ -422,6 +422,12 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
                 raise
         finally:
             try:
+                # Let cancelled handler tasks and aborted transports finish cleanly.
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(asyncio.sleep(0))
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
