@@ -22,6 +22,8 @@ def pair():
         s.setsockopt(zmq.RCVTIMEO, 5000)
     port = bind_random(a)
     b.connect(f"tcp://127.0.0.1:{port}")
+    b.send(b"ping")  # both ends connected before the first example
+    assert a.recv() == b"ping"
     ra, rb = raw_socket(a), raw_socket(b)
     if ra is None:
         pytest.skip("raw libzmq path unavailable on this platform")

@@ -29,6 +29,8 @@ from ctlwire.roc._fastzmq import wire
 from ctlwire.roc.endpoints import Endpoints, resolve
 
 _MDPC = b"MDPC01"
+_POLLIN = int(zmq.POLLIN)    # plain ints: enum arithmetic is slow on the hot path
+_POLLOUT = int(zmq.POLLOUT)
 
 
 class RocError(Exception):
@@ -129,7 +131,7 @@ def _raise_error(err: Any, what: str) -> None:
 
 
 class _Slot:
-    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "what")
+    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "what", "event")
 
     def __init__(self, msg: list, deadline: float, what: str) -> None:
         self.reply: Any = None
@@ -138,6 +140,8 @@ class _Slot:
         self.sent = False
         self.cancelled = False
         self.what = what
+        # created only when a thread has to wait for another thread's reading
+        self.event: threading.Event | None = None
 
 
 class RocFuture:
@@ -203,9 +207,12 @@ class RocClient:
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
-        self._cv = threading.Condition(threading.Lock())
+        self._pollout = False
+        # guards _leader, _outbox and _followers; the socket belongs to the leader
+        self._lock = threading.Lock()
         self._leader = False
-        self._pending: dict[int, _Slot] = {}
+        self._followers: set[_Slot] = set()
+        self._pending: dict[Any, _Slot] = {}
         self._outbox: deque[_Slot] = deque()   # waiting for the leader to send
         self._unsent: deque[_Slot] = deque()   # the leader's, blocked by IMMEDIATE
         self._ids = itertools.count(1)
@@ -225,13 +232,14 @@ class RocClient:
 
     def call(self, objectId: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``method`` of ``objectId`` and return its result."""
-        call_id, slot = self._submit(objectId, method, args, kwargs)
-        return self._finish(call_id, slot)
+        return self._call(objectId, method, args, kwargs)
 
     def call_async(self, objectId: str, method: str, *args: Any, **kwargs: Any) -> RocFuture:
         """Send a call without waiting; the reply is collected by
         :meth:`RocFuture.result` (the timeout runs from now)."""
-        call_id, slot = self._submit(objectId, method, args, kwargs)
+        call_id, slot = self._make(objectId, method, args, kwargs)
+        if self._enqueue(call_id, slot):
+            self._release()
         return RocFuture(self, call_id, slot)
 
     def service_available(self, objectId: str) -> bool:
@@ -239,17 +247,24 @@ class RocClient:
         return self._mmi(objectId) == b"200"
 
     def close(self) -> None:
-        """Close the socket; pending calls fail."""
-        with self._cv:
-            if self._closed:
-                return
-            self._closed = True
-            while self._leader:  # let an active leader finish its poll slice
-                self._cv.wait(0.2)
-            self._sock.close(0)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._cv.notify_all()
+        """Close the socket; calls still waiting fail with :class:`RocError`."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                if not self._leader or time.monotonic() > deadline:
+                    # take the socket away from any future leader
+                    self._closed = True
+                    self._leader = True
+                    break
+            time.sleep(0.005)  # a leader finishes its poll slice (<= 0.25 s)
+        self._sock.close(0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for slot in list(self._followers):
+            if slot.event is not None:
+                slot.event.set()
 
     def __enter__(self) -> "RocClient":
         return self
@@ -258,16 +273,30 @@ class RocClient:
         self.close()
 
     # -- machinery -------------------------------------------------------
-    def _submit(self, objectId: str, method: str, args: tuple, kwargs: dict) -> tuple:
+    def _make(self, objectId: str, method: str, args: tuple, kwargs: dict) -> tuple:
         call_id = next(self._ids)
         body = rpc.encode_request(call_id, method, args, kwargs)
         slot = _Slot([b"", _MDPC, objectId.encode("utf-8"), body],
                      time.monotonic() + self.timeout, f"{objectId}.{method}")
-        self._enqueue(call_id, slot)
         return call_id, slot
 
-    def _enqueue(self, call_id: int, slot: _Slot) -> None:
-        with self._cv:
+    def _call(self, objectId: str, method: str, args: tuple, kwargs: dict) -> Any:
+        call_id, slot = self._make(objectId, method, args, kwargs)
+        if self._enqueue(call_id, slot):
+            # uncontended: we already lead, read until our reply is in
+            try:
+                while slot.reply is None:
+                    remaining = slot.deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._pump(min(remaining, 0.25))
+            finally:
+                self._release()
+        return self._finish(call_id, slot)
+
+    def _enqueue(self, call_id: Any, slot: _Slot) -> bool:
+        """Register and send (or hand to the leader); True if we are now leader."""
+        with self._lock:
             if self._closed:
                 raise RocError("client is closed")
             self._pending[call_id] = slot
@@ -277,25 +306,25 @@ class RocClient:
                     os.write(self._wake_w, b"x")
                 except BlockingIOError:  # pipe full: the leader is already woken
                     pass
-                return
+                return False
             self._leader = True
-        # we are leader for the moment: send now, read what is there, step down
-        try:
-            self._send(slot)
-            self._pump(0.0, None)
-        finally:
-            self._step_down()
+        self._send(slot)
+        return True
 
-    def _step_down(self) -> None:
-        # calls queued while we led must not wait for the next leader to go out
+    def _release(self) -> None:
+        """Give up leadership; wake waiting threads so one of them takes over."""
         while True:
-            with self._cv:
+            with self._lock:
                 if not self._outbox:
                     self._leader = False
-                    self._cv.notify_all()
+                    followers = self._followers
+                    if followers:
+                        for slot in followers:
+                            slot.event.set()  # type: ignore[union-attr]
                     return
                 out = list(self._outbox)
                 self._outbox.clear()
+            # calls queued while we led must not wait for the next leader to go out
             for slot in out:
                 if not slot.cancelled:
                     self._send(slot)
@@ -321,36 +350,38 @@ class RocClient:
             slot.sent = True
             unsent.popleft()
 
-    def _pump(self, timeout: float, mine: _Slot | None) -> None:
-        """Leader only: poll once for up to ``timeout`` s; send queued calls and
-        deliver every reply that is available."""
+    def _pump(self, timeout: float) -> None:
+        """Leader only: wait up to ``timeout`` s once; send what other threads queued
+        and deliver every reply that is available."""
         sock = self._sock
         if self._unsent:
             self._flush_unsent()
-        if self._unsent:
-            # wait for the broker connection too, so blocked calls go out promptly
-            self._poller.modify(sock, zmq.POLLIN | zmq.POLLOUT)
-        events = dict(self._poller.poll(int(timeout * 1000)))
-        if self._unsent:
-            self._poller.modify(sock, zmq.POLLIN)
-        if self._wake_r in events:
-            try:
-                os.read(self._wake_r, 4096)
-            except BlockingIOError:
-                pass
-            with self._cv:
-                out = list(self._outbox)
-                self._outbox.clear()
-            for slot in out:
-                if not slot.cancelled:
-                    self._send(slot)
-        if events.get(sock, 0) & zmq.POLLOUT:
-            self._flush_unsent()
-        if not events.get(sock, 0) & zmq.POLLIN:
+        if bool(self._unsent) != self._pollout:
+            # wait for the broker connection too while calls are blocked
+            self._pollout = not self._pollout
+            self._poller.modify(sock, _POLLIN | _POLLOUT if self._pollout else _POLLIN)
+        readable = False
+        for item, ev in self._poller.poll(int(timeout * 1000)):
+            if item is sock:
+                if ev & _POLLOUT:
+                    self._flush_unsent()
+                readable = bool(ev & _POLLIN)
+            else:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                with self._lock:
+                    out = list(self._outbox)
+                    self._outbox.clear()
+                for slot in out:
+                    if not slot.cancelled:
+                        self._send(slot)
+        if not readable:
             return
-        delivered = False
         pending = self._pending
         recv = self._recv
+        loads = _json.loads
         while True:
             frames = recv(False)
             if frames is None:
@@ -359,48 +390,37 @@ class RocClient:
                 self.stray_replies += 1
                 continue
             if frames[2].startswith(b"mmi."):
-                call_id = _MMI_KEY
+                call_id: Any = _MMI_KEY
                 reply: Any = frames[3]
             else:
                 try:
-                    reply = _json.loads(frames[3])
+                    reply = loads(frames[3])
                     call_id = reply["id"]
                 except Exception:  # noqa: BLE001 - not ours to understand: drop
                     self.stray_replies += 1
                     continue
-            with self._cv:
-                slot = pending.pop(call_id, None) \
-                    if type(call_id) is int or call_id is _MMI_KEY else None
-                if slot is None:
-                    self.stray_replies += 1
-                    continue
-                slot.reply = reply
-                if slot is not mine:
-                    delivered = True
-        if delivered:
-            with self._cv:
-                self._cv.notify_all()
+            # dict.pop is atomic: a timing-out owner and we cannot both get the slot
+            slot = pending.pop(call_id, None) \
+                if type(call_id) is int or call_id is _MMI_KEY else None
+            if slot is None:
+                self.stray_replies += 1
+                continue
+            slot.reply = reply
+            ev = slot.event
+            if ev is not None:
+                ev.set()
 
-    def _finish(self, call_id: int, slot: _Slot) -> Any:
-        cv = self._cv
-        while True:
-            if slot.reply is not None:
-                return self._result(slot)
-            with cv:
-                while slot.reply is None and self._leader and not self._closed:
-                    remaining = slot.deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    cv.wait(remaining)
+    def _finish(self, call_id: Any, slot: _Slot) -> Any:
+        while slot.reply is None:
+            remaining = slot.deadline - time.monotonic()
+            with self._lock:
                 if slot.reply is not None:
-                    continue
-                remaining = slot.deadline - time.monotonic()
+                    break
                 if remaining <= 0 or self._closed:
-                    self._pending.pop(call_id, None)
+                    if self._pending.pop(call_id, None) is None:
+                        continue  # the reply is being delivered right now
                     slot.cancelled = True
-                    # the reply may have raced in just now
-                    if slot.reply is not None:
-                        continue
+                    self._followers.discard(slot)
                     if self._closed:
                         raise RocError(f"{slot.what}: client closed during the call")
                     if not slot.sent:
@@ -408,14 +428,28 @@ class RocClient:
                             f"{slot.what}: broker at {self.endpoint} not reachable within "
                             f"{self.timeout:g} s; the call was not sent")
                     raise RocTimeout(
-                        f"{slot.what}: no reply within {self.timeout:g} s from {self.endpoint}"
-                        "; the call may or may not have run (it is never resent)")
-                self._leader = True
-            try:
-                # poll in short slices so the timeout and close() stay responsive
-                self._pump(min(remaining, 0.25), slot)
-            finally:
-                self._step_down()
+                        f"{slot.what}: no reply within {self.timeout:g} s from "
+                        f"{self.endpoint}; the call may or may not have run "
+                        "(it is never resent)")
+                lead = not self._leader
+                if lead:
+                    self._leader = True
+                    self._followers.discard(slot)
+                else:
+                    ev = slot.event
+                    if ev is None:
+                        ev = slot.event = threading.Event()
+                    ev.clear()
+                    self._followers.add(slot)
+            if lead:
+                try:
+                    self._pump(min(remaining, 0.25))
+                finally:
+                    self._release()
+            elif slot.reply is None:
+                ev.wait(min(remaining, 0.25))
+        self._followers.discard(slot)
+        return self._result(slot)
 
     def _result(self, slot: _Slot) -> Any:
         reply = slot.reply
@@ -434,8 +468,9 @@ class RocClient:
         slot = _Slot([b"", _MDPC, b"mmi.service", objectId.encode("utf-8")],
                      time.monotonic() + self.timeout, f"mmi.service({objectId!r})")
         with self._mmi_lock:
-            self._enqueue(_MMI_KEY, slot)  # type: ignore[arg-type]
-            return self._finish(_MMI_KEY, slot)  # type: ignore[arg-type]
+            if self._enqueue(_MMI_KEY, slot):
+                self._release()
+            return self._finish(_MMI_KEY, slot)
 
 
 _MMI_KEY = ("mmi",)
@@ -450,9 +485,7 @@ class _RemoteMethod:
         self._name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        client = self._client
-        call_id, slot = client._submit(self._oid, self._name, args, kwargs)
-        return client._finish(call_id, slot)
+        return self._client._call(self._oid, self._name, args, kwargs)
 
     def call_async(self, *args: Any, **kwargs: Any) -> RocFuture:
         """Send the call and return a :class:`RocFuture` at once."""

@@ -1,0 +1,326 @@
+"""ROC call throughput: ctlwire vs majortomo vs a bare ``zmq.proxy`` relay.
+
+Run: ``python benchmarks/bench_roc.py [--seconds S] [--rounds N] [--window W]``
+(with ``PYTHONPATH=src`` from a source checkout).
+
+Every path runs the same echo object in a separate worker process behind a separate
+broker/relay process, on loopback, with the client in this process:
+
+* **ctlwire**: ``RocClient`` proxy -> ``rocbroker`` (7/MDP 0.1) -> ``RocServer``.
+* **majortomo**: its MDP 0.2 ``Broker`` and ``Worker``; the client is majortomo's
+  ``Client`` one at a time, and a DEALER speaking its MDP 0.2 client frames for many in
+  flight (majortomo's ``Client`` allows one outstanding request).
+* **bare relay**: DEALER client -> ``zmq.proxy(ROUTER, DEALER)`` -> DEALER worker,
+  the ceiling for any brokered path.
+
+All three carry the same JSON-RPC body and run it with the same
+``ctlwire.roc.rpc.execute`` on the same ``Echo`` object, so the difference is the
+routing.  "one at a time" waits for each reply; "in flight" keeps ``--window`` calls
+outstanding.  Rounds are interleaved (ctlwire, majortomo, bare, ctlwire, ...) and the
+median per path is reported, which evens out load from other processes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections import deque
+
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# -- majortomo needs six, figcan and yaml only for its CLI/config; give it stand-ins --
+def _shim_majortomo_deps() -> None:
+    if "six" not in sys.modules:
+        try:
+            import six  # noqa: F401
+        except ImportError:
+            six_mod = types.ModuleType("six")
+
+            def ensure_binary(s, encoding="utf-8", errors="strict"):
+                return s if isinstance(s, bytes) else s.encode(encoding, errors)
+            six_mod.ensure_binary = ensure_binary  # type: ignore[attr-defined]
+            sys.modules["six"] = six_mod
+    for name, attrs in (("figcan", ("Extensible", "Configuration")), ("yaml", ("safe_load",))):
+        try:
+            __import__(name)
+        except ImportError:
+            mod = types.ModuleType(name)
+            for a in attrs:
+                setattr(mod, a, dict if a != "safe_load" else (lambda s: {}))
+            sys.modules[name] = mod
+
+
+class Echo:
+    """The shared object of every path."""
+
+    def echo(self, x):
+        return x
+
+
+def free_base() -> int:
+    for _ in range(200):
+        base = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
+        socks = []
+        try:
+            for off in range(3):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + off))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+# -- child processes ---------------------------------------------------------------
+def child(argv: list[str]) -> None:
+    kind, base = argv[0], int(argv[1])
+    if kind == "roc-broker":
+        from ctlwire.roc.broker import main
+        main(["--address", "127.0.0.1", "--base-port", str(base), "--no-relay"])
+    elif kind == "roc-server":
+        from ctlwire.roc import Endpoints, RocServer
+        RocServer(Endpoints("127.0.0.1", base), "echo", Echo()).run()
+    elif kind == "mt-broker":
+        _shim_majortomo_deps()
+        from majortomo.broker import Broker
+        Broker(bind=f"tcp://127.0.0.1:{base}").run()
+    elif kind == "mt-worker":
+        _shim_majortomo_deps()
+        from majortomo import Worker
+        from ctlwire.roc.rpc import execute
+        obj = Echo()
+        w = Worker(f"tcp://127.0.0.1:{base}", b"echo")
+        w.connect()
+        while True:
+            client, frames = w.wait_for_request()
+            w.send_reply_final(client, [execute(obj, frames[0])])
+    elif kind == "bare-proxy":
+        ctx = zmq.Context()
+        front = ctx.socket(zmq.ROUTER)
+        back = ctx.socket(zmq.DEALER)
+        front.bind(f"tcp://127.0.0.1:{base}")
+        back.bind(f"tcp://127.0.0.1:{base + 1}")
+        zmq.proxy(front, back)
+    elif kind == "bare-worker":
+        from ctlwire.roc.rpc import execute
+        obj = Echo()
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.connect(f"tcp://127.0.0.1:{base + 1}")
+        while True:
+            frames = s.recv_multipart()
+            frames[-1] = execute(obj, frames[-1])
+            s.send_multipart(frames)
+    else:
+        raise SystemExit(f"unknown child {kind}")
+
+
+def spawn(kind: str, base: int) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", kind,
+                             str(base)], env=env, stdout=subprocess.DEVNULL)
+
+
+# -- clients -----------------------------------------------------------------------
+def timed(fn, seconds: float) -> float:
+    """Calls per second of ``fn(n)`` (which makes n calls), over about ``seconds``."""
+    n = 200
+    fn(n)  # warm-up
+    t0 = time.perf_counter()
+    done = 0
+    while time.perf_counter() - t0 < seconds:
+        fn(n)
+        done += n
+    return done / (time.perf_counter() - t0)
+
+
+class RocPath:
+    name = "ctlwire"
+
+    def __init__(self, base: int) -> None:
+        from ctlwire.roc import Endpoints, RocClient
+        self.client = RocClient(Endpoints("127.0.0.1", base), timeout=10.0)
+        self.proxy = self.client["echo"]
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.proxy.echo(0)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+
+    def sync(self, n: int) -> None:
+        echo = self.proxy.echo
+        for i in range(n):
+            echo(i)
+
+    def window(self, n: int, w: int) -> None:
+        call = self.proxy.echo.call_async
+        q: deque = deque()
+        for i in range(n):
+            q.append(call(i))
+            if len(q) >= w:
+                q.popleft().result()
+        while q:
+            q.popleft().result()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class MajortomoPath:
+    name = "majortomo"
+
+    def __init__(self, base: int) -> None:
+        _shim_majortomo_deps()
+        from majortomo import Client
+        from ctlwire.roc.rpc import encode_request
+        self.encode = encode_request
+        self.url = f"tcp://127.0.0.1:{base}"
+        self.client = Client(self.url)
+        self.client.connect()
+        self.dealer = zmq.Context.instance().socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(self.url)
+        deadline = time.monotonic() + 15
+        while True:  # the worker registers asynchronously
+            self.client.send(b"echo", encode_request(0, "echo", (0,)))
+            if self.client.recv_all_as_list(timeout=1.0):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("majortomo path did not answer")
+            self.client.close()
+            self.client = Client(self.url)
+            self.client.connect()
+
+    def sync(self, n: int) -> None:
+        c, enc = self.client, self.encode
+        for i in range(n):
+            c.send(b"echo", enc(i, "echo", (i,)))
+            c.recv_all_as_list(timeout=10.0)
+
+    def window(self, n: int, w: int) -> None:
+        d, enc = self.dealer, self.encode
+        out = 0
+        for i in range(n):
+            d.send_multipart([b"", b"MDPC02", b"\x02", b"echo", enc(i, "echo", (i,))])
+            out += 1
+            if out >= w:
+                d.recv_multipart()
+                out -= 1
+        while out:
+            d.recv_multipart()
+            out -= 1
+
+    def close(self) -> None:
+        self.client.close()
+        self.dealer.close()
+
+
+class BarePath:
+    name = "bare relay"
+
+    def __init__(self, base: int) -> None:
+        from ctlwire.roc.rpc import encode_request
+        self.encode = encode_request
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 15000)
+        self.sock.connect(f"tcp://127.0.0.1:{base}")
+        self.sock.send(encode_request(0, "echo", (0,)))
+        self.sock.recv()
+
+    def sync(self, n: int) -> None:
+        s, enc = self.sock, self.encode
+        for i in range(n):
+            s.send(enc(i, "echo", (i,)))
+            s.recv()
+
+    def window(self, n: int, w: int) -> None:
+        s, enc = self.sock, self.encode
+        out = 0
+        for i in range(n):
+            s.send(enc(i, "echo", (i,)))
+            out += 1
+            if out >= w:
+                s.recv()
+                out -= 1
+        while out:
+            s.recv()
+            out -= 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="per measurement (2.0)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    ap.add_argument("--window", type=int, default=32, help="calls in flight (32)")
+    args = ap.parse_args()
+
+    procs: list[subprocess.Popen] = []
+    paths = []
+    try:
+        b_roc, b_mt, b_bare = free_base(), free_base(), free_base()
+        procs += [spawn("roc-broker", b_roc), spawn("roc-server", b_roc),
+                  spawn("mt-broker", b_mt), spawn("mt-worker", b_mt),
+                  spawn("bare-proxy", b_bare), spawn("bare-worker", b_bare)]
+        paths = [RocPath(b_roc), MajortomoPath(b_mt), BarePath(b_bare)]
+        results: dict[str, dict[str, list[float]]] = {
+            p.name: {"one at a time": [], "in flight": []} for p in paths}
+        for r in range(args.rounds):
+            for p in paths:
+                results[p.name]["one at a time"].append(timed(p.sync, args.seconds))
+                results[p.name]["in flight"].append(
+                    timed(lambda n, p=p: p.window(n, args.window), args.seconds))
+            print(f"round {r + 1}: " + "  ".join(
+                f"{p.name} {results[p.name]['one at a time'][-1]:,.0f}/"
+                f"{results[p.name]['in flight'][-1]:,.0f}" for p in paths), flush=True)
+        print(f"\ncalls per second, median of {args.rounds} rounds "
+              f"(in flight: window {args.window}); CPUs: {os.cpu_count()}")
+        print(f"{'path':<12}{'one at a time':>16}{'in flight':>14}")
+        med = {name: {m: statistics.median(v) for m, v in modes.items()}
+               for name, modes in results.items()}
+        for name in med:
+            print(f"{name:<12}{med[name]['one at a time']:>16,.0f}"
+                  f"{med[name]['in flight']:>14,.0f}")
+        ours = med["ctlwire"]
+        for mode in ("one at a time", "in flight"):
+            vs_bare = ours[mode] / med["bare relay"][mode]
+            vs_mt = ours[mode] / med["majortomo"][mode]
+            print(f"{mode:<14} ctlwire/bare = {vs_bare:.2f} (target >= 0.80)   "
+                  f"ctlwire/majortomo = {vs_mt:.2f} (target >= 1.6)")
+    finally:
+        for p in paths:
+            try:
+                p.close()
+            except Exception:  # noqa: BLE001
+                pass
+        for pr in procs:
+            pr.kill()
+        for pr in procs:
+            pr.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
