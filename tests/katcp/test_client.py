@@ -798,3 +798,19 @@ def test_write_that_cannot_finish_times_out_and_drops_the_link(raw, clients):
         client.send_message(big, timeout=0.3)
     assert time.monotonic() - t0 < TIMEOUT
     assert client.wait_disconnected(TIMEOUT)  # half a message went out: link dropped
+
+
+def test_overridden_handle_reply_sees_blocking_replies(peer, clients):
+    class Logging(BlockingClient):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.logged: list = []
+
+        def handle_reply(self, msg):
+            self.logged.append(msg.name)
+            return super().handle_reply(msg)
+
+    client = started(clients(Logging, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    reply, _ = client.blocking_request(Message.request("echo", "z"))
+    assert reply.arguments == [b"ok", b"z"] and client.logged == ["echo"]

@@ -1067,8 +1067,11 @@ class CallbackClient(DeviceClient):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Replies and informs of tracked requests may bypass the handler chain only when
+        # no subclass hooks into it.
         cls._fast_replies = (cls.handle_message is DeviceClient.handle_message
                              and cls.handle_reply is CallbackClient.handle_reply
+                             and cls.handle_inform is CallbackClient.handle_inform
                              and cls._finish is CallbackClient._finish)
 
     def __init__(self, host: str, port: int, tb_limit: int = 20, timeout: Optional[float] = 5.0,
@@ -1322,7 +1325,7 @@ class CallbackClient(DeviceClient):
         if timeout is None:
             timeout = self._request_timeout
         if (use_mid is None and msg.mid is None and self._server_supports_ids
-                and msg.mtype == _REQUEST):
+                and msg.mtype == _REQUEST and self._fast_replies):
             # The common case gets a path of its own: with a fresh mid and the reader role
             # held from before the send until the reply, nobody else can see the reply, so
             # the request is not even entered in the table of pending requests.
