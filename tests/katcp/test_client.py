@@ -814,3 +814,47 @@ def test_overridden_handle_reply_sees_blocking_replies(peer, clients):
     assert client.wait_protocol(TIMEOUT)
     reply, _ = client.blocking_request(Message.request("echo", "z"))
     assert reply.arguments == [b"ok", b"z"] and client.logged == ["echo"]
+
+
+def test_random_interleavings_of_informs_and_replies_reach_their_requests(raw, clients):
+    import random
+
+    client = clients(CallbackClient, "127.0.0.1", raw.port)
+    client.start()
+    conn = raw.accept()
+    assert client.wait_protocol(TIMEOUT)
+    rng = random.Random(4)
+    for round_ in range(25):
+        k = rng.randint(1, 12)
+        seen: dict = {i: [] for i in range(k)}
+        done = threading.Event()
+        replies = [0]
+
+        def on_inform(msg, i):
+            seen[i].append(("inform", msg.arguments[0]))
+
+        def on_reply(msg, i):
+            seen[i].append(("reply", msg.arguments[1]))
+            replies[0] += 1
+            if replies[0] == k:
+                done.set()
+
+        for i in range(k):
+            client.callback_request(Message.request("job", i), reply_cb=on_reply,
+                                    inform_cb=on_inform, user_data=(i,), timeout=TIMEOUT)
+        mids = [conn.readline().split()[0][5:-1].decode() for _ in range(k)]
+        # Each request gets 0-3 informs then its reply; requests are interleaved at random.
+        script = {i: [f"#job[{mids[i]}] {n}" for n in range(rng.randint(0, 3))]
+                  + [f"!job[{mids[i]}] ok {i}"] for i in range(k)}
+        lines = []
+        while script:
+            i = rng.choice(sorted(script))
+            lines.append(script[i].pop(0))
+            if not script[i]:
+                del script[i]
+        conn.send(*lines)
+        assert done.wait(TIMEOUT), f"round {round_}"
+        for i in range(k):
+            kinds = seen[i]
+            assert kinds[-1] == ("reply", str(i).encode())
+            assert [v for kind, v in kinds[:-1]] == [str(n).encode() for n in range(len(kinds) - 1)]
