@@ -14,7 +14,8 @@ them with raw sockets and measures:
 Run::
 
     python benchmarks/bench_katcp_server.py            # about a minute
-    python benchmarks/bench_katcp_server.py --seconds 1 --rounds 1  # quicker, noisier
+    python benchmarks/bench_katcp_server.py --rounds 2 --fanout-rounds 1  # quicker, noisier
+    python benchmarks/bench_katcp_server.py --katcp-python  # katcp-python for reference
 """
 # No "from __future__ import annotations": aiokatcp reads handler annotations as types.
 
@@ -137,6 +138,32 @@ def _aiokatcp_server() -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def _katcp_python_server() -> None:
+    import katcp
+    from katcp.kattypes import Str as KStr, request as krequest, return_reply as kreturn
+
+    class Bench(katcp.DeviceServer):
+        VERSION_INFO = ("bench", 1, 0)
+        BUILD_INFO = ("bench", 1, 0, "")
+
+        def setup_sensors(self):
+            for i in range(N_SENSORS):
+                self.add_sensor(katcp.Sensor.integer(f"sensor.{i:04d}", "Bench sensor"))
+
+        @krequest(KStr())
+        @kreturn(KStr())
+        def request_echo(self, req, text):
+            """Echo the text back."""
+            return ("ok", text)
+
+    server = Bench("127.0.0.1", 0)
+    # katcp-python's fastest documented configuration: handlers in the ioloop thread.
+    server.set_concurrency_options(thread_safe=False, handler_thread=False)
+    server.start(timeout=10)
+    print(server.bind_address[1], flush=True)
+    server.join()
 
 
 # -- client side (this process) ---------------------------------------------------------------
@@ -284,21 +311,33 @@ def _median(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", choices=["ctlwire", "aiokatcp"], help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="measuring time per round (default 2)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds per figure, alternating the servers (default 3)")
+    parser.add_argument("--serve", choices=["ctlwire", "aiokatcp", "katcp-python"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=0.75,
+                        help="measuring time per request round (default 0.75)")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="request rounds per figure, alternating the servers "
+                             "(default 8)")
+    parser.add_argument("--fanout-seconds", type=float, default=2.0,
+                        help="measuring time per fan-out round (default 2)")
+    parser.add_argument("--fanout-rounds", type=int, default=3,
+                        help="fan-out rounds per figure (default 3)")
     parser.add_argument("--batch", type=int, default=100,
                         help="requests in flight when pipelining (default 100)")
     parser.add_argument("--only", choices=["ctlwire", "aiokatcp"],
                         help="benchmark one server only")
+    parser.add_argument("--katcp-python", action="store_true",
+                        help="also measure katcp-python 0.9.3's request round trips "
+                             "(for reference; not part of the ratio)")
     args = parser.parse_args(argv)
     if args.serve == "ctlwire":
         _ctlwire_server()
         return 0
     if args.serve == "aiokatcp":
         _aiokatcp_server()
+        return 0
+    if args.serve == "katcp-python":
+        _katcp_python_server()
         return 0
 
     kinds = [args.only] if args.only else ["ctlwire", "aiokatcp"]
@@ -312,40 +351,54 @@ def main(argv: list[str] | None = None) -> int:
     # machine hits both; the figure reported is the median of the rounds.
     procs = {kind: _spawn(kind) for kind in kinds}
     try:
-        for _ in range(args.rounds):
-            for kind in kinds:
+        for r in range(args.rounds):
+            order = kinds if r % 2 == 0 else kinds[::-1]  # ABBA: cancels slow drifts
+            for kind in order:
                 record(kind, "one-at-a-time req/s", one_at_a_time(procs[kind][1], args.seconds))
-            for kind in kinds:
+            for kind in order:
                 record(kind, "pipelined req/s", pipelined(procs[kind][1], args.seconds,
                                                           args.batch))
     finally:
         for proc, _ in procs.values():
             proc.kill()
             proc.wait(10)
-    for _ in range(args.rounds):
+    for _ in range(args.fanout_rounds):
         for kind in kinds:
             # A fresh server each time: the update task runs until the process ends.
             proc, port = _spawn(kind)
             try:
-                record(kind, "fan-out informs/s", fan_out(port, args.seconds))
+                record(kind, "fan-out informs/s", fan_out(port, args.fanout_seconds))
             finally:
                 proc.kill()
                 proc.wait(10)
 
+    if args.katcp_python:
+        samples["katcp-python"] = {}
+        proc, port = _spawn("katcp-python")
+        try:
+            for _ in range(args.rounds):
+                record("katcp-python", "one-at-a-time req/s",
+                       one_at_a_time(port, args.seconds))
+                record("katcp-python", "pipelined req/s",
+                       pipelined(port, args.seconds, args.batch))
+        finally:
+            proc.kill()
+            proc.wait(10)
+
     if "ctlwire" in kinds:
         # ctlwire only (aiokatcp is not thread-safe): the same fan-out with the sensors
         # set from a separate thread, through the batched hand-off to the loop.
-        for _ in range(args.rounds):
+        for _ in range(args.fanout_rounds):
             proc, port = _spawn("ctlwire")
             try:
                 record("ctlwire", "fan-out (thread) inf/s",
-                       fan_out(port, args.seconds, b"?start-thread-updates\n"))
+                       fan_out(port, args.fanout_seconds, b"?start-thread-updates\n"))
             finally:
                 proc.kill()
                 proc.wait(10)
 
     print()
-    print(f"{'median of ' + str(args.rounds) + ' rounds':24s} "
+    print(f"{'median of the rounds':24s} "
           + " ".join(f"{k:>12s}" for k in kinds) + ("    ratio" if len(kinds) == 2 else ""))
     for measure in samples[kinds[0]]:
         values = [_median(samples[k][measure]) if measure in samples[k] else None
@@ -354,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{v:12,.0f}" if v is not None else f"{'-':>12s}" for v in values)
         if len(kinds) == 2 and None not in values:
             line += f" {values[0] / values[1]:7.2f}x"
+        kp = samples.get("katcp-python", {}).get(measure)
+        if kp:
+            line += f"   (katcp-python {_median(kp):,.0f})"
         print(line)
     return 0
 
