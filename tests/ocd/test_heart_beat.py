@@ -37,10 +37,17 @@ def test_topics_are_the_documented_strings():
     assert REPLY_TOPIC == "ocd.heartbeat.reply"
 
 
-def test_handler_handles_only_enquiries():
+def test_handler_topics_are_the_enquiry():
     handler = HeartBeatHandler.from_address(ANY)
     try:
         assert handler.topics == [ENQUIRY_TOPIC]
+    finally:
+        handler.server.close()
+
+
+def test_handler_declines_other_topics():
+    handler = HeartBeatHandler.from_address(ANY)
+    try:
         assert handler.handle_event("other.topic", {"id": "x"}) is False
         assert handler.handle_event(ENQUIRY_TOPIC, {"id": "x"}) is True
     finally:
@@ -127,14 +134,19 @@ def test_heartbeat_across_processes(responder_factory):
         server.close()
 
 
-def test_init_zmq_servers_binds_the_indexed_url_and_names_unknown(tmp_path):
+def test_init_zmq_servers_binds_the_indexed_url():
+    urls = [f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"]
     conf = configparser.ConfigParser()
-    conf["urls"] = {"ocd": "tcp://127.0.0.1:0, tcp://127.0.0.1:0",
-                    "cmd": "tcp://127.0.0.1:0"}
+    conf["urls"] = {"ocd": ", ".join(urls), "cmd": "tcp://127.0.0.1:0"}
     servers = utils.init_zmq_servers(conf, index=1, names=["ocd"])
     assert utils.get_zmq_server("ocd") is servers["ocd"]
-    assert utils.get_zmq_urls("cmd") == ["tcp://127.0.0.1:0"]
-    with pytest.raises(KeyError, match="unknown ZMQ server 'nope'"):
+    assert servers["ocd"].endpoint == urls[1]
+    assert utils.get_zmq_urls("cmd") == ["tcp://127.0.0.1:0"]  # remembered, not bound
+
+
+def test_get_zmq_server_names_the_unknown_server():
+    utils.init_zmq_servers({"ocd": ["tcp://127.0.0.1:0"]})
+    with pytest.raises(KeyError, match=r"unknown ZMQ server 'nope' \(known: ocd\)"):
         utils.get_zmq_server("nope")
 
 
