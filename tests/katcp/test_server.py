@@ -835,3 +835,20 @@ def test_late_reply_through_server_methods(server, via):
         return await asyncio.wait_for(pending, TIMEOUT)
     reply, informs = with_client(server, body)
     assert reply == [b"done"] and [m.arguments for m in informs] == [[b"step"]]
+
+
+def test_bad_sensor_regex_fails_clearly(server):
+    async def body(client):
+        with pytest.raises(aiokatcp.FailReply, match="Invalid sensor name regex"):
+            await client.request("sensor-value", "/box[/")
+    with_client(server, body)
+
+
+def test_log_level_off_silences_the_device_logger(server):
+    async def body(client):
+        await client.request("log-level", "off")
+        server.log.fatal("not sent when off")
+        server.mass_inform(Message.inform("marker"))
+        await client.wait_informs("marker", 1)
+        return client.named("log")
+    assert with_client(server, body) == []
