@@ -35,7 +35,7 @@ WARMUP = 0.3
 DEPTH = 64
 
 CLIENTS = [
-    ("ctlwire", "seq"), ("aiokatcp", "seq"), ("katcp-python", "seq"),
+    ("ctlwire", "seq"), ("aiokatcp", "seq"), ("katcp-python", "seq"), ("raw-socket", "seq"),
     ("ctlwire", "64"), ("aiokatcp", "64"), ("katcp-python", "64"),
 ]
 
@@ -197,8 +197,45 @@ def _measure_katcp_python(port: int, mode: str, seconds: float) -> float:
     return (c1 - c0) / (t1 - t0)
 
 
+def _measure_raw_socket(port: int, mode: str, seconds: float) -> float:
+    # Not a client: a blocking socket sending ?watchdog[n] and reading whatever comes
+    # back, with no parsing or matching. The ceiling for any Python client on this
+    # server and machine, to show how much of the round trip is the client's.
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(10)
+    greeting = b""
+    while greeting.count(b"\n") < 3:  # the three #version-connect informs
+        greeting += sock.recv(65536)
+    mid = 0
+
+    def burst(k: int) -> None:
+        nonlocal mid
+        for _ in range(k):
+            mid += 1
+            sock.sendall(b"?watchdog[%d]\n" % mid)
+            sock.recv(65536)
+
+    end = time.perf_counter() + WARMUP
+    while time.perf_counter() < end:
+        burst(100)
+    n = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while True:
+        burst(100)
+        n += 100
+        now = time.perf_counter()
+        if now >= end:
+            break
+    sock.close()
+    return n / (now - t0)
+
+
 MEASURE = {"ctlwire": _measure_ctlwire, "aiokatcp": _measure_aiokatcp,
-           "katcp-python": _measure_katcp_python}
+           "katcp-python": _measure_katcp_python, "raw-socket": _measure_raw_socket}
 
 
 # ---------------------------------------------------------------------- driver (parent)
@@ -268,7 +305,15 @@ def main(argv: list | None = None) -> int:
     print(f"{'client':<14}{'sequential req/s':>18}{f'{DEPTH} outstanding req/s':>24}")
     for name in ("ctlwire", "aiokatcp", "katcp-python"):
         print(f"{name:<14}{med[(name, 'seq')]:>18,.0f}{med[(name, '64')]:>24,.0f}")
+    print(f"{'raw socket':<14}{med[('raw-socket', 'seq')]:>18,.0f}{'-':>24}"
+          "   (no parsing: the ceiling for a Python client)")
     print()
+    ceiling = statistics.median(
+        r / a for r, a in zip(results[("raw-socket", "seq")], results[("aiokatcp", "seq")]))
+    reach = statistics.median(
+        c / r for c, r in zip(results[("ctlwire", "seq")], results[("raw-socket", "seq")]))
+    print(f"sequential: a raw socket reaches {ceiling:.2f}x aiokatcp; ctlwire reaches "
+          f"{reach:.0%} of the raw socket")
     for mode, label in (("seq", "sequential"), ("64", f"{DEPTH} outstanding")):
         # Each round measures the clients seconds apart, under the same background load:
         # the median of the per-round ratios is steadier than the ratio of medians.
