@@ -410,16 +410,16 @@ def test_keepalive_informs_extend_the_timeout(raw, clients):
     assert client.wait_protocol(TIMEOUT)
     result: list = []
     worker = threading.Thread(target=lambda: result.append(client.blocking_request(
-        Message.request("long"), timeout=0.5, keepalive=True)))
+        Message.request("long"), timeout=1.0, keepalive=True)))
     worker.start()
     assert conn.readline() == b"?long[1]"
-    for i in range(6):  # 6 x 0.2 s = 1.2 s, well past the 0.5 s timeout
-        time.sleep(0.2)
+    for i in range(20):  # 20 x 0.1 s = 2 s, well past the 1 s timeout
+        time.sleep(0.1)  # the time passing between informs is what is being tested
         conn.send(f"#long[1] {i}")
     conn.send("!long[1] ok")
     worker.join(TIMEOUT)
     reply, informs = result[0]
-    assert reply.reply_ok() and len(informs) == 6
+    assert reply.reply_ok() and len(informs) == 20
 
 
 @pytest.mark.parametrize("impl", SERVERS)
