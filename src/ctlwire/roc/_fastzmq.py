@@ -17,7 +17,8 @@ import zmq
 log = logging.getLogger("ctlwire.roc")
 
 _NAMES = ("zmq_msg_init", "zmq_msg_close", "zmq_msg_more", "zmq_msg_init_size",
-          "zmq_msg_recv", "zmq_msg_send", "zmq_msg_data", "zmq_msg_size", "zmq_errno")
+          "zmq_msg_recv", "zmq_msg_send", "zmq_msg_data", "zmq_msg_size", "zmq_errno",
+          "zmq_poll")
 _state: dict[str, Any] = {}
 
 
@@ -89,3 +90,29 @@ def wire(sock: zmq.Socket) -> tuple[Any, Any]:
         return True
 
     return recv, send
+
+
+def poller(sock: zmq.Socket, fd: int) -> Any:
+    """``poll(want_out, timeout_ms) -> mask`` over ``sock`` and the file descriptor
+    ``fd``: bit 1 socket readable, 2 ``fd`` readable, 4 socket writable."""
+    raw = raw_socket(sock)
+    if raw is not None:
+        return lambda want_out, timeout_ms: raw.poll_with_fd(fd, want_out, timeout_ms)
+    p = zmq.Poller()
+    p.register(sock, zmq.POLLIN)
+    p.register(fd, zmq.POLLIN)
+    state = {"out": False}
+
+    def poll(want_out: bool, timeout_ms: int) -> int:
+        if want_out != state["out"]:
+            state["out"] = want_out
+            p.modify(sock, zmq.POLLIN | zmq.POLLOUT if want_out else zmq.POLLIN)
+        mask = 0
+        for item, ev in p.poll(timeout_ms):
+            if item is sock:
+                mask |= (1 if ev & zmq.POLLIN else 0) | (4 if ev & zmq.POLLOUT else 0)
+            else:
+                mask |= 2
+        return mask
+
+    return poll

@@ -23,6 +23,14 @@ ctypedef void* (*f_msg_data)(zmq_msg_t*) noexcept nogil
 ctypedef size_t (*f_msg_size)(zmq_msg_t*) noexcept nogil
 ctypedef int (*f_errno)() noexcept nogil
 
+ctypedef struct zmq_pollitem_t:
+    void* socket
+    int fd          # POSIX layout; the loader only binds on Linux
+    short events
+    short revents
+
+ctypedef int (*f_poll)(zmq_pollitem_t*, int, long) noexcept nogil
+
 cdef f_msg _msg_init = NULL
 cdef f_msg _msg_close = NULL
 cdef f_msg _msg_more = NULL
@@ -32,6 +40,7 @@ cdef f_msg_io _msg_send = NULL
 cdef f_msg_data _msg_data = NULL
 cdef f_msg_size _msg_size = NULL
 cdef f_errno _errno = NULL
+cdef f_poll _poll = NULL
 cdef bint _bound = False
 
 DEF ZMQ_DONTWAIT = 1
@@ -42,7 +51,7 @@ DEF EINTR = 4
 def bind(dict addresses):
     """Install the libzmq function addresses (name -> int) found by the loader."""
     global _msg_init, _msg_close, _msg_more, _msg_init_size, _msg_recv, _msg_send
-    global _msg_data, _msg_size, _errno, _bound
+    global _msg_data, _msg_size, _errno, _poll, _bound
     _msg_init = <f_msg><uintptr_t>addresses["zmq_msg_init"]
     _msg_close = <f_msg><uintptr_t>addresses["zmq_msg_close"]
     _msg_more = <f_msg><uintptr_t>addresses["zmq_msg_more"]
@@ -52,6 +61,7 @@ def bind(dict addresses):
     _msg_data = <f_msg_data><uintptr_t>addresses["zmq_msg_data"]
     _msg_size = <f_msg_size><uintptr_t>addresses["zmq_msg_size"]
     _errno = <f_errno><uintptr_t>addresses["zmq_errno"]
+    _poll = <f_poll><uintptr_t>addresses["zmq_poll"]
     _bound = True
 
 
@@ -148,3 +158,35 @@ cdef class RawSocket:
                     return False
                 raise RawError(err, "zmq_msg_send")
         return True
+
+    cpdef int poll_with_fd(self, int fd, bint want_out, long timeout_ms):
+        """Wait up to ``timeout_ms`` for this socket (readable, or writable when
+        ``want_out``) or the file descriptor ``fd`` (readable).
+
+        Returns a bit mask: 1 socket readable, 2 ``fd`` readable, 4 socket writable;
+        0 on timeout or signal.
+        """
+        cdef zmq_pollitem_t items[2]
+        cdef int rc, err, result = 0
+        items[0].socket = self._h
+        items[0].fd = 0
+        items[0].events = 1 | (2 if want_out else 0)  # ZMQ_POLLIN | ZMQ_POLLOUT
+        items[0].revents = 0
+        items[1].socket = NULL
+        items[1].fd = fd
+        items[1].events = 1
+        items[1].revents = 0
+        with nogil:
+            rc = _poll(items, 2, timeout_ms)
+        if rc < 0:
+            err = _errno()
+            if err == EINTR:
+                return 0
+            raise RawError(err, "zmq_poll")
+        if items[0].revents & 1:
+            result |= 1
+        if items[1].revents & 1:
+            result |= 2
+        if items[0].revents & 2:
+            result |= 4
+        return result

@@ -25,12 +25,10 @@ import zmq
 from ctlwire import _json
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
-from ctlwire.roc._fastzmq import wire
+from ctlwire.roc._fastzmq import poller, wire
 from ctlwire.roc.endpoints import Endpoints, resolve
 
 _MDPC = b"MDPC01"
-_POLLIN = int(zmq.POLLIN)    # plain ints: enum arithmetic is slow on the hot path
-_POLLOUT = int(zmq.POLLOUT)
 
 
 class RocError(Exception):
@@ -204,10 +202,7 @@ class RocClient:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._wake_r, zmq.POLLIN)
-        self._pollout = False
+        self._poll = poller(self._sock, self._wake_r)
         # guards _leader, _outbox and _followers; the socket belongs to the leader
         self._lock = threading.Lock()
         self._leader = False
@@ -353,31 +348,24 @@ class RocClient:
     def _pump(self, timeout: float) -> None:
         """Leader only: wait up to ``timeout`` s once; send what other threads queued
         and deliver every reply that is available."""
-        sock = self._sock
         if self._unsent:
             self._flush_unsent()
-        if bool(self._unsent) != self._pollout:
-            # wait for the broker connection too while calls are blocked
-            self._pollout = not self._pollout
-            self._poller.modify(sock, _POLLIN | _POLLOUT if self._pollout else _POLLIN)
-        readable = False
-        for item, ev in self._poller.poll(int(timeout * 1000)):
-            if item is sock:
-                if ev & _POLLOUT:
-                    self._flush_unsent()
-                readable = bool(ev & _POLLIN)
-            else:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-                with self._lock:
-                    out = list(self._outbox)
-                    self._outbox.clear()
-                for slot in out:
-                    if not slot.cancelled:
-                        self._send(slot)
-        if not readable:
+        # while calls are blocked (no broker yet), wait for writability too
+        mask = self._poll(bool(self._unsent), int(timeout * 1000))
+        if mask & 4:
+            self._flush_unsent()
+        if mask & 2:
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            with self._lock:
+                out = list(self._outbox)
+                self._outbox.clear()
+            for slot in out:
+                if not slot.cancelled:
+                    self._send(slot)
+        if not mask & 1:
             return
         pending = self._pending
         recv = self._recv
