@@ -15,7 +15,9 @@ from ctlwire.dc.group import EventKind, Group, NoLeaderError
 from ctlwire.dc.ports import PortError, PortTimeout
 from ctlwire.dc.security import CurveSecurity
 
-FAST = Timings.fast()
+# Fast, with some room: in one process several group threads share the GIL, and a
+# member starved of it for a whole election timeout would rightly start an election.
+FAST = Timings(0.05, 0.25, 0.5, 1.0)
 
 
 @pytest.fixture

@@ -83,7 +83,9 @@ def test_killed_member_is_noticed_within_peer_timeout(cluster, agree):
 
 
 def test_killing_a_follower_keeps_the_leader(cluster, agree):
-    members = cluster(3)
+    # Wider election timeouts: with 50 ms heartbeats a follower starved of CPU for
+    # 300 ms on a loaded box would rightly stand for election and unseat the leader.
+    members = cluster(3, "--timings", "0.05,0.6,1.2,2.0,30")
     leader, term = agree(members)
     victim = next(m for m in members if m.id != leader)
     others = [m for m in members if m is not victim]

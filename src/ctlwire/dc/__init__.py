@@ -6,6 +6,9 @@ Layers, bottom up: :mod:`~ctlwire.dc.codec` (pure wire formats),
 :mod:`~ctlwire.dc.group` (a member of a group: heartbeat, election, messaging).
 """
 from .codec import CodecError, PayloadCodec, make_codec
+from .discovery import DirectoryDiscovery, Discovery, UDPBeaconDiscovery
+from .election import Election, Role, Timings
+from .group import EventKind, Group, GroupClosed, GroupEvent, GroupMessage, NoLeaderError
 from .ports import (BindPort, ConnPort, GroupAnsPort, GroupDuplexPort, GroupPubPort,
                     GroupQryPort, GroupSimplexPort, GroupSpec, GroupSubPort, Port,
                     PortDirectionError, PortError, PortInfo, PortTimeout)
@@ -15,5 +18,7 @@ __all__ = [
     "Port", "BindPort", "ConnPort", "GroupSimplexPort", "GroupDuplexPort", "GroupPubPort",
     "GroupSubPort", "GroupQryPort", "GroupAnsPort", "PortInfo", "GroupSpec", "PortError",
     "PortDirectionError", "PortTimeout", "CodecError", "PayloadCodec", "make_codec",
-    "CurveSecurity",
+    "CurveSecurity", "Group", "GroupMessage", "GroupEvent", "EventKind", "NoLeaderError",
+    "GroupClosed", "Timings", "Election", "Role", "Discovery", "DirectoryDiscovery",
+    "UDPBeaconDiscovery",
 ]
