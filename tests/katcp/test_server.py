@@ -852,3 +852,26 @@ def test_log_level_off_silences_the_device_logger(server):
         await client.wait_informs("marker", 1)
         return client.named("log")
     assert with_client(server, body) == []
+
+
+def test_device_logger_levels_and_names(server):
+    from ctlwire.katcp import DeviceLogger
+    log = server.log
+    assert log.level_name() == "warn"
+    assert log.level_from_name("debug") == DeviceLogger.DEBUG
+    assert log.level_from_name(b"fatal") == DeviceLogger.FATAL
+    with pytest.raises(ValueError, match="Unknown logging level name 'loud'"):
+        log.level_from_name("loud")
+    log.set_log_level(DeviceLogger.TRACE)
+    assert log.level_name() == "trace"
+
+
+def test_log_to_python_logs_a_received_log_inform(caplog):
+    from ctlwire.katcp import DeviceLogger
+    logger = logging.getLogger("test.katcp.received")
+    with caplog.at_level(logging.DEBUG, logger="test.katcp.received"):
+        DeviceLogger.log_to_python(
+            logger, Message.inform("log", "error", "1234.500000", "dev.fan", "stalled"))
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "1234.500000 dev.fan: stalled"
