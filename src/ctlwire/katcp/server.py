@@ -750,8 +750,13 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         if reply.__class__ is Message or isinstance(reply, Message):
             if not req._replied:
                 req._replied = True
-                connection._send(encode_message(_REPLY, reply.name, reply.arguments,
-                                                msg.mid))
+                data = encode_message(_REPLY, reply.name, reply.arguments, msg.mid)
+                if connection._dirty and not connection._closing \
+                        and _get_ident() == self._loop_tid:
+                    # Inside data_received: the batch is written when it returns.
+                    connection._out.append(data)
+                else:
+                    connection._send(data)
         elif reply is not None and inspect.isawaitable(reply):
             if _get_ident() == self._loop_tid:
                 self._spawn(self._await_reply(req, reply))
