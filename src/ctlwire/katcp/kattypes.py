@@ -26,7 +26,7 @@ import re
 import struct
 from typing import Any, Callable, Iterable, Sequence
 
-from .core import FailReply, Message
+from .core import DEFAULT_KATCP_MAJOR, FailReply, Message
 
 __all__ = [
     "KatcpType",
@@ -56,11 +56,8 @@ __all__ = [
     "request_timeout_hint",
     "unpack_types",
     "pack_types",
-    "DEFAULT_KATCP_MAJOR",
 ]
 
-#: Latest KATCP major version implemented; types format for it unless told otherwise.
-DEFAULT_KATCP_MAJOR = 5
 # From v5 timestamps are seconds; before, integer milliseconds.
 SEC_TS_KATCP_MAJOR = 5
 
