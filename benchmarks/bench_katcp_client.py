@@ -15,6 +15,9 @@ both ``?watchdog`` (the cheapest standard request):
   (ctlwire and katcp-python ``CallbackClient.callback_request`` with the reply
   callback sending the next request, aiokatcp 64 tasks awaiting requests).
 
+``ctlwire-aio`` (ctlwire's asyncio ``AioClient``, 1 or 64 tasks awaiting ``call``) is
+shown for comparison with aiokatcp, the other asyncio client.
+
 Each figure is the median over the rounds of requests per second over ``--seconds``
 after a short warm-up. The ratios compare ctlwire with aiokatcp's client measured in the
 same round (median over rounds).
@@ -36,7 +39,8 @@ DEPTH = 64
 
 CLIENTS = [
     ("ctlwire", "seq"), ("aiokatcp", "seq"), ("katcp-python", "seq"), ("raw-socket", "seq"),
-    ("ctlwire", "64"), ("aiokatcp", "64"), ("katcp-python", "64"),
+    ("ctlwire-aio", "seq"),
+    ("ctlwire", "64"), ("aiokatcp", "64"), ("katcp-python", "64"), ("ctlwire-aio", "64"),
 ]
 
 
@@ -110,6 +114,35 @@ def _measure_aiokatcp(port: int, mode: str, seconds: float) -> float:
         async def worker():
             while not state["stop"]:
                 await client.request("watchdog")
+                state["count"] += 1
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(1 if mode == "seq" else DEPTH)]
+        await asyncio.sleep(WARMUP)
+        c0, t0 = state["count"], time.perf_counter()
+        await asyncio.sleep(seconds)
+        c1, t1 = state["count"], time.perf_counter()
+        state["stop"] = True
+        await asyncio.gather(*tasks)
+        client.close()
+        await client.wait_closed()
+        return (c1 - c0) / (t1 - t0)
+
+    return asyncio.run(main())
+
+
+def _measure_ctlwire_aio(port: int, mode: str, seconds: float) -> float:
+    import asyncio
+
+    from ctlwire.katcp.aio import AioClient
+    from ctlwire.katcp.core import Message
+
+    async def main() -> float:
+        client = await AioClient.connect("127.0.0.1", port)
+        state = {"count": 0, "stop": False}
+
+        async def worker():
+            while not state["stop"]:
+                await client.call(Message.request("watchdog"))
                 state["count"] += 1
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(1 if mode == "seq" else DEPTH)]
@@ -235,7 +268,8 @@ def _measure_raw_socket(port: int, mode: str, seconds: float) -> float:
 
 
 MEASURE = {"ctlwire": _measure_ctlwire, "aiokatcp": _measure_aiokatcp,
-           "katcp-python": _measure_katcp_python, "raw-socket": _measure_raw_socket}
+           "katcp-python": _measure_katcp_python, "raw-socket": _measure_raw_socket,
+           "ctlwire-aio": _measure_ctlwire_aio}
 
 
 # ---------------------------------------------------------------------- driver (parent)
@@ -303,7 +337,7 @@ def main(argv: list | None = None) -> int:
     med = {key: statistics.median(v) for key, v in results.items()}
     print()
     print(f"{'client':<14}{'sequential req/s':>18}{f'{DEPTH} outstanding req/s':>24}")
-    for name in ("ctlwire", "aiokatcp", "katcp-python"):
+    for name in ("ctlwire", "aiokatcp", "katcp-python", "ctlwire-aio"):
         print(f"{name:<14}{med[(name, 'seq')]:>18,.0f}{med[(name, '64')]:>24,.0f}")
     print(f"{'raw socket':<14}{med[('raw-socket', 'seq')]:>18,.0f}{'-':>24}"
           "   (no parsing: the ceiling for a Python client)")

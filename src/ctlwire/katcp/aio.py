@@ -156,6 +156,9 @@ class AioClient:
         self._protocol_event = asyncio.Event()
         self._closed = asyncio.Event()
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._wbuf: list[bytes] = []
+        self._flush_scheduled = False
 
     # ------------------------------------------------------------------ connection
     @classmethod
@@ -181,7 +184,7 @@ class AioClient:
             The connection could not be made.
         """
         client = cls(host, port, timeout=timeout)
-        loop = asyncio.get_running_loop()
+        loop = client._loop = asyncio.get_running_loop()
         try:
             transport, _ = await asyncio.wait_for(
                 loop.create_connection(lambda: _Protocol(client), host, port), connect_timeout)
@@ -372,7 +375,7 @@ class AioClient:
         if transport is None or transport.is_closing():
             raise KatcpClientError(f"Not connected to {self.host}:{self.port}")
         flags = self.protocol_flags
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         p = _Pending(msg, future)
         if msg.mid is None and flags is not None and flags.message_ids:
             self._next_mid = self._next_mid % _MAX_MID + 1
@@ -383,8 +386,26 @@ class AioClient:
             self._pending[msg.mid] = p
         else:
             self._by_name.setdefault(msg.name, deque()).append(p)
-        transport.write(encode_message(_REQUEST, msg.name, msg.arguments, msg.mid))
+        data = encode_message(_REQUEST, msg.name, msg.arguments, msg.mid)
+        if len(self._pending) > 1 or self._wbuf:
+            # Several requests in flight: they are usually sent by tasks woken by one
+            # chunk of replies, so gather them into one write at the end of this loop
+            # iteration instead of one syscall each.
+            self._wbuf.append(data)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        else:
+            transport.write(data)
         return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = b"".join(self._wbuf)
+        self._wbuf.clear()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _forget(self, msg: Message, future: asyncio.Future) -> None:
         if msg.mid is not None:
@@ -429,13 +450,19 @@ class AioClient:
         future = self._send(msg)
         if timeout is None:
             return await future
+        # A timer on the future itself: cheaper than asyncio.wait_for's extra future.
+        handle = self._loop.call_later(timeout, self._expire, msg, future, timeout)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+            return await future
+        finally:
+            handle.cancel()
+
+    def _expire(self, msg: Message, future: asyncio.Future, timeout: float) -> None:
+        if not future.done():
             self._forget(msg, future)
-            raise KatcpTimeoutError(
+            future.set_exception(KatcpTimeoutError(
                 f"Request ?{msg.name} to {self.host}:{self.port} timed out after "
-                f"{timeout:g} s") from None
+                f"{timeout:g} s"))
 
     async def request(self, name: str, *args: Any, timeout: Optional[float] = None
                       ) -> tuple[Message, list[Message]]:
