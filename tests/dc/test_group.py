@@ -283,3 +283,22 @@ def test_callback_may_send_to_the_new_leader(make_group, tmp_path, wait):
         assert a.recv(timeout=5).obj() == "hello from a callback"
     finally:
         b.leave()
+
+
+def test_vanished_member_is_left_then_forgotten_and_disconnected(make_group, tmp_path, zctx,
+                                                                 wait):
+    from ctlwire.dc.codec import Presence
+    g = make_group(timings=Timings(0.05, 0.25, 0.5, 1.0, forget_timeout=1.5))
+    fake = FakeMember(tmp_path, zctx)
+    endpoint = f"tcp://127.0.0.1:{fake.port}"
+    hello = encode_frames(KIND_CONTROL, fake.id, encode_control(Presence(0)))
+
+    def joined():
+        fake.send(hello)
+        return fake.id in g.members
+    wait(joined, timeout=10, interval=0.05)
+    fake.disc.unregister()  # vanishes without a goodbye
+    ev = next(e for e in g.events(timeout=5) if e.kind is EventKind.MEMBER_LEFT)
+    assert (ev.member, ev.reason) == (fake.id, "timeout")
+    wait(lambda: endpoint not in g.sub.peers, timeout=10)
+    fake.pub.close()

@@ -649,7 +649,7 @@ class Group:
     def _housekeeping(self, now: float) -> None:
         election = self._election
         assert election is not None
-        self._discover(now)
+        listed = self._discover(now)
         timings = self.timings
         assert timings.forget_timeout is not None
         for member, peer in list(self._peers.items()):
@@ -658,17 +658,24 @@ class Group:
                 self._depart(member, peer, "timeout", forget=False)
             if peer.voter and silent > timings.forget_timeout:
                 self._depart(member, peer, "timeout", forget=True)
+            if not (peer.live or peer.voter) and listed is not None and member not in listed:
+                # Gone from discovery and from the electorate: stop reconnecting to it.
+                self.sub.remove(peer.record.host, peer.record.port)
+                del self._peers[member]
         self._pub_control(Presence(election.term))
         self.discovery.refresh()
 
-    def _discover(self, now: float) -> None:
-        """Connect the sub port to every member discovery newly reports."""
+    def _discover(self, now: float) -> set[bytes] | None:
+        """Connect the sub port to every member discovery newly reports.
+
+        Returns the ids discovery reported, or None if it failed.
+        """
         self._last_discover = now
         try:
             records = self.discovery.members()
         except OSError as exc:
             log.warning("group %s: discovery failed: %s", self.spec.groupName, exc)
-            records = []
+            return None
         security = self.spec.security
         for rec in records:
             if rec.member == self.memberId:
@@ -691,6 +698,7 @@ class Group:
                 self._peers[rec.member] = _Peer(rec)
             else:
                 peer.record = rec
+        return {rec.member for rec in records}
 
     # --- election effects ------------------------------------------------------------------
 
