@@ -162,6 +162,8 @@ def main(argv: Optional[list] = None) -> int:
         if args.interactive:
             return _interactive(client, args.timeout, sys.stdin)
         return _one_request(client, args.request, args.arguments, args.timeout)
+    except KeyboardInterrupt:
+        return 130  # the shell's convention for "interrupted"
     finally:
         client.stop()
         client.join(args.timeout)
