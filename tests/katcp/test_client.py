@@ -858,3 +858,12 @@ def test_random_interleavings_of_informs_and_replies_reach_their_requests(raw, c
             kinds = seen[i]
             assert kinds[-1] == ("reply", str(i).encode())
             assert [v for kind, v in kinds[:-1]] == [str(n).encode() for n in range(len(kinds) - 1)]
+
+
+def test_future_request_resolves_to_reply_and_informs(peer, clients):
+    client = started(clients(CallbackClient, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    futures = [client.future_request(Message.request("informs", n)) for n in (1, 2)]
+    (r1, i1), (r2, i2) = (f.result(TIMEOUT) for f in futures)
+    assert (r1.arguments, len(i1)) == ([b"ok", b"1"], 1)
+    assert (r2.arguments, len(i2)) == ([b"ok", b"2"], 2)

@@ -18,6 +18,7 @@ Threading model
 """
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import itertools
 import logging
@@ -1285,6 +1286,27 @@ class CallbackClient(DeviceClient):
         except KatcpClientError as exc:
             if self._forget(p):
                 self._finish(p, None, exc, str(exc))
+
+    def future_request(self, msg: Message, timeout: Optional[float] = None,
+                       use_mid: Optional[bool] = None) -> "concurrent.futures.Future":
+        """Send a request message; returns a future of ``(reply, informs)``.
+
+        The future is a :class:`concurrent.futures.Future` (katcp-python returns a
+        tornado one). A timeout, lost link or stop resolves it with a ``!name fail``
+        reply, as for :meth:`callback_request`.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        informs: list[Message] = []
+
+        def on_reply(reply: Message) -> None:
+            future.set_result((reply, informs))
+
+        try:
+            self.callback_request(msg, reply_cb=on_reply, inform_cb=informs.append,
+                                  timeout=timeout, use_mid=use_mid)
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
     def blocking_request(self, msg: Message, timeout: Optional[float] = None,
                          use_mid: Optional[bool] = None, keepalive: bool = False
