@@ -134,14 +134,24 @@ def test_heartbeat_across_processes(responder_factory):
         server.close()
 
 
-def test_init_zmq_servers_binds_the_indexed_url():
-    urls = [f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"]
+def _conf():
     conf = configparser.ConfigParser()
-    conf["urls"] = {"ocd": ", ".join(urls), "cmd": "tcp://127.0.0.1:0"}
-    servers = utils.init_zmq_servers(conf, index=1, names=["ocd"])
+    # URL 0 cannot be bound (no such port), URL 1 can: binding shows which was used
+    conf["urls"] = {"ocd": "tcp://127.0.0.1:noport, tcp://127.0.0.1:0",
+                    "cmd": "tcp://127.0.0.1:0"}
+    return conf
+
+
+def test_init_zmq_servers_binds_the_indexed_url():
+    servers = utils.init_zmq_servers(_conf(), index=1, names=["ocd"])
     assert utils.get_zmq_server("ocd") is servers["ocd"]
-    assert servers["ocd"].endpoint == urls[1]
+    assert servers["ocd"].endpoint.startswith("tcp://127.0.0.1:")
     assert utils.get_zmq_urls("cmd") == ["tcp://127.0.0.1:0"]  # remembered, not bound
+
+
+def test_init_zmq_servers_default_index_is_the_first_url():
+    with pytest.raises(zmq.ZMQError, match="noport"):
+        utils.init_zmq_servers(_conf(), names=["ocd"])
 
 
 def test_get_zmq_server_names_the_unknown_server():
@@ -191,18 +201,11 @@ def test_dispatcher_keeps_serving_after_a_failing_handler():
         query_server.close()
 
 
-def _free_port():
-    from ctlwire._zmq import bind_random
-    sock = zmq.Context.instance().socket(zmq.PUB)
-    try:
-        return bind_random(sock)
-    finally:
-        sock.close(linger=0)
-
-
-def test_cli_exits_0_when_the_process_answers(responder_factory, capsys):
+def test_cli_exits_0_when_the_process_answers(responder_factory, capsys, tmp_path):
     from ctlwire.cli.ocd_heartbeat import main
-    bind = f"tcp://127.0.0.1:{_free_port()}"
+    # the responder must know the CLI's address before the CLI binds it: an ipc
+    # path is unique, a guessed TCP port could be taken by another test meanwhile
+    bind = f"ipc://{tmp_path}/query.ipc"
     reply_url = responder_factory(bind)
     assert main(["--bind", bind, "--listen", reply_url, "--timeout", "10"]) == 0
     assert "answered in" in capsys.readouterr().out

@@ -25,19 +25,6 @@ def small_db(tmp_path):
 
 
 @pytest.fixture
-def free_url():
-    """A tcp URL on a port that was free a moment ago (for child processes)."""
-    import zmq
-    from ctlwire._zmq import bind_random
-    sock = zmq.Context.instance().socket(zmq.PUB)
-    try:
-        port = bind_random(sock)
-    finally:
-        sock.close(linger=0)
-    return f"tcp://127.0.0.1:{port}"
-
-
-@pytest.fixture
 def spawn():
     """Start ``python -m <module> args...`` children; all killed at teardown."""
     import subprocess
@@ -55,3 +42,33 @@ def spawn():
         if p.poll() is None:
             p.kill()
         p.wait(timeout=10)
+
+
+@pytest.fixture
+def spawn_replay(spawn):
+    """Start ``tcs-replay ARGS --url tcp://127.0.0.1:0`` and return (process, endpoint),
+    the endpoint read from its "publishing on" line: no port is guessed in advance."""
+    import selectors
+    import subprocess
+    import time
+
+    def start(*args, timeout=30.0):
+        proc = spawn("ctlwire.cli.tcs_replay", *args, "--url", "tcp://127.0.0.1:0",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                if "publishing on " in line:
+                    return proc, line.rsplit(" ", 1)[1].strip()
+        finally:
+            sel.close()
+        raise RuntimeError("tcs-replay did not report its endpoint")
+
+    return start

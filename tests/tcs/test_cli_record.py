@@ -67,18 +67,18 @@ def test_recorder_keeps_value_types(tmp_path):
                                   "l": "[1,2]"}
 
 
-def test_replay_cli_waits_for_the_subscriber_and_sends_everything(spawn, free_url, gen_db):
-    proc = spawn("ctlwire.cli.tcs_replay", gen_db, "--url", free_url, "--speedup", "inf",
-                 "--wait-subscriber", "30", "-q", stdout=subprocess.PIPE)
-    with TCSSubscriber(free_url, timeout=10.0) as sub:
+def test_replay_cli_waits_for_the_subscriber_and_sends_everything(spawn_replay, gen_db):
+    proc, url = spawn_replay(gen_db, "--speedup", "inf", "--wait-subscriber", "30")
+    with TCSSubscriber(url, timeout=10.0) as sub:
         got = [sub.recv(timeout=10.0) for _ in range(40)]
     assert None not in got
     assert proc.wait(timeout=20) == 0
-    assert proc.stdout.read() == b""  # no progress line when stdout is not a terminal
+    assert proc.stdout.read() == ""  # no progress line when stdout is not a terminal
 
 
-def test_replay_cli_exits_1_when_nobody_subscribes(free_url, gen_db):
-    assert replay_main([gen_db, "--url", free_url, "--wait-subscriber", "0.2", "-q"]) == 1
+def test_replay_cli_exits_1_when_nobody_subscribes(gen_db):
+    assert replay_main([gen_db, "--url", "tcp://127.0.0.1:0", "--wait-subscriber", "0.2",
+                        "-q"]) == 1
 
 
 def test_replay_cli_names_a_missing_database(tmp_path, capsys):
@@ -86,28 +86,26 @@ def test_replay_cli_names_a_missing_database(tmp_path, capsys):
     assert "missing.sqlite" in capsys.readouterr().err
 
 
-def test_replay_cli_sends_mock_events_without_a_database(spawn, free_url):
-    proc = spawn("ctlwire.cli.tcs_replay", "--url", free_url, "--mock-sleep", "0.01",
-                 "--count", "3", "--wait-subscriber", "30", "-q")
-    with TCSSubscriber(free_url) as sub:
+def test_replay_cli_sends_mock_events_without_a_database(spawn_replay):
+    proc, url = spawn_replay("--mock-sleep", "0.01", "--count", "3", "--wait-subscriber", "30")
+    with TCSSubscriber(url) as sub:
         got = [sub.recv(timeout=10.0) for _ in range(3)]
     assert [t for t, _ in got] == ["lrs2.hardware.status"] * 3
     assert proc.wait(timeout=20) == 0
 
 
-def test_replay_cli_loops_forever(spawn, free_url, gen_db):
-    spawn("ctlwire.cli.tcs_replay", gen_db, "--url", free_url, "--speedup", "inf", "--loop",
-          "--wait-subscriber", "30", "-q")
-    with TCSSubscriber(free_url) as sub:
+def test_replay_cli_loops_forever(spawn_replay, gen_db):
+    _, url = spawn_replay(gen_db, "--speedup", "inf", "--loop", "--wait-subscriber", "30")
+    with TCSSubscriber(url) as sub:
         got = [sub.recv(timeout=10.0) for _ in range(100)]  # more than one pass of 40
     assert None not in got
 
 
-def test_replay_cli_shows_progress_on_a_terminal(spawn, free_url, tmp_path):
+def test_replay_cli_shows_progress_on_a_terminal(spawn, tmp_path):
     db = generate_database(tmp_path / "slow.sqlite", 30, rate=20.0)  # 1.5 s of events
     master, slave = pty.openpty()
     try:
-        proc = spawn("ctlwire.cli.tcs_replay", db, "--url", free_url, "-q",
+        proc = spawn("ctlwire.cli.tcs_replay", db, "--url", "tcp://127.0.0.1:0", "-q",
                      stdout=slave, stderr=subprocess.DEVNULL)
         os.close(slave)
         slave = None
@@ -176,12 +174,13 @@ def test_demo_section_runs(capsys):
     assert "recorder wrote 200 events" in out and "answer = None" in out
 
 
-def test_replay_cli_realtime_option_replays_either_way(free_url, gen_db):
+def test_replay_cli_realtime_option_replays_either_way(gen_db):
     # SCHED_FIFO may or may not be permitted; the replay must run in both cases
     import threading as _t
     result = []
     worker = _t.Thread(target=lambda: result.append(
-        replay_main([gen_db, "--url", free_url, "--speedup", "inf", "--realtime", "-q"])))
+        replay_main([gen_db, "--url", "tcp://127.0.0.1:0", "--speedup", "inf", "--realtime",
+                     "-q"])))
     worker.start()  # own thread: a granted real-time policy dies with it
     worker.join(30)
     assert result == [0]

@@ -235,6 +235,10 @@ class SendAndListen:
         self.sends = 0
         self._listener = _connect_sub(context if context is not None else server.context,
                                       self.listener_addresses, [topic])
+        # one Poller for the life of the object: Socket.poll() builds one per call,
+        # a measurable share of a ~200 µs round trip
+        self._poller = zmq.Poller()
+        self._poller.register(self._listener, zmq.POLLIN)
 
     @classmethod
     def from_addresses(cls, server_address: str, listener_addresses: str | Sequence[str],
@@ -290,12 +294,11 @@ class SendAndListen:
                 next_send = now + interval
                 interval = min(interval * 2, self.max_resend_interval)
             wait = min(next_send, deadline) - now
-            if self._listener.poll(max(1, int(wait * 1000 + 0.999)), zmq.POLLIN):
-                while self._listener.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    frames = self._listener.recv_multipart(zmq.NOBLOCK)
-                    got = _decode(frames)
-                    if got is not None and got[0] == self.topic and self.is_answer(*got):
-                        return got
+            if self._poller.poll(max(1, int(wait * 1000 + 0.999))):
+                # one message per wake-up; the next poll returns at once if more wait
+                got = _decode(self._listener.recv_multipart(zmq.NOBLOCK))
+                if got is not None and got[0] == self.topic and self.is_answer(*got):
+                    return got
 
     def close(self) -> None:
         """Close the listener (and the server if this object created it)."""
@@ -339,29 +342,32 @@ class EventDispatcher:
         self.handlers = list(handlers)
         topics = sorted({t for h in self.handlers for t in h.topics})
         self._sock = _connect_sub(get_context(context), list(addresses), topics)
+        self._poller = zmq.Poller()  # reused: Socket.poll() builds one per call
+        self._poller.register(self._sock, zmq.POLLIN)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.handled = 0
 
     def poll_once(self, timeout: float) -> int:
-        """Handle the events arriving within ``timeout`` seconds; returns how many."""
+        """Handle the next event if one arrives within ``timeout`` seconds.
+
+        Returns the number of handlers that handled it.
+        """
         n = 0
-        if not self._sock.poll(max(0, int(timeout * 1000)), zmq.POLLIN):
+        if not self._poller.poll(max(0, int(timeout * 1000))):
             return 0
-        while self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            got = _decode(frames)
-            if got is None:
-                continue
-            topic, event = got
-            for h in self.handlers:
-                if any(topic.startswith(t) for t in h.topics):
-                    try:
-                        if h.handle_event(topic, event):
-                            n += 1
-                            self.handled += 1
-                    except Exception:
-                        _log.exception("handler %r failed on %s", h, topic)
+        got = _decode(self._sock.recv_multipart(zmq.NOBLOCK))
+        if got is None:
+            return 0
+        topic, event = got
+        for h in self.handlers:
+            if any(topic.startswith(t) for t in h.topics):
+                try:
+                    if h.handle_event(topic, event):
+                        n += 1
+                        self.handled += 1
+                except Exception:
+                    _log.exception("handler %r failed on %s", h, topic)
         return n
 
     def run(self, duration: float | None = None) -> None:
