@@ -410,7 +410,7 @@ def test_keepalive_informs_extend_the_timeout(raw, clients):
     assert client.wait_protocol(TIMEOUT)
     result: list = []
     worker = threading.Thread(target=lambda: result.append(client.blocking_request(
-        Message.request("long"), timeout=1.0, keepalive=True)))
+        Message.request("long"), 1.0, True)))  # documented order: timeout, keepalive
     worker.start()
     assert conn.readline() == b"?long[1]"
     for i in range(20):  # 20 x 0.1 s = 2 s, well past the 1 s timeout

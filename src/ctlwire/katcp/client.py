@@ -1575,6 +1575,31 @@ class BlockingClient(CallbackClient):
     >>> c.join()
     """
 
+    def blocking_request(self, msg: Message, timeout: Optional[float] = None,
+                         keepalive: bool = False, use_mid: Optional[bool] = None
+                         ) -> tuple[Message, list[Message]]:
+        """Send a request message and wait for its reply.
+
+        The parameter order is the documented one of ``BlockingClient`` (``keepalive``
+        before ``use_mid``); see :meth:`CallbackClient.blocking_request`.
+
+        Parameters
+        ----------
+        msg : Message
+        timeout : float, optional
+            Seconds to wait for the reply (default: the client's timeout).
+        keepalive : bool, optional
+            If True, every inform of this request restarts the timeout.
+        use_mid : bool, optional
+            Whether to use message ids (default: if the server offers them).
+
+        Returns
+        -------
+        reply : Message
+        informs : list of Message
+        """
+        return CallbackClient.blocking_request(self, msg, timeout, use_mid, keepalive)
+
 
 def request_check(client: CallbackClient, exception: type, *msg_parms: Any,
                   **kwargs: Any) -> tuple[Message, list[Message]]:
