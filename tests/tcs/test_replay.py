@@ -125,6 +125,10 @@ def test_event_ids_follow_the_sort_order(tmp_path):
     assert list(replay.event_ids) == [2, 3, 1]
 
 
+def test_event_ids_are_in_event_id_order_without_sorting(small_db):
+    assert list(TCSDBReplay(small_db).event_ids) == list(range(1, 21))
+
+
 def test_interleaved_attribute_rows_keep_insertion_order(tmp_path):
     path = tmp_path / "db.sqlite"
     conn = sqlite3.connect(path)

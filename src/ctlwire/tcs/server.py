@@ -310,8 +310,9 @@ class TCSDBReplay:
         if self.sort_by not in _SORT_ORDERS:
             raise ValueError(f"unknown sort_by {self.sort_by!r}")
         if self.sort_by == "none":
-            ids = [r[0] for r in self._conn.execute(
-                "SELECT event_id FROM event ORDER BY event_id")]
+            # lazy: a night's database may hold millions of events
+            ids = (r[0] for r in self._conn.execute(
+                "SELECT event_id FROM event ORDER BY event_id"))
             order = None
         else:
             # bytes, not str: a value that is not valid UTF-8 must not stop the sort
