@@ -133,3 +133,78 @@ def test_udp_beacon_discovery_across_processes(cluster, agree, free_udp_port):
     members = cluster(3, "--udp-port", str(free_udp_port))
     leader, _ = agree(members)
     assert leader in {m.id for m in members}
+
+
+def test_garbage_on_every_port_is_dropped_harmlessly(cluster, agree, tmp_path):
+    import os
+    import socket
+    import uuid
+
+    import zmq
+
+    from ctlwire.dc.codec import (KIND_APP, KIND_CONTROL, Heartbeat, MemberRecord,
+                                  decode_control, decode_frames, decode_record,
+                                  encode_frames, encode_record)
+
+    members = cluster(3, "--timings", "0.05,0.6,1.2,2.0,30")  # leadership must not move
+    leader, term = agree(members)
+    gdir = tmp_path / "disc" / "Test.g1"
+    records = [decode_record(p.read_bytes()) for p in gdir.glob("*.rec")]
+    assert len(records) == 3
+    ctx = zmq.Context()
+    try:
+        # The leader's answer address, read from its heartbeats on its pub port.
+        spy = ctx.socket(zmq.SUB)
+        spy.setsockopt(zmq.SUBSCRIBE, b"")
+        lrec = next(r for r in records if r.member.hex() == leader)
+        spy.connect(f"tcp://127.0.0.1:{lrec.port}")
+        ans_port = None
+        deadline = time.monotonic() + 10
+        while ans_port is None and time.monotonic() < deadline:
+            if spy.poll(100):
+                env = decode_frames(spy.recv_multipart(), timed=False)
+                if env.kind == KIND_CONTROL:
+                    msg = decode_control(env.payload)
+                    if isinstance(msg, Heartbeat):
+                        ans_port = msg.port
+        assert ans_port is not None
+        # 1. Raw bytes (not even ZMTP) into every bound port.
+        for port in [r.port for r in records] + [ans_port]:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(os.urandom(512))
+        # 2. A fake member announced through discovery, whose pub sprays every sub port.
+        fake_id = uuid.uuid4().bytes
+        fake = ctx.socket(zmq.PUB)
+        fport = fake.bind_to_random_port("tcp://127.0.0.1")
+        (gdir / f"{fake_id.hex()}.rec").write_bytes(
+            encode_record(MemberRecord("Test.g1", fake_id, "127.0.0.1", fport)))
+        junk = [[b"junk"], [b"DC\x01A", b"short header"], [os.urandom(20), b"x"],
+                encode_frames(KIND_CONTROL, fake_id, b"\xc1\xc1 not msgpack"),
+                encode_frames(KIND_CONTROL, fake_id, b"\x81\xa4type\xa5bogus"),
+                [b"a", b"b", b"c", b"d", b"e"]]
+        # 3. A raw DEALER spraying the leader's answer port.
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{ans_port}")
+        spray_until = time.monotonic() + 3 * PEER_TIMEOUT
+        while time.monotonic() < spray_until:
+            os.utime(gdir / f"{fake_id.hex()}.rec")
+            for frames in junk:
+                fake.send_multipart(frames)
+                dealer.send_multipart(frames)
+            dealer.send_multipart(encode_frames(KIND_APP, fake_id, b"forged identity"))
+            time.sleep(0.02)
+        # Every member is alive, the leadership did not move, and the leader still answers.
+        assert all(m.proc.poll() is None for m in members)
+        assert agree(members) == (leader, term)
+        asker = next(m for m in members if m.id != leader)
+        mark = asker.mark()
+        asker.command(cmd="ask", obj="still there?")
+        answer = asker.wait(lambda e: e["ev"] == "msg" and e["channel"] == "answer",
+                            timeout=10, since=mark)
+        assert answer["obj"] == {"answer": "still there?", "by": leader}
+        assert not [e for m in members for e in m.events("msg") if e["channel"] == "group"]
+        fake.close()
+        dealer.close()
+        spy.close()
+    finally:
+        ctx.destroy(linger=0)
