@@ -875,3 +875,25 @@ def test_log_to_python_logs_a_received_log_inform(caplog):
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert record.getMessage() == "1234.500000 dev.fan: stalled"
+
+
+def test_halt_and_stop_together_both_return():
+    srv = start()
+    with socket.create_connection(srv.bind_address, timeout=TIMEOUT) as sock:
+        read_lines(sock, 3)
+        sock.sendall(b"?halt\n")
+        srv.stop(timeout=TIMEOUT)
+    srv.join(timeout=TIMEOUT)
+    assert not srv.running()
+
+
+def test_async_join_returns_after_halt():
+    async def main():
+        srv = Device("127.0.0.1", 0)
+        await srv.async_start()
+        reader, writer = await asyncio.open_connection(*srv.bind_address)
+        writer.write(b"?halt\n")
+        await asyncio.wait_for(srv.async_join(), TIMEOUT)
+        writer.close()
+        return srv.running()
+    assert run(main()) is False

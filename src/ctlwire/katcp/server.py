@@ -300,6 +300,7 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         self._handler_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._external_loop: asyncio.AbstractEventLoop | None = None
         self._start_error: BaseException | None = None
+        self._stop_future: asyncio.Future | None = None
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -453,6 +454,7 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         self._loop = loop
         self._loop_tid = _get_ident()
         self._stopping = False
+        self._stop_future = loop.create_future()
         max_line = self._max_line_length
         self._aserver = await loop.create_server(
             lambda: ClientConnection(self, max_line), self._host or None, self._port,
@@ -485,6 +487,8 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
             return
         try:
             fut.result(timeout)
+        except concurrent.futures.CancelledError:
+            pass  # another stop (e.g. ?halt) finished first and closed the loop
         except concurrent.futures.TimeoutError:
             raise RuntimeError(f"Device server did not stop within {timeout} s") from None
 
@@ -494,7 +498,6 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
 
     async def _shutdown(self) -> None:
         if self._stopping:
-            await asyncio.get_running_loop().run_in_executor(None, self._stopped.wait, 5.0)
             return
         self._stopping = True
         loop = asyncio.get_running_loop()
@@ -527,6 +530,8 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
             self._loop = None
             self._loop_tid = None
             self._stopped.set()
+        if self._stop_future is not None and not self._stop_future.done():
+            self._stop_future.set_result(None)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the server thread to finish (after :meth:`stop` or ``?halt``)."""
@@ -537,8 +542,8 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
 
     async def async_join(self) -> None:
         """Wait (in the loop) until a server started with :meth:`async_start` stops."""
-        while not self._stopped.is_set():
-            await asyncio.sleep(0.05)
+        if self._stop_future is not None and not self._stopped.is_set():
+            await asyncio.shield(self._stop_future)
 
     def running(self) -> bool:
         """Whether the server is serving."""
