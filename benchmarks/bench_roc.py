@@ -16,8 +16,10 @@ broker/relay process, on loopback, with the client in this process:
 All three carry the same JSON-RPC body and run it with the same
 ``ctlwire.roc.rpc.execute`` on the same ``Echo`` object, so the difference is the
 routing.  "one at a time" waits for each reply; "in flight" keeps ``--window`` calls
-outstanding.  Rounds are interleaved (ctlwire, majortomo, bare, ctlwire, ...) and the
-median per path is reported, which evens out load from other processes.
+outstanding.  Short measurements are interleaved (ctlwire, majortomo, bare, ctlwire,
+...) and the median per path is reported, which evens out load from other processes.
+CPU time per call (client + broker + worker processes, from /proc) is printed too: it
+does not depend on what else the machine is doing.
 """
 from __future__ import annotations
 
@@ -127,6 +129,16 @@ def child(argv: list[str]) -> None:
         raise SystemExit(f"unknown child {kind}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc), 0.0 where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def spawn(kind: str, base: int) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -135,16 +147,20 @@ def spawn(kind: str, base: int) -> subprocess.Popen:
 
 
 # -- clients -----------------------------------------------------------------------
-def timed(fn, seconds: float) -> float:
-    """Calls per second of ``fn(n)`` (which makes n calls), over about ``seconds``."""
+def timed(fn, seconds: float, pids: list[int]) -> tuple[float, float]:
+    """Calls per second of ``fn(n)`` (which makes n calls) over about ``seconds``, and
+    CPU microseconds per call summed over this process and ``pids``."""
     n = 200
     fn(n)  # warm-up
+    c0 = time.process_time() + sum(cpu_seconds(p) for p in pids)
     t0 = time.perf_counter()
     done = 0
     while time.perf_counter() - t0 < seconds:
         fn(n)
         done += n
-    return done / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    cpu = time.process_time() + sum(cpu_seconds(p) for p in pids) - c0
+    return done / elapsed, cpu / done * 1e6
 
 
 class RocPath:
@@ -272,8 +288,8 @@ def main() -> int:
         child(sys.argv[2:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=2.0, help="per measurement (2.0)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    ap.add_argument("--seconds", type=float, default=0.5, help="per measurement (0.5)")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (9)")
     ap.add_argument("--window", type=int, default=32, help="calls in flight (32)")
     args = ap.parse_args()
 
@@ -285,24 +301,35 @@ def main() -> int:
                   spawn("mt-broker", b_mt), spawn("mt-worker", b_mt),
                   spawn("bare-proxy", b_bare), spawn("bare-worker", b_bare)]
         paths = [RocPath(b_roc), MajortomoPath(b_mt), BarePath(b_bare)]
+        pids = {"ctlwire": [procs[0].pid, procs[1].pid],
+                "majortomo": [procs[2].pid, procs[3].pid],
+                "bare relay": [procs[4].pid, procs[5].pid]}
         results: dict[str, dict[str, list[float]]] = {
             p.name: {"one at a time": [], "in flight": []} for p in paths}
+        cpu: dict[str, dict[str, list[float]]] = {
+            p.name: {"one at a time": [], "in flight": []} for p in paths}
         for r in range(args.rounds):
-            for p in paths:
-                results[p.name]["one at a time"].append(timed(p.sync, args.seconds))
-                results[p.name]["in flight"].append(
-                    timed(lambda n, p=p: p.window(n, args.window), args.seconds))
+            for mode in ("one at a time", "in flight"):
+                for p in paths:
+                    fn = p.sync if mode == "one at a time" else \
+                        (lambda n, p=p: p.window(n, args.window))
+                    rate, us = timed(fn, args.seconds, pids[p.name])
+                    results[p.name][mode].append(rate)
+                    cpu[p.name][mode].append(us)
             print(f"round {r + 1}: " + "  ".join(
                 f"{p.name} {results[p.name]['one at a time'][-1]:,.0f}/"
                 f"{results[p.name]['in flight'][-1]:,.0f}" for p in paths), flush=True)
-        print(f"\ncalls per second, median of {args.rounds} rounds "
-              f"(in flight: window {args.window}); CPUs: {os.cpu_count()}")
-        print(f"{'path':<12}{'one at a time':>16}{'in flight':>14}")
+        print(f"\ncalls per second, median of {args.rounds} interleaved rounds of "
+              f"{args.seconds:g} s (in flight: window {args.window}); CPUs: {os.cpu_count()}")
+        print(f"{'path':<12}{'one at a time':>16}{'in flight':>14}"
+              f"{'CPU us/call (1 / in flight)':>32}")
         med = {name: {m: statistics.median(v) for m, v in modes.items()}
                for name, modes in results.items()}
         for name in med:
+            c1 = statistics.median(cpu[name]["one at a time"])
+            c2 = statistics.median(cpu[name]["in flight"])
             print(f"{name:<12}{med[name]['one at a time']:>16,.0f}"
-                  f"{med[name]['in flight']:>14,.0f}")
+                  f"{med[name]['in flight']:>14,.0f}{c1:>22,.0f} / {c2:,.0f}")
         ours = med["ctlwire"]
         for mode in ("one at a time", "in flight"):
             vs_bare = ours[mode] / med["bare relay"][mode]

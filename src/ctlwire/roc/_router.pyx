@@ -17,6 +17,9 @@ removal O(1)).
 """
 from collections import deque
 
+from cpython.exc cimport PyErr_CheckSignals
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
 from ctlwire.roc import rpc as _rpc
 
 # Protocol constants (RFC 7/MDP 0.1, RFC 8/MMI)
@@ -59,6 +62,13 @@ cdef bytes _HEARTBEAT = HEARTBEAT
 cdef bytes _DISCONNECT = DISCONNECT
 cdef bytes _MMI = b"mmi."
 cdef bytes _MMI_SERVICE = b"mmi.service"
+
+
+cdef inline double _monotonic() noexcept:
+    # the clock behind time.monotonic() on POSIX
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef inline bint _is_empty(object f):
@@ -239,6 +249,7 @@ cdef class Router:
     cdef public long long disconnects_sent
     cdef double _next_heartbeat
     cdef public double deadline  # when tick() wants to run next; handle() may lower it
+    cdef public bint stopping    # set (from any thread) to make serve() return
 
     def __init__(self, send, double heartbeat=1.0, int liveness=3,
                  double queue_timeout=2.0, double unknown_grace=0.5,
@@ -257,6 +268,7 @@ cdef class Router:
         self.expired = self.refused = self.lost = self.disconnects_sent = 0
         self._next_heartbeat = 0.0
         self.deadline = 0.0
+        self.stopping = False
 
     cdef inline double _life(self):
         return self.heartbeat * self.liveness
@@ -445,6 +457,42 @@ cdef class Router:
             if svc.queue and <double>svc.queue[0][0] < t:
                 t = <double>svc.queue[0][0]
         return t
+
+    def serve(self, recv, set_timeout, double stop_check=0.1):
+        """Route until ``stopping`` is set: the broker's receive loop, compiled.
+
+        Parameters
+        ----------
+        recv : callable
+            ``recv()`` -> list of frames, or ``None`` when the receive timeout expired.
+        set_timeout : callable
+            ``set_timeout(ms)`` sets the receive timeout; called only on change.
+        stop_check : float
+            Longest wait, in seconds, before ``stopping`` is looked at again.
+        """
+        cdef double now, wait
+        cdef int timeout_ms, last = -2
+        cdef object frames
+        self.tick(_monotonic())
+        while not self.stopping:
+            now = _monotonic()
+            if now >= self.deadline:
+                self.tick(now)
+            wait = self.deadline - now
+            if wait > stop_check:
+                wait = stop_check
+            timeout_ms = <int>(wait * 1000.0) + 1
+            if timeout_ms < 1:
+                timeout_ms = 1
+            if timeout_ms != last:
+                set_timeout(timeout_ms)
+                last = timeout_ms
+            frames = recv()
+            if frames is None:
+                # timeouts and signals land here: let Python run its signal handlers
+                PyErr_CheckSignals()
+                continue
+            self.handle(<list>frames, _monotonic())
 
     def stats(self):
         """Counters and current sizes, as a dict."""

@@ -15,7 +15,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import zmq
@@ -116,29 +115,13 @@ class Broker:
     def run(self) -> None:
         """Route messages in the calling thread until :meth:`stop` or Ctrl-C."""
         sock = self._sock
-        router = self.router
-        handle = router.handle
-        recv = self._recv
-        setopt = sock.setsockopt
-        RCVTIMEO = zmq.RCVTIMEO
-        now = time.monotonic
-        stop = self._stop
-        timeout_ms = -2
+
+        def set_timeout(ms: int) -> None:
+            sock.setsockopt(zmq.RCVTIMEO, ms)
+
         try:
-            router.tick(now())
-            while not stop.is_set():
-                t = now()
-                if t >= router.deadline:
-                    router.tick(t)
-                # one blocking receive with a timeout instead of poll + receive;
-                # the timeout option is only touched when it changes
-                wait = int(min(router.deadline - t, _STOP_CHECK) * 1000) + 1
-                if wait != timeout_ms:
-                    timeout_ms = wait
-                    setopt(RCVTIMEO, wait)
-                frames = recv()
-                if frames is not None:
-                    handle(frames, now())
+            if not self._stop.is_set():
+                self.router.serve(self._recv, set_timeout, _STOP_CHECK)
         except KeyboardInterrupt:
             pass
         finally:
@@ -153,6 +136,7 @@ class Broker:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop routing (from any thread) and wait up to ``timeout`` for it."""
         self._stop.set()
+        self.router.stopping = True
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -213,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rocbroker: cannot bind {ep}: {exc}", file=sys.stderr)
         return 2
     # SIGTERM ends the loop like Ctrl-C does, so sockets close cleanly
-    signal.signal(signal.SIGTERM, lambda *_: broker._stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop(0))
     print(f"rocbroker: MDP {ep.rocBroker}  XSUB {ep.generalXSUB}  XPUB {ep.generalXPUB}",
           flush=True)
     broker.run()
