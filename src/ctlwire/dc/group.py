@@ -536,7 +536,7 @@ class Group:
                                         "answers members")
                     self.ans.send(args[0], identity=args[1])
                 result.append(None)
-            except (PortError, zmq.ZMQError) as exc:
+            except Exception as exc:  # handed to the caller, who raises it
                 result.append(exc)
             done.set()
 
@@ -549,13 +549,12 @@ class Group:
             port, channel = self.ans, "query"
         batch: list[GroupMessage] = []
         try:
-            self._drain_into(sock, port, channel, batch)
+            self._drain_into(port, channel, batch)
         finally:
             if batch:
                 self._inbox.put(batch)
 
-    def _drain_into(self, sock: zmq.Socket, port: Any, channel: str,
-                    batch: list[GroupMessage]) -> None:
+    def _drain_into(self, port: Any, channel: str, batch: list[GroupMessage]) -> None:
         envelopes, malformed = port.drain(1000)  # bounded burst, then let timers run
         self.dropped["malformed"] += malformed
         timed = self.spec.timed
