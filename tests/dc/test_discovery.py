@@ -5,7 +5,6 @@ import os
 import socket
 import time
 
-import pytest
 
 from ctlwire.dc.codec import MemberRecord, encode_record
 from ctlwire.dc.discovery import DirectoryDiscovery, UDPBeaconDiscovery

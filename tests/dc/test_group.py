@@ -8,7 +8,7 @@ import pytest
 import zmq
 
 from ctlwire.dc.codec import (KIND_APP, KIND_CONTROL, Heartbeat, MemberRecord, encode_control,
-                              encode_frames, encode_record)
+                              encode_frames)
 from ctlwire.dc.discovery import DirectoryDiscovery
 from ctlwire.dc.election import Timings
 from ctlwire.dc.group import EventKind, Group, NoLeaderError

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from .._zmq import bind_random, get_context, make_socket, tcp_endpoint
+from .._zmq import bind_random, make_socket, tcp_endpoint
 from .codec import (KIND_APP, MEMBER_ID_LEN, NATIVE, NETWORK, CodecError, Envelope,
                     PayloadCodec, decode_frames, encode_frames, make_codec)
 from .security import CurveSecurity
