@@ -97,3 +97,13 @@ def test_missing_request_is_a_usage_error():
 ])
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
+
+
+def test_interactive_mode_prints_unsolicited_informs(peer_port):
+    result = katcpcmd("-i", f"127.0.0.1:{peer_port}",
+                      stdin="sensor-sampling counter event\nbump 55\nwatchdog\n")
+    assert result.returncode == 0
+    lines = result.stdout.decode().splitlines()
+    assert "!sensor-sampling ok counter event" in lines
+    assert any(line.startswith("#sensor-status") and line.endswith("counter nominal 55")
+               for line in lines)
