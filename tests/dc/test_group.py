@@ -302,3 +302,9 @@ def test_vanished_member_is_left_then_forgotten_and_disconnected(make_group, tmp
     assert (ev.member, ev.reason) == (fake.id, "timeout")
     wait(lambda: endpoint not in g.sub.peers, timeout=10)
     fake.pub.close()
+
+
+def test_answer_port_is_bound_by_the_time_a_member_is_leader(make_group, wait):
+    g = make_group()
+    wait(lambda: g.is_leader, timeout=10, interval=0.001)
+    assert g.ans.getInfo().portNum is not None

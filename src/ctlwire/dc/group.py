@@ -224,6 +224,8 @@ class Group:
         self._wake_rx: zmq.Socket | None = None
         self._size = 1
         self._last_discover = 0.0
+        # The leader as last applied (socket set up, event emitted), for the properties.
+        self._leader: bytes | None = None
         #: Counters of dropped input, by reason (malformed, unknown sender, filtered).
         self.dropped: dict[str, int] = {"malformed": 0, "unknown": 0, "filtered": 0}
 
@@ -307,14 +309,12 @@ class Group:
     @property
     def leader_id(self) -> bytes | None:
         """Member id of the current leader, or None."""
-        e = self._election
-        return e.leader if e is not None else None
+        return self._leader
 
     @property
     def is_leader(self) -> bool:
-        """True while this member is the leader."""
-        e = self._election
-        return e is not None and e.is_leader
+        """True while this member is the leader (its answer port is bound by then)."""
+        return self._leader == self.memberId
 
     @property
     def term(self) -> int:
@@ -507,8 +507,9 @@ class Group:
         except OSError as exc:
             log.warning("group %s: discovery unregister failed: %s", self.spec.groupName, exc)
         e = self._election
-        if e is not None and e.leader is not None:
-            self._emit(EventKind.LEADER_LOST, e.leader, e.term, "left")
+        if e is not None and self._leader is not None:
+            leader, self._leader = self._leader, None
+            self._emit(EventKind.LEADER_LOST, leader, e.term, "left")
 
     def _drain_wake(self) -> None:
         assert self._wake_rx is not None
@@ -738,8 +739,13 @@ class Group:
             elif isinstance(eff, SendVote):
                 self._pub_control(Vote(eff.term, eff.candidate, eff.granted))
             elif isinstance(eff, LeaderElected):
-                self._follow(eff.leader)  # before the event, so callbacks can use it
+                # Connect (or bind) first and publish the new state before the event, so
+                # that whoever sees the leader, by property or callback, can use it.
+                self._follow(eff.leader)
+                self._leader = eff.leader
                 self._emit(EventKind.LEADER_ELECTED, eff.leader, eff.term)
             elif isinstance(eff, LeaderLost):
                 self.qry.update(None, None)
+                if self._leader == eff.leader:
+                    self._leader = None
                 self._emit(EventKind.LEADER_LOST, eff.leader, eff.term)
