@@ -276,6 +276,45 @@ cdef inline bint _valid_mid(const unsigned char *p, Py_ssize_t n) nogil:
     return v <= MID_MAX
 
 
+cdef bytes _encode(int mtype, bytes name_b, bytes mid_b, list args, bint newline):
+    """Write a message: type, name, [mid], escaped arguments (all bytes), optional LF.
+
+    The exact size is computed first so the result is allocated once and filled in place.
+    """
+    cdef Py_ssize_t nargs = PyList_GET_SIZE(args)
+    cdef Py_ssize_t i, size, pos
+    cdef bytes a, result
+    cdef char *out
+    size = 1 + PyBytes_GET_SIZE(name_b) + (1 if newline else 0)
+    if mid_b is not None:
+        size += PyBytes_GET_SIZE(mid_b) + 2
+    for i in range(nargs):
+        a = <bytes>PyList_GET_ITEM(args, i)
+        size += 1 + _escaped_size(<const unsigned char *>PyBytes_AS_STRING(a),
+                                  PyBytes_GET_SIZE(a))
+    result = PyBytes_FromStringAndSize(NULL, size)
+    out = PyBytes_AS_STRING(result)
+    out[0] = TYPE_CHARS[mtype]
+    pos = 1
+    memcpy(out + pos, PyBytes_AS_STRING(name_b), PyBytes_GET_SIZE(name_b))
+    pos += PyBytes_GET_SIZE(name_b)
+    if mid_b is not None:
+        out[pos] = b'['
+        memcpy(out + pos + 1, PyBytes_AS_STRING(mid_b), PyBytes_GET_SIZE(mid_b))
+        pos += 1 + PyBytes_GET_SIZE(mid_b)
+        out[pos] = b']'
+        pos += 1
+    for i in range(nargs):
+        a = <bytes>PyList_GET_ITEM(args, i)
+        out[pos] = b' '
+        pos += 1
+        pos += _write_escaped(out + pos, <const unsigned char *>PyBytes_AS_STRING(a),
+                              PyBytes_GET_SIZE(a))
+    if newline:
+        out[pos] = b'\n'
+    return result
+
+
 cdef class Message:
     """A KATCP message: a request, a reply or an inform.
 
@@ -375,53 +414,16 @@ cdef class Message:
 
     cdef bytes _format(self, bint newline):
         cdef list args = self.arguments
-        cdef Py_ssize_t nargs = PyList_GET_SIZE(args)
-        cdef Py_ssize_t i, size, pos
-        cdef bytes name_b, mid_b, a
-        cdef object item
-        cdef char *out
-        cdef list fixed = None
+        cdef Py_ssize_t i
         # arguments may have been replaced by non-bytes after construction
-        for i in range(nargs):
-            item = <object>PyList_GET_ITEM(args, i)
-            if not PyBytes_CheckExact(item):
-                fixed = [_format_argument(x) for x in args]
-                args = fixed
+        for i in range(PyList_GET_SIZE(args)):
+            if not PyBytes_CheckExact(<object>PyList_GET_ITEM(args, i)):
+                args = [_format_argument(x) for x in args]
                 break
-        name_b = (<str>self.name).encode("ascii") if PyUnicode_Check(self.name) else bytes(self.name)
-        mid_b = self.mid
-        size = 1 + PyBytes_GET_SIZE(name_b)
-        if mid_b is not None:
-            size += PyBytes_GET_SIZE(mid_b) + 2
-        for i in range(nargs):
-            a = <bytes>PyList_GET_ITEM(args, i)
-            size += 1 + _escaped_size(<const unsigned char *>PyBytes_AS_STRING(a),
-                                      PyBytes_GET_SIZE(a))
-        if newline:
-            size += 1
-        result = PyBytes_FromStringAndSize(NULL, size)
-        out = PyBytes_AS_STRING(result)
         if self.mtype < 0 or self.mtype > 2:
             raise KatcpSyntaxError("invalid message type %r" % (self.mtype,))
-        out[0] = TYPE_CHARS[self.mtype]
-        pos = 1
-        memcpy(out + pos, PyBytes_AS_STRING(name_b), PyBytes_GET_SIZE(name_b))
-        pos += PyBytes_GET_SIZE(name_b)
-        if mid_b is not None:
-            out[pos] = b'['
-            memcpy(out + pos + 1, PyBytes_AS_STRING(mid_b), PyBytes_GET_SIZE(mid_b))
-            pos += 1 + PyBytes_GET_SIZE(mid_b)
-            out[pos] = b']'
-            pos += 1
-        for i in range(nargs):
-            a = <bytes>PyList_GET_ITEM(args, i)
-            out[pos] = b' '
-            pos += 1
-            pos += _write_escaped(out + pos, <const unsigned char *>PyBytes_AS_STRING(a),
-                                  PyBytes_GET_SIZE(a))
-        if newline:
-            out[pos] = b'\n'
-        return result
+        name_b = (<str>self.name).encode("ascii") if PyUnicode_Check(self.name) else bytes(self.name)
+        return _encode(self.mtype, name_b, self.mid, args, newline)
 
     def __bytes__(self):
         return self._format(False)
@@ -763,42 +765,13 @@ def encode_message(int mtype, name, args=(), mid=None):
     cdef bytes name_b
     cdef bytes mid_b = _check_mid(mid)
     cdef list fargs = [_format_argument(x) for x in args]
-    cdef Py_ssize_t size, pos, i, nargs = len(fargs)
-    cdef bytes a
-    cdef char *out
     if mtype < 0 or mtype > 2:
         raise KatcpSyntaxError("invalid message type %r" % (mtype,))
     name_b = name if PyBytes_CheckExact(name) else (<str>name).encode("utf-8")
     if not _valid_name_bytes(<const unsigned char *>PyBytes_AS_STRING(name_b),
                              PyBytes_GET_SIZE(name_b)):
         raise KatcpSyntaxError("invalid message name %r" % (name,))
-    size = 2 + PyBytes_GET_SIZE(name_b)
-    if mid_b is not None:
-        size += 2 + PyBytes_GET_SIZE(mid_b)
-    for i in range(nargs):
-        a = <bytes>PyList_GET_ITEM(fargs, i)
-        size += 1 + _escaped_size(<const unsigned char *>PyBytes_AS_STRING(a),
-                                  PyBytes_GET_SIZE(a))
-    result = PyBytes_FromStringAndSize(NULL, size)
-    out = PyBytes_AS_STRING(result)
-    out[0] = TYPE_CHARS[mtype]
-    pos = 1
-    memcpy(out + pos, PyBytes_AS_STRING(name_b), PyBytes_GET_SIZE(name_b))
-    pos += PyBytes_GET_SIZE(name_b)
-    if mid_b is not None:
-        out[pos] = b'['
-        memcpy(out + pos + 1, PyBytes_AS_STRING(mid_b), PyBytes_GET_SIZE(mid_b))
-        pos += 1 + PyBytes_GET_SIZE(mid_b)
-        out[pos] = b']'
-        pos += 1
-    for i in range(nargs):
-        a = <bytes>PyList_GET_ITEM(fargs, i)
-        out[pos] = b' '
-        pos += 1
-        pos += _write_escaped(out + pos, <const unsigned char *>PyBytes_AS_STRING(a),
-                              PyBytes_GET_SIZE(a))
-    out[pos] = b'\n'
-    return result
+    return _encode(mtype, name_b, mid_b, fargs, True)
 
 
 def encode_messages(messages):
