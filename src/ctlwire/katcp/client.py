@@ -1340,26 +1340,17 @@ class CallbackClient(DeviceClient):
         KatcpVersionError
             A mid is forced and the server does not offer message ids.
         """
+        return BlockingClient.blocking_request(self, msg, timeout, keepalive, use_mid)
+
+    def _blocking_registered(self, msg: Message, timeout: Optional[float],
+                             use_mid: Optional[bool], keepalive: bool
+                             ) -> tuple[Message, list[Message]]:
+        # The general path of blocking_request: the request is entered in the table of
+        # pending requests, and whichever thread reads its reply completes it.
         me = get_ident()
         if me == self._dispatcher or me == self._io_ident:
             raise RuntimeError("blocking_request() cannot be called from a handler or "
                                "callback of the same client: it would wait for itself")
-        if timeout is None:
-            timeout = self._request_timeout
-        if (use_mid is None and msg.mid is None and self._server_supports_ids
-                and msg.mtype == _REQUEST and self._fast_replies):
-            # The common case gets a path of its own: with a fresh mid and the reader role
-            # held from before the send until the reply, nobody else can see the reply, so
-            # the request is not even entered in the table of pending requests.
-            msg.mid = b"%d" % ((next(self._mid_counter) - 1) % _MAX_MID + 1)
-            data = encode_message(_REQUEST, msg.name, msg.arguments, msg.mid)
-            # Large requests skip it: while we hold the reader role nobody drains the
-            # socket, and a long write could stall on a full window.
-            if len(data) < 65536 and self._read_lock.acquire(False):
-                try:
-                    return self._direct_request(msg, data, timeout, keepalive)
-                finally:
-                    self._read_lock.release()
         p = self._register(msg, use_mid, timeout)
         lock = allocate_lock()
         lock.acquire()
@@ -1403,81 +1394,6 @@ class CallbackClient(DeviceClient):
         if p.error is not None:
             raise p.error
         return p.reply, p.informs
-
-    def _direct_request(self, msg: Message, data: bytes, timeout: Optional[float],
-                        keepalive: bool) -> tuple[Message, list[Message]]:
-        # Caller holds the read lock; msg has its mid. Send, then read and dispatch the
-        # stream in this thread until our reply arrives.
-        mid = msg.mid
-        started = _monotonic()
-        deadline = math.inf if timeout is None else started + timeout
-        with self._write_lock:
-            sock = self._sock
-            if sock is None:
-                raise KatcpClientError(f"Not connected to device {self.bind_address_string}")
-            try:
-                sent = sock.send(data, _DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._abort_link()
-                raise KatcpClientError(
-                    f"Could not send to {self.bind_address_string}: {exc}") from exc
-            if sent != len(data):
-                self._write_rest(sock, data, sent, timeout)
-        self._direct_reads += 1
-        informs: list[Message] = []
-        rbuf, rview, feed = self._rbuf, self._rview, self._parser.feed
-        while True:
-            sock = self._sock
-            poll = self._poll
-            if sock is None or poll is None:
-                raise KatcpClientError(f"Request ?{msg.name} to {self.bind_address_string} "
-                                       f"failed: connection lost")
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                raise KatcpTimeoutError(
-                    f"Request ?{msg.name} to {self.bind_address_string} timed out after "
-                    f"{_monotonic() - started:.3f} s")
-            try:
-                if self._blocking_reads and remaining > _RCV_SLICE:
-                    n = sock.recv_into(rbuf)  # waits up to _RCV_SLICE (SO_RCVTIMEO)
-                else:
-                    if not poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
-                        continue
-                    n = sock.recv_into(rbuf, 0, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                self._link_lost(f"read error: {exc}")
-                raise KatcpClientError(f"Request ?{msg.name} to {self.bind_address_string} "
-                                       f"failed: {exc}") from exc
-            if not n:
-                reason = ("client stopped" if not self._running_flag
-                          else "connection closed by server")
-                self._link_lost(reason)
-                raise KatcpClientError(f"Request ?{msg.name} to {self.bind_address_string} "
-                                       f"failed: {reason}")
-            reply = None
-            others = None
-            for item in feed(rview[:n]):
-                if reply is None and not isinstance(item, KatcpSyntaxError) and item.mid == mid:
-                    if item.mtype == _REPLY:
-                        reply = item
-                        continue
-                    if item.mtype == _INFORM:
-                        informs.append(item)
-                        if keepalive and timeout is not None:
-                            deadline = _monotonic() + timeout
-                        continue
-                if others is None:
-                    others = [item]
-                else:
-                    others.append(item)
-            if others is not None:
-                self._dispatch_items(others)
-            if reply is not None:
-                return reply, informs
 
     def _wait(self, p: _Pending) -> None:
         read_lock = self._read_lock
@@ -1598,7 +1514,102 @@ class BlockingClient(CallbackClient):
         reply : Message
         informs : list of Message
         """
-        return CallbackClient.blocking_request(self, msg, timeout, use_mid, keepalive)
+        if timeout is None:
+            timeout = self._request_timeout
+        read_lock = self._read_lock
+        if (use_mid is None and msg.mid is None and self._server_supports_ids
+                and self._fast_replies and msg.mtype == _REQUEST
+                and read_lock.acquire(False)):
+            # The common case, inline (it is the hottest path of the library): with a
+            # fresh mid and the reader role held from before the send until the reply,
+            # nobody else can see the reply, so the request is not even entered in the
+            # table of pending requests; this thread reads the stream itself, keeps its
+            # reply and informs and dispatches anything else as usual.
+            try:
+                mid = msg.mid = b"%d" % ((next(self._mid_counter) - 1) % _MAX_MID + 1)
+                data = encode_message(_REQUEST, msg.name, msg.arguments, mid)
+                # Large requests take the general path: while we hold the reader role
+                # nobody drains the socket, and a long write could stall on a full window.
+                if len(data) < 65536:
+                    started = _monotonic()
+                    deadline = math.inf if timeout is None else started + timeout
+                    with self._write_lock:
+                        sock = self._sock
+                        if sock is None:
+                            raise KatcpClientError(
+                                f"Not connected to device {self.bind_address_string}")
+                        try:
+                            sent = sock.send(data, _DONTWAIT)
+                        except BlockingIOError:
+                            sent = 0
+                        except OSError as exc:
+                            self._abort_link()
+                            raise KatcpClientError(
+                                f"Could not send to {self.bind_address_string}: {exc}"
+                            ) from exc
+                        if sent != len(data):
+                            self._write_rest(sock, data, sent, timeout)
+                    self._direct_reads += 1
+                    informs: list[Message] = []
+                    rbuf, rview, feed = self._rbuf, self._rview, self._parser.feed
+                    # A blocking recv() returns within _RCV_SLICE (SO_RCVTIMEO); near the
+                    # deadline, poll() waits exactly what is left.
+                    blocking = self._blocking_reads and deadline - started > _RCV_SLICE
+                    while True:
+                        if not blocking:
+                            remaining = deadline - _monotonic()
+                            if remaining <= 0:
+                                # (raised outside the try: KatcpTimeoutError is an OSError)
+                                raise KatcpTimeoutError(
+                                    f"Request ?{msg.name} to {self.bind_address_string} "
+                                    f"timed out after {_monotonic() - started:.3f} s")
+                        try:
+                            if blocking:
+                                n = sock.recv_into(rbuf)
+                            else:
+                                if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
+                                    continue
+                                n = sock.recv_into(rbuf, 0, _DONTWAIT)
+                        except (BlockingIOError, InterruptedError):
+                            if deadline - _monotonic() <= _RCV_SLICE:
+                                blocking = False
+                            continue
+                        except (OSError, AttributeError) as exc:  # AttributeError: no poll
+                            self._link_lost(f"read error: {exc}")
+                            raise KatcpClientError(
+                                f"Request ?{msg.name} to {self.bind_address_string} "
+                                f"failed: {exc}") from exc
+                        if not n:
+                            reason = ("client stopped" if not self._running_flag
+                                      else "connection closed by server")
+                            self._link_lost(reason)
+                            raise KatcpClientError(
+                                f"Request ?{msg.name} to {self.bind_address_string} "
+                                f"failed: {reason}")
+                        reply = None
+                        others = None
+                        for item in feed(rview[:n]):
+                            if (reply is None and not isinstance(item, KatcpSyntaxError)
+                                    and item.mid == mid):
+                                if item.mtype == _REPLY:
+                                    reply = item
+                                    continue
+                                if item.mtype == _INFORM:
+                                    informs.append(item)
+                                    if keepalive and timeout is not None:
+                                        deadline = _monotonic() + timeout
+                                    continue
+                            if others is None:
+                                others = [item]
+                            else:
+                                others.append(item)
+                        if others is not None:
+                            self._dispatch_items(others)
+                        if reply is not None:
+                            return reply, informs
+            finally:
+                read_lock.release()
+        return self._blocking_registered(msg, timeout, use_mid, keepalive)
 
 
 def request_check(client: CallbackClient, exception: type, *msg_parms: Any,
