@@ -26,9 +26,10 @@ def child_env() -> dict:
 class PeerServer:
     """aiokatcp DeviceServer in a child process (see ctlwire.katcp._client_peer)."""
 
-    def __init__(self, impl: str = "aiokatcp") -> None:
+    def __init__(self, impl: str = "aiokatcp", port: int = 0) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl],
+            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl,
+             "--port", str(port)],
             stdout=subprocess.PIPE, env=child_env())
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -236,3 +237,52 @@ def test_connect_to_closed_port_raises_client_error():
         with pytest.raises(KatcpClientError):
             await AioClient.connect("127.0.0.1", port, connect_timeout=TIMEOUT)
     run(main())
+
+
+@pytest.mark.parametrize("impl", SERVERS)
+def test_auto_reconnect_renews_sensor_subscriptions(impl):
+    server = PeerServer(impl)
+    try:
+        async def main():
+            nonlocal server
+            client = await AioClient.connect("127.0.0.1", server.port, protocol_wait=TIMEOUT,
+                                             auto_reconnect=True)
+            updates = client.sensor_updates()
+            await client.subscribe("counter", "event")
+            await asyncio.wait_for(updates.__anext__(), TIMEOUT)  # current value
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, server.kill)
+            deadline = loop.time() + TIMEOUT
+            while client.is_connected and loop.time() < deadline:  # bounded poll
+                await asyncio.sleep(0.01)
+            assert not client.is_connected
+            server = await loop.run_in_executor(None, PeerServer, impl, server.port)
+            assert await client.wait_connected(TIMEOUT)
+            assert await client.wait_protocol(TIMEOUT)
+            await client.request("bump", 9)
+            for _ in range(5):  # the renewed subscription's first value, then 9
+                reading = await asyncio.wait_for(updates.__anext__(), TIMEOUT)
+                if reading.value == b"9":
+                    break
+            assert reading.value == b"9"
+            client.close()
+            await client.wait_closed()
+        run(main())
+    finally:
+        server.kill()
+
+
+def test_without_auto_reconnect_a_lost_link_ends_the_client():
+    server = PeerServer()
+    try:
+        async def main():
+            client = await connected(server.port)
+            updates = client.sensor_updates()
+            await asyncio.get_running_loop().run_in_executor(None, server.kill)
+            await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+            assert [r async for r in updates] == []
+            with pytest.raises(KatcpClientError):
+                await client.request("watchdog")
+        run(main())
+    finally:
+        server.kill()

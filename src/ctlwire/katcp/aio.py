@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Optional
 
@@ -137,9 +138,19 @@ class AioClient:
     port : int
     timeout : float or None, optional
         Default request timeout in seconds (None: wait forever).
+    auto_reconnect : bool, optional
+        After a lost link, reconnect with a bounded randomised backoff
+        (``reconnect_delay_min`` .. ``reconnect_delay_max`` s) and renew the sensor
+        subscriptions made with :meth:`subscribe`. Requests awaited when the link drops
+        still fail, and requests made while it is down raise ``KatcpClientError``.
     """
 
-    def __init__(self, host: str, port: int, *, timeout: Optional[float] = 5.0) -> None:
+    #: Shortest and longest wait before a reconnection attempt (doubling, randomised).
+    reconnect_delay_min = 0.05
+    reconnect_delay_max = 2.0
+
+    def __init__(self, host: str, port: int, *, timeout: Optional[float] = 5.0,
+                 auto_reconnect: bool = False) -> None:
         self.host = host
         self.port = int(port)
         self.timeout = timeout
@@ -159,11 +170,18 @@ class AioClient:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._wbuf: list[bytes] = []
         self._flush_scheduled = False
+        self.auto_reconnect = auto_reconnect
+        self._connect_timeout = 5.0
+        self._protocol_wait = 1.0
+        self._connected = asyncio.Event()
+        self._reconnect_task: Optional[asyncio.Task] = None
+        self._subscriptions: dict[str, tuple] = {}  # renewed after a reconnection
 
     # ------------------------------------------------------------------ connection
     @classmethod
     async def connect(cls, host: str, port: int, *, timeout: Optional[float] = 5.0,
-                      connect_timeout: float = 5.0, protocol_wait: float = 1.0) -> "AioClient":
+                      connect_timeout: float = 5.0, protocol_wait: float = 1.0,
+                      auto_reconnect: bool = False) -> "AioClient":
         """Connect to a server and learn its protocol flags.
 
         Parameters
@@ -177,26 +195,70 @@ class AioClient:
         protocol_wait : float
             Seconds to wait for ``#version-connect`` (or v4 ``#version``); a server
             that sends neither is used without message ids.
+        auto_reconnect : bool
+            Reconnect after a lost link (see the class documentation). The first
+            connection must succeed.
 
         Raises
         ------
         KatcpClientError
             The connection could not be made.
         """
-        client = cls(host, port, timeout=timeout)
-        loop = client._loop = asyncio.get_running_loop()
+        client = cls(host, port, timeout=timeout, auto_reconnect=auto_reconnect)
+        client._loop = asyncio.get_running_loop()
+        client._connect_timeout = connect_timeout
+        client._protocol_wait = protocol_wait
+        await client._open()
+        return client
+
+    async def _open(self) -> None:
+        host, port = self.host, self.port
+        self._parser.reset()
+        self.protocol_flags = None
+        self._protocol_event.clear()
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(client), host, port), connect_timeout)
+                self._loop.create_connection(lambda: _Protocol(self), host, port),
+                self._connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise KatcpClientError(f"Could not connect to {host}:{port}: {exc or 'timeout'}") \
                 from exc
-        client._transport = transport
+        self._transport = transport
+        self._connected.set()
         try:
-            await asyncio.wait_for(client._protocol_event.wait(), protocol_wait)
+            await asyncio.wait_for(self._protocol_event.wait(), self._protocol_wait)
         except asyncio.TimeoutError:
             log.debug("No protocol information from %s:%s; not using message ids", host, port)
-        return client
+
+    async def _reconnect(self) -> None:
+        failures = 0
+        while not self._closing:
+            failures += 1
+            delay = min(self.reconnect_delay_max,
+                        self.reconnect_delay_min * 2 ** (failures - 1))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            if self._closing:
+                return
+            try:
+                await self._open()
+            except KatcpClientError as exc:
+                log.debug("Reconnecting to %s:%s: %s", self.host, self.port, exc)
+                continue
+            log.info("Reconnected to %s:%s", self.host, self.port)
+            for sensor, (strategy, params) in list(self._subscriptions.items()):
+                try:
+                    await self.request("sensor-sampling", sensor, strategy, *params)
+                except Exception as exc:  # report, keep the others
+                    log.warning("Could not renew sampling of %s: %s", sensor, exc)
+            return
+
+    async def wait_connected(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the connection is up; returns whether it is."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     @property
     def is_connected(self) -> bool:
@@ -214,8 +276,12 @@ class AioClient:
     def close(self) -> None:
         """Close the connection; requests still awaited fail with KatcpClientError."""
         self._closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
         if self._transport is not None:
             self._transport.close()
+        elif not self._closed.is_set():  # link already down (reconnecting): finish now
+            self._finish_closed()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed."""
@@ -234,7 +300,14 @@ class AioClient:
         else:
             reason = "connection closed by server" if exc is None else f"connection lost: {exc}"
         self._transport = None
+        self._connected.clear()
         self._fail_all(reason)
+        if self.auto_reconnect and not self._closing:
+            self._reconnect_task = self._loop.create_task(self._reconnect())
+            return
+        self._finish_closed()
+
+    def _finish_closed(self) -> None:
         for stream in list(self._streams):
             stream._put(_CLOSED)
         self._streams.clear()
@@ -486,10 +559,15 @@ class AioClient:
                         timeout: Optional[float] = None) -> Message:
         """Set a sampling strategy (``?sensor-sampling``); updates then arrive as readings.
 
-        Returns the ``ok`` reply; raises :class:`FailReply` if the server refuses.
+        Returns the ``ok`` reply; raises :class:`FailReply` if the server refuses. With
+        ``auto_reconnect`` the strategy is set again after each reconnection.
         """
         reply, _ = await self.request("sensor-sampling", sensor, strategy, *params,
                                       timeout=timeout)
+        if strategy == "none":
+            self._subscriptions.pop(sensor, None)
+        else:
+            self._subscriptions[sensor] = (strategy, params)
         return reply
 
     async def sensor_value(self, name: str, timeout: Optional[float] = None
