@@ -42,13 +42,16 @@ def _blocking(host: str, port: int) -> list[str]:
             print(f"    {_show(reply)}")
         reply, informs = client.blocking_request(Message.request("sensor-list"))
         names = [m.arguments[0].decode() for m in informs if m.arguments]
+        # Numeric sensors first: their updates make the better show.
+        numeric = [m.arguments[0].decode() for m in informs
+                   if len(m.arguments) > 3 and m.arguments[3] in (b"float", b"integer")]
         print(f"  ?sensor-list -> {_show(reply)}: {', '.join(names[:6])}"
               f"{' ...' if len(names) > 6 else ''}")
         t0 = time.perf_counter()
         for _ in range(1000):
             client.blocking_request(Message.request("watchdog"))
         print(f"  1000 sequential ?watchdog in {(time.perf_counter() - t0) * 1e3:.0f} ms")
-        return names
+        return numeric + [n for n in names if n not in numeric]
     finally:
         client.stop()
         client.join(TIMEOUT)
@@ -82,16 +85,18 @@ async def _subscribe(host: str, port: int, sensors: list[str]) -> None:
             return
         name = sensors[0]
         updates = client.sensor_updates()
-        reply = await client.subscribe(name, "event")
-        print(f"  ?sensor-sampling {name} event -> {_show(reply)}")
+        reply = await client.subscribe(name, "period", 0.1)
+        print(f"  ?sensor-sampling {name} period 0.1 -> {_show(reply)}")
         try:
-            reading = await asyncio.wait_for(updates.__anext__(), TIMEOUT)
-            print(f"  update: {reading.name} = {reading.value.decode(errors='replace')} "
-                  f"({reading.status}) at {reading.timestamp:.3f}")
+            for _ in range(3):
+                reading = await asyncio.wait_for(updates.__anext__(), TIMEOUT)
+                print(f"  update: {reading.name} = {reading.value.decode(errors='replace')} "
+                      f"({reading.status}) at {reading.timestamp:.3f}")
         except asyncio.TimeoutError:
             print("  (no update within the timeout)")
         finally:
             updates.close()
+            await client.subscribe(name, "none")
         replies = await asyncio.gather(*(client.request("watchdog") for _ in range(100)))
         print(f"  100 concurrent awaited ?watchdog: {sum(r.reply_ok() for r, _ in replies)} ok")
 
