@@ -129,15 +129,16 @@ def _raise_error(err: Any, what: str) -> None:
 
 
 class _Slot:
-    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "what", "event")
+    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "oid", "method", "event")
 
-    def __init__(self, msg: list, deadline: float, what: str) -> None:
+    def __init__(self, msg: list, deadline: float, oid: str, method: str) -> None:
         self.reply: Any = None
         self.msg = msg
         self.deadline = deadline
         self.sent = False
         self.cancelled = False
-        self.what = what
+        self.oid = oid          # object id and method name, for error messages only
+        self.method = method
         # created only when a thread has to wait for another thread's reading
         self.event: threading.Event | None = None
 
@@ -272,7 +273,7 @@ class RocClient:
         call_id = next(self._ids)
         body = rpc.encode_request(call_id, method, args, kwargs)
         slot = _Slot([b"", _MDPC, objectId.encode("utf-8"), body],
-                     time.monotonic() + self.timeout, f"{objectId}.{method}")
+                     time.monotonic() + self.timeout, objectId, method)
         return call_id, slot
 
     def _call(self, objectId: str, method: str, args: tuple, kwargs: dict) -> Any:
@@ -410,13 +411,13 @@ class RocClient:
                     slot.cancelled = True
                     self._followers.discard(slot)
                     if self._closed:
-                        raise RocError(f"{slot.what}: client closed during the call")
+                        raise RocError(f"{_what(slot)}: client closed during the call")
                     if not slot.sent:
                         raise BrokerUnavailable(
-                            f"{slot.what}: broker at {self.endpoint} not reachable within "
+                            f"{_what(slot)}: broker at {self.endpoint} not reachable within "
                             f"{self.timeout:g} s; the call was not sent")
                     raise RocTimeout(
-                        f"{slot.what}: no reply within {self.timeout:g} s from "
+                        f"{_what(slot)}: no reply within {self.timeout:g} s from "
                         f"{self.endpoint}; the call may or may not have run "
                         "(it is never resent)")
                 lead = not self._leader
@@ -444,17 +445,17 @@ class RocClient:
         if type(reply) is bytes:  # MMI
             return reply
         if type(reply) is not dict:
-            raise ProtocolError(f"{slot.what}: reply is not a JSON object")
+            raise ProtocolError(f"{_what(slot)}: reply is not a JSON object")
         if "result" in reply:
             return reply["result"]
-        _raise_error(reply.get("error"), slot.what)
-        raise ProtocolError(f"{slot.what}: reply has neither result nor error")
+        _raise_error(reply.get("error"), _what(slot))
+        raise ProtocolError(f"{_what(slot)}: reply has neither result nor error")
 
     def _mmi(self, objectId: str) -> bytes:
         # MMI replies carry no JSON id, so one MMI query at a time per client,
         # matched by a key no JSON reply can produce
         slot = _Slot([b"", _MDPC, b"mmi.service", objectId.encode("utf-8")],
-                     time.monotonic() + self.timeout, f"mmi.service({objectId!r})")
+                     time.monotonic() + self.timeout, "mmi.service", repr(objectId))
         with self._mmi_lock:
             if self._enqueue(_MMI_KEY, slot):
                 self._release()
@@ -462,6 +463,12 @@ class RocClient:
 
 
 _MMI_KEY = ("mmi",)
+
+
+def _what(slot: _Slot) -> str:
+    if slot.oid == "mmi.service":
+        return f"mmi.service({slot.method})"
+    return f"{slot.oid}.{slot.method}"
 
 
 class _RemoteMethod:
@@ -490,8 +497,6 @@ class RocProxy:
     use and refreshed once when an unknown name is asked for.
     """
 
-    __slots__ = ("_client", "_oid", "_methods", "_attributes", "_bound")
-
     def __init__(self, client: RocClient, objectId: str) -> None:
         object.__setattr__(self, "_client", client)
         object.__setattr__(self, "_oid", objectId)
@@ -515,6 +520,8 @@ class RocProxy:
             self._describe()
         if name in self._methods:  # type: ignore[operator]
             bound = self._bound[name] = _RemoteMethod(self._client, self._oid, name)
+            # cached on the instance: the next lookup does not reach __getattr__
+            object.__setattr__(self, name, bound)
             return bound
         if name in self._attributes:  # type: ignore[operator]
             return self._client.call(self._oid, rpc.GET, name)

@@ -158,28 +158,27 @@ class RocServer:
         life = interval * self.liveness
         now = time.monotonic
         stop = self._stop
+        heartbeat = [b"", _MDPW, _HEARTBEAT]
         self._connect()
         broker_expiry = now() + life
         while not stop.is_set():
             t = now()
             if t - self._last_sent >= interval:
-                self._send([b"", _MDPW, _HEARTBEAT])
+                self._send(heartbeat)
             if t > broker_expiry:
                 log.info("broker %s silent for %.1f s: reconnecting", self.endpoint, life)
                 self._connect()
                 broker_expiry = t + life
                 continue
-            wait = max(int(min(interval - (t - self._last_sent), _STOP_CHECK) * 1000) + 1, 1)
+            wait = int(min(interval - (t - self._last_sent), _STOP_CHECK) * 1000) + 1
             if wait != self._rcvtimeo:
-                self._rcvtimeo = wait
+                self._rcvtimeo = wait = max(wait, 1)
                 self._sock.setsockopt(zmq.RCVTIMEO, wait)  # type: ignore[union-attr]
             frames = self._recv()
             if frames is None:
                 continue
-            broker_expiry = now() + life
             kind = classify(frames)
             if kind == _B_REQUEST:
-                client = frames[3]
                 body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
                 self._busy = True
                 lock.release()
@@ -189,11 +188,13 @@ class RocServer:
                     lock.acquire()
                     self._busy = False
                 self.calls += 1
-                self._send([b"", _MDPW, _REPLY, client, b"", reply])
-                # broker heartbeats queued while we were busy; don't call it dead
-                broker_expiry = max(broker_expiry, now() + life)
+                self._send_raw([b"", _MDPW, _REPLY, frames[3], b"", reply])
+                # any reply counts as a heartbeat; broker heartbeats queued while we
+                # were busy are still unread, so the broker counts as alive
+                self._last_sent = t = now()
+                broker_expiry = t + life
             elif kind == _B_HEARTBEAT:
-                pass
+                broker_expiry = now() + life
             elif kind == _B_DISCONNECT:
                 log.info("broker said DISCONNECT: registering again")
                 self._connect()
