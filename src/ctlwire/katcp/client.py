@@ -2,10 +2,10 @@
 
 The names and semantics follow katcp-python so that users only change their imports.
 Underneath there is no event loop: one I/O thread per client waits on the socket with a
-selector and feeds the codec's ``StreamParser``; callers write straight to the
-non-blocking socket under a lock; and a thread blocked in ``blocking_request`` reads the
-socket itself while no other reader is active, so a sequential request costs no thread
-hand-off at all.
+selector and feeds the codec's ``StreamParser``; callers write straight to the socket
+(without blocking) under a lock; and a thread in ``blocking_request`` reads the socket
+itself while no other reader is active, so a sequential request costs no thread hand-off
+at all.
 
 Threading model
 ---------------
