@@ -158,8 +158,10 @@ class DeviceClient:
     #: so many clients of one restarted server do not reconnect in lock-step.
     reconnect_delay_min = 0.05
     reconnect_delay_max = 2.0
-    #: Seconds allowed to write one message when the caller gives no timeout.
-    send_timeout = 5.0
+    #: Writes never block: what the kernel cannot take at once is queued and written by
+    #: the I/O thread as the server reads. Past this many queued bytes (a server that has
+    #: stopped reading), sending raises KatcpClientError.
+    max_queued_output = 16 * 1024 * 1024
 
     _request_handlers: dict = {}
     _inform_handlers: dict = {}
@@ -194,6 +196,7 @@ class DeviceClient:
         self._sock: Optional[socket.socket] = None
         self._poll: Any = None
         self._outbuf: list[bytes] = []
+        self._wq = bytearray()  # output the kernel could not take yet (write lock)
         self._dispatcher = 0  # ident of the thread currently dispatching, 0 if none
         self._direct_reads = 0  # times a blocking caller took the reader role
         self._io_ident = 0
@@ -324,7 +327,8 @@ class DeviceClient:
             None: use ids if the server offers them. True: force one (raises
             :class:`KatcpVersionError` if the server does not offer ids).
         timeout : float or None, default None
-            Seconds allowed to write the message (default :attr:`send_timeout`).
+            Kept for katcp-python compatibility: writes never block (what the kernel
+            cannot take at once is queued, see :attr:`max_queued_output`).
 
         Returns
         -------
@@ -342,7 +346,7 @@ class DeviceClient:
         ----------
         msg : Message
         timeout : float or None, default None
-            Seconds allowed to write the message.
+            Kept for katcp-python compatibility: writes never block.
 
         Raises
         ------
@@ -365,12 +369,13 @@ class DeviceClient:
         ----------
         msg : Message
         timeout : float or None, default None
-            Seconds allowed to write the message (default :attr:`send_timeout`).
+            Kept for katcp-python compatibility: writes never block (what the kernel
+            cannot take at once is queued, see :attr:`max_queued_output`).
 
         Raises
         ------
         KatcpClientError
-            Not connected, or the write failed or timed out.
+            Not connected, the write failed, or the output queue is full.
         """
         self._send_bytes(encode_message(msg.mtype, msg.name, msg.arguments, msg.mid), timeout)
 
@@ -386,16 +391,7 @@ class DeviceClient:
             sock = self._sock
             if sock is None:
                 raise KatcpClientError(f"Not connected to device {self.bind_address_string}")
-            try:
-                sent = sock.send(data, _DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._abort_link()
-                raise KatcpClientError(
-                    f"Could not send to {self.bind_address_string}: {exc}") from exc
-            if sent != len(data):  # rare: the kernel's send buffer is full
-                self._write_rest(sock, data, sent, timeout)
+            self._write_all(sock, data, timeout)
 
     def _flush_outbuf(self) -> None:
         data = b"".join(self._outbuf)
@@ -410,8 +406,10 @@ class DeviceClient:
                 self._logger.warning("%s", exc)
 
     def _write_all(self, sock: socket.socket, data: bytes, timeout: Optional[float]) -> None:
-        # Caller holds the write lock. The socket is non-blocking: the common case is one
-        # send() that takes everything.
+        # Caller holds the write lock. The common case is one send() that takes it all.
+        if self._wq:
+            self._queue_out(data)  # behind what is already waiting, in order
+            return
         try:
             sent = sock.send(data, _DONTWAIT)
         except BlockingIOError:
@@ -423,31 +421,37 @@ class DeviceClient:
         if sent != len(data):
             self._write_rest(sock, data, sent, timeout)
 
+    def _queue_out(self, data: bytes) -> None:
+        # Caller holds the write lock and found output already queued.
+        if len(self._wq) > self.max_queued_output:
+            raise KatcpClientError(
+                f"Output queue to {self.bind_address_string} is full ({len(self._wq)} bytes "
+                f"unsent): the server is not reading")
+        self._wq += data
+
     def _write_rest(self, sock: socket.socket, data: bytes, sent: int,
                     timeout: Optional[float]) -> None:
-        # Caller holds the write lock; wait for room in the send buffer, up to timeout.
-        view = memoryview(data)[sent:]
-        if timeout is None:
-            timeout = self.send_timeout
-        deadline = _monotonic() + timeout
-        while view:
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                if len(view) < len(data):
-                    # Half a message is on the wire: the stream is unusable.
-                    self._abort_link()
-                raise KatcpClientError(
-                    f"Timed out after {timeout:g} s writing to {self.bind_address_string}")
+        # Caller holds the write lock; the kernel's send buffer is full. Queue the rest of
+        # the message (never half of it is dropped) for the I/O thread, which writes it as
+        # the server reads while it goes on reading itself: a writer that waited here
+        # instead could stall the reading of replies the server is blocked writing.
+        self._wq += memoryview(data)[sent:]
+        self._wake()
+
+    def _drain_out(self, sock: socket.socket) -> None:
+        """I/O thread: write queued output the socket has room for."""
+        with self._write_lock:
+            if self._sock is not sock or not self._wq:
+                return
             try:
-                _, writable = _wait_fds([], [sock], remaining)
-                if writable:
-                    view = view[sock.send(view, _DONTWAIT):]
+                sent = sock.send(self._wq, _DONTWAIT)
             except BlockingIOError:
-                continue
-            except (OSError, ValueError) as exc:
+                return
+            except OSError as exc:
+                self._logger.warning("Could not send to %s: %s", self.bind_address_string, exc)
                 self._abort_link()
-                raise KatcpClientError(
-                    f"Could not send to {self.bind_address_string}: {exc}") from exc
+                return
+            del self._wq[:sent]
 
     def _abort_link(self) -> None:
         # Wake whoever reads the socket; the reader tears the link down and fails the
@@ -720,6 +724,7 @@ class DeviceClient:
         with self._write_lock:
             self._sock = None
             self._poll = None
+            self._wq.clear()
             sock.close()
         self._outbuf.clear()
         self._parser.reset()
@@ -760,12 +765,25 @@ class DeviceClient:
     def _serve(self, sel: selectors.BaseSelector, sock: socket.socket) -> None:
         """I/O thread: serve one connection until it drops or the client stops."""
         wake = self._wake_r
-        sel.register(sock, selectors.EVENT_READ)
-        registered = True
+        reading = True  # False while blocking callers read the socket themselves
+        mask = 0  # events the socket is registered for
         parked_seen = 0
         self._next_check = -math.inf
         try:
             while self._running_flag and self._sock is sock:
+                want = ((selectors.EVENT_READ if reading else 0)
+                        | (selectors.EVENT_WRITE if self._wq else 0))
+                if want != mask:
+                    try:
+                        if not mask:
+                            sel.register(sock, want)
+                        elif not want:
+                            sel.unregister(sock)
+                        else:
+                            sel.modify(sock, want)
+                    except (KeyError, ValueError, OSError):
+                        break  # closed under us: the link is gone
+                    mask = want
                 now = _monotonic()
                 if now >= self._next_check:
                     # Cleared first so a request registered during the scan lowers it.
@@ -774,21 +792,22 @@ class DeviceClient:
                     if nxt < self._next_check:
                         self._next_check = nxt
                 timeout = self._next_check - now
-                if not registered and timeout > _PARK_INTERVAL:
+                if not reading and timeout > _PARK_INTERVAL:
                     timeout = _PARK_INTERVAL
                 events = sel.select(max(timeout, 0.0))
                 sock_ready = False
-                for key, _ in events:
+                for key, ev in events:
                     if key.fileobj is wake:
                         self._drain_wake()
                     else:
-                        sock_ready = True
-                if not registered:
+                        if ev & selectors.EVENT_WRITE:
+                            self._drain_out(sock)
+                        if ev & selectors.EVENT_READ:
+                            sock_ready = True
+                if not reading:
                     seen, parked_seen = parked_seen, self._direct_reads
-                    if seen != parked_seen or self._read_lock.locked():
-                        continue  # blocking callers are still reading by themselves
-                    sel.register(sock, selectors.EVENT_READ)
-                    registered = True
+                    if seen == parked_seen and not self._read_lock.locked():
+                        reading = True  # no blocking caller read for a whole interval
                     continue
                 if sock_ready:
                     if self._read_lock.acquire(False):
@@ -800,11 +819,10 @@ class DeviceClient:
                     else:
                         # A thread in blocking_request is reading the socket itself: step
                         # aside rather than wake on every byte it is about to consume.
-                        sel.unregister(sock)
-                        registered = False
+                        reading = False
                         parked_seen = self._direct_reads
         finally:
-            if registered:
+            if mask:
                 try:
                     sel.unregister(sock)
                 except (KeyError, ValueError, OSError):
@@ -1370,16 +1388,7 @@ class CallbackClient(DeviceClient):
                     if sock is None:
                         raise KatcpClientError(
                             f"Not connected to device {self.bind_address_string}")
-                    try:
-                        sent = sock.send(data, _DONTWAIT)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError as exc:
-                        self._abort_link()
-                        raise KatcpClientError(
-                            f"Could not send to {self.bind_address_string}: {exc}") from exc
-                    if sent != len(data):
-                        self._write_rest(sock, data, sent, timeout)
+                    self._write_all(sock, data, timeout)
             except KatcpClientError:
                 self._forget(p)
                 raise
@@ -1538,17 +1547,7 @@ class BlockingClient(CallbackClient):
                         if sock is None:
                             raise KatcpClientError(
                                 f"Not connected to device {self.bind_address_string}")
-                        try:
-                            sent = sock.send(data, _DONTWAIT)
-                        except BlockingIOError:
-                            sent = 0
-                        except OSError as exc:
-                            self._abort_link()
-                            raise KatcpClientError(
-                                f"Could not send to {self.bind_address_string}: {exc}"
-                            ) from exc
-                        if sent != len(data):
-                            self._write_rest(sock, data, sent, timeout)
+                        self._write_all(sock, data, timeout)
                     self._direct_reads += 1
                     informs: list[Message] = []
                     rbuf, rview, feed = self._rbuf, self._rview, self._parser.feed
