@@ -175,3 +175,22 @@ def test_never_served_names_do_not_accumulate(router, sink):
     router.tick(1.0)
     assert router.stats()["queued"] == 0
     assert len(sink.take()) >= 2
+
+
+def test_reply_from_an_idle_worker_is_not_forwarded(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    router.handle(reply(b"W", b"C"), 0.2)
+    sink.take()
+    router.handle(reply(b"W", b"C"), 0.3)  # a second answer to the same call
+    assert sink.take() == [[b"W", b"", b"MDPW01", b"\x05"]]
+
+
+def test_reply_for_another_client_is_not_forwarded(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    sink.take()
+    router.handle(reply(b"W", b"X"), 0.2)
+    out = sink.take()
+    assert [m[0] for m in out if m[2] == b"MDPC01"] == [b"C"]  # C told: server lost
+    assert _json.loads(out[0][4])["error"]["code"] == rpc.WORKER_LOST

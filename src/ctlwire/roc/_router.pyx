@@ -377,6 +377,11 @@ cdef class Router:
             if w is None:
                 self._disconnect(identity)
                 return
+            if w.client is None or <bytes>frames[4] != w.client:
+                # a reply to no call of ours: forwarding it could answer a call twice
+                self._remove_worker(w, False)
+                self._disconnect(identity)
+                return
             self.replies += 1
             w.expiry = now + self._life()
             self._send([frames[4], _EMPTY, _MDPC, w.service.name] + frames[6:])

@@ -1,0 +1,100 @@
+"""Property: whatever happens, every accepted call is answered exactly once and
+dispatched to a server at most once (never a second execution, nothing lost)."""
+from __future__ import annotations
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from ctlwire import _json
+from ctlwire._ext import load_extension
+
+R = load_extension("ctlwire.roc._router")
+
+WORKERS = [b"W0", b"W1"]
+CLIENTS = [b"C0", b"C1"]
+SERVICES = [b"a", b"b"]
+
+_event = st.one_of(
+    st.tuples(st.just("ready"), st.sampled_from(WORKERS), st.sampled_from(SERVICES)),
+    st.tuples(st.just("request"), st.sampled_from(CLIENTS), st.sampled_from(SERVICES)),
+    st.tuples(st.just("reply"), st.sampled_from(WORKERS), st.none()),
+    st.tuples(st.just("reply-again"), st.sampled_from(WORKERS), st.none()),
+    st.tuples(st.just("heartbeat"), st.sampled_from(WORKERS), st.none()),
+    st.tuples(st.just("disconnect"), st.sampled_from(WORKERS), st.none()),
+    st.tuples(st.just("tick"), st.floats(0.0, 2.0), st.none()),
+    st.tuples(st.just("garbage"), st.binary(max_size=6), st.none()),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_event, max_size=60))
+@example([("ready", b"W0", b"a"), ("request", b"C0", b"a"), ("reply", b"W0", None),
+          ("reply-again", b"W0", None)])
+@example([("request", b"C0", b"a"), ("ready", b"W0", b"a"), ("tick", 2.0, None),
+          ("reply", b"W0", None)])
+def test_every_call_answered_once_and_dispatched_at_most_once(events):
+    out: list = []
+    router = R.Router(out.append, heartbeat=0.5, liveness=3, queue_timeout=1.0,
+                      unknown_grace=0.3, max_queue=3)
+    now = 0.0
+    token = 0
+    accepted: set[int] = set()
+    dispatched: dict[int, int] = {}
+    answered: dict[int, int] = {}
+    client_of: dict[int, bytes] = {}
+    current: dict[bytes, int] = {}  # what each worker is executing, as it believes
+    last: dict[bytes, tuple] = {}     # each worker's last reply (client, token)
+
+    def drain() -> None:
+        for msg in out:
+            if msg[2] == b"MDPW01":
+                if msg[3] == b"\x02":
+                    tok = _json.loads(msg[6])["id"]
+                    dispatched[tok] = dispatched.get(tok, 0) + 1
+                    current[msg[0]] = tok
+                    last.pop(msg[0], None)
+                    client_of[tok] = msg[4]
+                elif msg[3] == b"\x05":
+                    current.pop(msg[0], None)
+            elif msg[2] == b"MDPC01":
+                tok = _json.loads(msg[4])["id"]
+                answered[tok] = answered.get(tok, 0) + 1
+        out.clear()
+
+    for kind, a, b in events:
+        if kind == "ready":
+            router.handle([a, b"", b"MDPW01", b"\x01", b], now)
+        elif kind == "request":
+            token += 1
+            accepted.add(token)
+            router.handle([a, b"", b"MDPC01", b, _json.dumps({"id": token})], now)
+        elif kind == "reply":
+            tok = current.pop(a, None)
+            if tok is not None:
+                last[a] = (client_of[tok], tok)
+                router.handle([a, b"", b"MDPW01", b"\x03", client_of[tok], b"",
+                               _json.dumps({"id": tok, "result": 1})], now)
+        elif kind == "reply-again":
+            if a in last:
+                client, tok = last[a]
+                router.handle([a, b"", b"MDPW01", b"\x03", client, b"",
+                               _json.dumps({"id": tok, "result": 2})], now)
+        elif kind == "heartbeat":
+            router.handle([a, b"", b"MDPW01", b"\x04"], now)
+        elif kind == "disconnect":
+            current.pop(a, None)
+            router.handle([a, b"", b"MDPW01", b"\x05"], now)
+        elif kind == "tick":
+            now += a
+            router.tick(now)
+        else:
+            router.handle([b"G", a], now)
+        drain()
+        assert all(n == 1 for n in dispatched.values()), "a call was dispatched twice"
+        assert all(n == 1 for n in answered.values()), "a call was answered twice"
+
+    # let every server and every queued call expire: all calls get their one answer
+    router.tick(now + 100.0)
+    drain()
+    assert set(answered) == accepted
+    assert all(n == 1 for n in answered.values())
