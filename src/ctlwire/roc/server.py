@@ -220,7 +220,8 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
         The object to share.
     brokerEndpoint : Endpoints or str or None
         The broker; ``None`` reads ``$CTLWIRE_ROC_BROKER`` (``host`` or
-        ``host:baseport``), else uses ``localhost:5555``.
+        ``host:baseport``), else uses ``localhost:5555``.  A full ZeroMQ endpoint
+        (``tcp://...``) names the MDP socket only, so logging stays off then.
     logging_ : bool
         Install :class:`~ctlwire.roc.logging.RocLogger` on the root logger.
     heartbeat : float
