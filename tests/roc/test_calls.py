@@ -170,3 +170,23 @@ def test_late_reply_after_timeout_is_dropped(ep, broker, serve, camera, wait_for
                  5.0, "the late reply to be dropped")
     finally:
         c.close()
+
+
+def test_client_finds_the_broker_through_the_environment(ep, broker, serve, camera,
+                                                         monkeypatch):
+    serve("cam", camera)
+    monkeypatch.setenv("CTLWIRE_ROC_BROKER", f"127.0.0.1:{ep.brokerBasePort}")
+    c = RocClient(timeout=5.0)
+    try:
+        assert c["cam"].add(20, 22) == 42
+    finally:
+        c.close()
+
+
+def test_client_accepts_host_port_string(ep, broker, serve, camera):
+    serve("cam", camera)
+    c = RocClient(f"127.0.0.1:{ep.brokerBasePort}", timeout=5.0)
+    try:
+        assert c.call("cam", "add", 1, 1) == 2
+    finally:
+        c.close()
