@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from ctlwire.roc import (RemoteError, RocClient, RocTimeout, UnknownObjectError)
+from ctlwire.roc import (RemoteError, RocClient, RocError, RocTimeout,
+                         UnknownObjectError)
 
 
 @pytest.fixture
@@ -190,3 +191,29 @@ def test_client_accepts_host_port_string(ep, broker, serve, camera):
         assert c.call("cam", "add", 1, 1) == 2
     finally:
         c.close()
+
+
+def test_close_while_another_thread_waits_fails_that_call_promptly(ep, broker, serve,
+                                                                   camera):
+    serve("cam", camera)
+    c = RocClient(ep, timeout=30.0)
+    c.call("cam", "add", 0, 0)
+    errors: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            c.call("cam", "slow", 3.0)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=caller)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not c._pending and time.monotonic() < deadline:  # the call is in flight
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    c.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert time.monotonic() - t0 < 2.5  # a poll slice is 0.25 s; the call takes 3 s
+    assert len(errors) == 1 and isinstance(errors[0], RocError)

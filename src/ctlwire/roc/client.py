@@ -213,6 +213,7 @@ class RocClient:
         self._unsent: deque[_Slot] = deque()   # the leader's, blocked by IMMEDIATE
         self._ids = itertools.count(1)
         self._closed = False
+        self._closing = False  # set first by close(): leaders stop after their slice
         self._proxies: dict[str, RocProxy] = {}
         self._mmi_lock = threading.Lock()
         #: Replies that matched no pending call (late after a timeout), dropped.
@@ -245,6 +246,11 @@ class RocClient:
     def close(self) -> None:
         """Close the socket; calls still waiting fail with :class:`RocError`."""
         deadline = time.monotonic() + 2.0
+        with self._lock:
+            self._closing = True
+            for slot in self._followers:  # waiting threads give up instead of leading
+                if slot.event is not None:
+                    slot.event.set()
         while True:
             with self._lock:
                 if self._closed:
@@ -281,7 +287,7 @@ class RocClient:
         if self._enqueue(call_id, slot):
             # uncontended: we already lead, read until our reply is in
             try:
-                while slot.reply is None:
+                while slot.reply is None and not self._closing:
                     remaining = slot.deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -293,7 +299,7 @@ class RocClient:
     def _enqueue(self, call_id: Any, slot: _Slot) -> bool:
         """Register and send (or hand to the leader); True if we are now leader."""
         with self._lock:
-            if self._closed:
+            if self._closing:
                 raise RocError("client is closed")
             self._pending[call_id] = slot
             if self._leader:
@@ -405,12 +411,12 @@ class RocClient:
             with self._lock:
                 if slot.reply is not None:
                     break
-                if remaining <= 0 or self._closed:
+                if remaining <= 0 or self._closing:
                     if self._pending.pop(call_id, None) is None:
                         continue  # the reply is being delivered right now
                     slot.cancelled = True
                     self._followers.discard(slot)
-                    if self._closed:
+                    if self._closing:
                         raise RocError(f"{_what(slot)}: client closed during the call")
                     if not slot.sent:
                         raise BrokerUnavailable(
