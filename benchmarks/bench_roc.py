@@ -291,19 +291,24 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=0.5, help="per measurement (0.5)")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (9)")
     ap.add_argument("--window", type=int, default=32, help="calls in flight (32)")
+    ap.add_argument("--servers", type=int, default=1,
+                    help="worker processes per path (1); MDP gives each one call at a time")
     args = ap.parse_args()
 
     procs: list[subprocess.Popen] = []
     paths = []
     try:
         b_roc, b_mt, b_bare = free_base(), free_base(), free_base()
-        procs += [spawn("roc-broker", b_roc), spawn("roc-server", b_roc),
-                  spawn("mt-broker", b_mt), spawn("mt-worker", b_mt),
-                  spawn("bare-proxy", b_bare), spawn("bare-worker", b_bare)]
+        pids: dict[str, list[int]] = {}
+        for name, broker, worker, base in (("ctlwire", "roc-broker", "roc-server", b_roc),
+                                           ("majortomo", "mt-broker", "mt-worker", b_mt),
+                                           ("bare relay", "bare-proxy", "bare-worker",
+                                            b_bare)):
+            group = [spawn(broker, base)] + [spawn(worker, base)
+                                             for _ in range(args.servers)]
+            procs += group
+            pids[name] = [p.pid for p in group]
         paths = [RocPath(b_roc), MajortomoPath(b_mt), BarePath(b_bare)]
-        pids = {"ctlwire": [procs[0].pid, procs[1].pid],
-                "majortomo": [procs[2].pid, procs[3].pid],
-                "bare relay": [procs[4].pid, procs[5].pid]}
         results: dict[str, dict[str, list[float]]] = {
             p.name: {"one at a time": [], "in flight": []} for p in paths}
         cpu: dict[str, dict[str, list[float]]] = {
@@ -320,7 +325,8 @@ def main() -> int:
                 f"{p.name} {results[p.name]['one at a time'][-1]:,.0f}/"
                 f"{results[p.name]['in flight'][-1]:,.0f}" for p in paths), flush=True)
         print(f"\ncalls per second, median of {args.rounds} interleaved rounds of "
-              f"{args.seconds:g} s (in flight: window {args.window}); CPUs: {os.cpu_count()}")
+              f"{args.seconds:g} s (in flight: window {args.window}; {args.servers} "
+              f"worker process(es) per path); CPUs: {os.cpu_count()}")
         print(f"{'path':<12}{'one at a time':>16}{'in flight':>14}"
               f"{'CPU us/call (1 / in flight)':>32}")
         med = {name: {m: statistics.median(v) for m, v in modes.items()}
