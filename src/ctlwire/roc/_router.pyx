@@ -17,8 +17,9 @@ removal O(1)).
 """
 from collections import deque
 
+from time import monotonic as _py_monotonic
+
 from cpython.exc cimport PyErr_CheckSignals
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from ctlwire.roc import rpc as _rpc
 
@@ -64,11 +65,9 @@ cdef bytes _MMI = b"mmi."
 cdef bytes _MMI_SERVICE = b"mmi.service"
 
 
-cdef inline double _monotonic() noexcept:
-    # the clock behind time.monotonic() on POSIX
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
+cdef inline double _monotonic():
+    # time.monotonic itself: portable (no POSIX-only clock_gettime in Windows builds)
+    return _py_monotonic()
 
 
 cdef inline bint _is_empty(object f):
