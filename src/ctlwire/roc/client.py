@@ -291,7 +291,7 @@ class RocClient:
                     remaining = slot.deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._pump(min(remaining, 0.25))
+                    self._pump(min(remaining, 0.25), slot)
             finally:
                 self._release()
         return self._finish(call_id, slot)
@@ -352,7 +352,7 @@ class RocClient:
             slot.sent = True
             unsent.popleft()
 
-    def _pump(self, timeout: float) -> None:
+    def _pump(self, timeout: float, mine: _Slot | None = None) -> None:
         """Leader only: wait up to ``timeout`` s once; send what other threads queued
         and deliver every reply that is available."""
         if self._unsent:
@@ -404,6 +404,10 @@ class RocClient:
             ev = slot.event
             if ev is not None:
                 ev.set()
+            if slot is mine:
+                # ours is in: skip the extra empty receive (a syscall); anything
+                # else queued is read by the next leader's poll at once
+                break
 
     def _finish(self, call_id: Any, slot: _Slot) -> Any:
         while slot.reply is None:
@@ -438,7 +442,7 @@ class RocClient:
                     self._followers.add(slot)
             if lead:
                 try:
-                    self._pump(min(remaining, 0.25))
+                    self._pump(min(remaining, 0.25), slot)
                 finally:
                     self._release()
             elif slot.reply is None:
