@@ -196,7 +196,7 @@ def bench_paced(db, rate_in_db, n_paced, rate):
     print(f"\n== paced replay at {rate:,.0f} events/s into a PUB socket "
           f"({n_paced} events, drained by a subscriber process) ==")
     results = {}
-    for name in ("ctlwire", "ctlwire spin=50µs", "ctlwire SCHED_FIFO", "pure Python"):
+    for name in ("ctlwire", "ctlwire spin=200µs", "ctlwire SCHED_FIFO", "pure Python"):
         server = ZMQServer("tcp://127.0.0.1:0")
         server.socket.setsockopt(zmq.SNDHWM, 0)
         child = subprocess.Popen([sys.executable, "-c", DRAIN, server.endpoint],
@@ -206,7 +206,8 @@ def bench_paced(db, rate_in_db, n_paced, rate):
                 raise RuntimeError("subscriber did not connect")
             if name.startswith("ctlwire"):
                 replay = TCSDBReplay(db, speedup=speedup, convert_number=True,
-                                     convert_bool=True, spin=5e-5 if "spin" in name else 0.0)
+                                     convert_bool=True,
+                                     **({"spin": 200e-6} if "spin" in name else {}))
                 if "FIFO" in name:
                     # opt-in real-time thread (tcs-replay --realtime); skipped if refused
                     ok = []

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mock-sleep", type=float, default=1.0,
                    help="seconds between mock events (default 1)")
     p.add_argument("--count", type=int, default=None, help="mock mode: stop after N events")
+    p.add_argument("--spin", type=float, default=None, metavar="SECONDS",
+                   help="busy-wait this long before each deadline instead of sleeping "
+                        "(default 0: always sleep)")
     p.add_argument("--realtime", action="store_true",
                    help="pace under SCHED_FIFO (Linux, needs CAP_SYS_NICE): precise timing "
                         "on a busy machine")
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             replay = TCSDBReplay(args.db, sort_by=args.sort_by, speedup=args.speedup,
                                  topics=args.topics, convert_number=args.convert_number,
-                                 convert_bool=args.convert_bool, json_compat=args.json_compat)
+                                 convert_bool=args.convert_bool, json_compat=args.json_compat,
+                                 **({} if args.spin is None else {"spin": args.spin}))
         except (TCSDatabaseError, ValueError) as exc:
             print(f"tcs-replay: {exc}", file=sys.stderr)
             return 2

@@ -32,6 +32,11 @@ __all__ = [
 #: Counters of a replay pass (sent, filtered, skipped, lateness); see ``TCSDBReplay.stats``.
 ReplayStats = _replay.ReplayStats
 
+#: Default spin window of the replay's pacing (seconds). 0: always sleep. Spinning the
+#: last stretch before a deadline helps only on an otherwise idle machine; on a busy
+#: 2-core one the spinning thread is preempted and ends up later (see docs/tcs-ocd.md).
+DEFAULT_SPIN = 0.0
+
 _SORT_ORDERS = {"none": 0, "__data_time": 1, "__wire_time": 2}
 
 
@@ -246,8 +251,9 @@ class TCSDBReplay:
         stdlib output) instead of the compact fast encoder.
     spin : float, optional
         Keyword only.  Seconds before a deadline during which the wait spins rather
-        than sleeps (default 0: always sleep, with a 1 µs timer slack on Linux; a
-        few tens of µs trade CPU for precision on a quiet machine).
+        than sleeps (default 0: always sleep, with a 1 µs timer slack on Linux).
+        A window of about the kernel's wake-up latency (100-200 µs) trades one
+        busy core for precision on a machine with cores to spare.
 
     Attributes
     ----------
@@ -272,7 +278,7 @@ class TCSDBReplay:
     def __init__(self, db_name: str, sort_by: str = "none", speedup: float = 1.0,
                  topics: Sequence[str] | str | None = None, convert_number: bool = False,
                  convert_bool: bool = False, *, json_compat: bool = False,
-                 spin: float = 0.0) -> None:
+                 spin: float = DEFAULT_SPIN) -> None:
         if sort_by not in _SORT_ORDERS:
             raise ValueError(f"unknown sort_by {sort_by!r}: use one of "
                              f"{', '.join(repr(k) for k in _SORT_ORDERS)}")
