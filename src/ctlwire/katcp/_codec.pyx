@@ -250,7 +250,9 @@ cdef bytes _check_mid(object mid):
     cdef bytes b
     if mid is None:
         return None
-    if PyBytes_Check(mid):
+    if PyBytes_CheckExact(mid):
+        b = <bytes>mid  # the common case (a parsed mid): no copy, no call
+    elif PyBytes_Check(mid):
         b = bytes(mid)
     elif isinstance(mid, int) and not isinstance(mid, bool):
         b = b"%d" % mid

@@ -108,8 +108,14 @@ class ClientConnection(asyncio.Protocol):
                 server._bad_line(self, item)
             if self._closing:
                 break
-        if self._out:
-            self._write_out()
+        out = self._out
+        if out:
+            # _write_out() inline (this is the per-request path).
+            transport = self._transport
+            if transport is not None:
+                self._out = []
+                if not self._closing:
+                    transport.write(out[0] if len(out) == 1 else b"".join(out))
         if not was_dirty:
             self._dirty = False
 
@@ -260,7 +266,9 @@ class ClientRequestConnection:
 
     def make_reply(self, *args: Any) -> Message:
         """Build (not send) the reply message with ``args``."""
-        return Message.reply_to_request(self.msg, *args)
+        msg = self.msg
+        # What Message.reply_to_request does, without the classmethod's re-packing.
+        return _Message(_REPLY, msg.name, args, msg.mid)
 
     def mass_inform(self, msg: Message) -> None:
         """Send an inform to every client."""

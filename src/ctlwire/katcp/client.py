@@ -58,6 +58,7 @@ __all__ = [
 log = logging.getLogger("ctlwire.katcp.client")
 
 _REQUEST, _REPLY, _INFORM = Message.REQUEST, Message.REPLY, Message.INFORM
+_Message = Message
 _MAX_MID = 2**31 - 1
 _RECV_SIZE = 64 * 1024
 # While a blocking caller reads the socket itself, the I/O thread steps aside and looks
@@ -1547,7 +1548,18 @@ class BlockingClient(CallbackClient):
                         if sock is None:
                             raise KatcpClientError(
                                 f"Not connected to device {self.bind_address_string}")
-                        self._write_all(sock, data, timeout)
+                        # _write_all's common case inline: nothing queued, one send().
+                        sent = -1
+                        if not self._wq:
+                            try:
+                                sent = sock.send(data, _DONTWAIT)
+                            except OSError:
+                                sent = -1
+                        if sent != len(data):
+                            if sent > 0:
+                                self._write_rest(sock, data, sent, timeout)
+                            else:
+                                self._write_all(sock, data, timeout)
                     self._direct_reads += 1
                     informs: list[Message] = []
                     rbuf, rview, feed = self._rbuf, self._rview, self._parser.feed
@@ -1585,9 +1597,16 @@ class BlockingClient(CallbackClient):
                             raise KatcpClientError(
                                 f"Request ?{msg.name} to {self.bind_address_string} "
                                 f"failed: {reason}")
+                        items = feed(rview[:n])
+                        if len(items) == 1:
+                            # The usual case: the chunk is exactly our reply.
+                            item = items[0]
+                            if (item.__class__ is _Message and item.mid == mid
+                                    and item.mtype == _REPLY):
+                                return item, informs
                         reply = None
                         others = None
-                        for item in feed(rview[:n]):
+                        for item in items:
                             if (reply is None and not isinstance(item, KatcpSyntaxError)
                                     and item.mid == mid):
                                 if item.mtype == _REPLY:
