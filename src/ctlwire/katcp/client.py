@@ -1562,7 +1562,7 @@ class BlockingClient(CallbackClient):
                                 self._write_all(sock, data, timeout)
                     self._direct_reads += 1
                     informs: list[Message] = []
-                    rbuf, rview, feed = self._rbuf, self._rview, self._parser.feed
+                    feed = self._parser.feed
                     # A blocking recv() returns within _RCV_SLICE (SO_RCVTIMEO); near the
                     # deadline, poll() waits exactly what is left.
                     blocking = self._blocking_reads and deadline - started > _RCV_SLICE
@@ -1575,12 +1575,16 @@ class BlockingClient(CallbackClient):
                                     f"Request ?{msg.name} to {self.bind_address_string} "
                                     f"timed out after {_monotonic() - started:.3f} s")
                         try:
+                            # recv() rather than recv_into(self._rbuf): the parser
+                            # needs bytes, and a 64 KiB bytes object (heap, not mmap;
+                            # shrunk to size at once) is cheaper than a memoryview slice
+                            # copied into one (measured: 0.7 us per round trip).
                             if blocking:
-                                n = sock.recv_into(rbuf)
+                                chunk = sock.recv(_RECV_SIZE)
                             else:
                                 if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
                                     continue
-                                n = sock.recv_into(rbuf, 0, _DONTWAIT)
+                                chunk = sock.recv(_RECV_SIZE, _DONTWAIT)
                         except (BlockingIOError, InterruptedError):
                             if deadline - _monotonic() <= _RCV_SLICE:
                                 blocking = False
@@ -1590,14 +1594,14 @@ class BlockingClient(CallbackClient):
                             raise KatcpClientError(
                                 f"Request ?{msg.name} to {self.bind_address_string} "
                                 f"failed: {exc}") from exc
-                        if not n:
+                        if not chunk:
                             reason = ("client stopped" if not self._running_flag
                                       else "connection closed by server")
                             self._link_lost(reason)
                             raise KatcpClientError(
                                 f"Request ?{msg.name} to {self.bind_address_string} "
                                 f"failed: {reason}")
-                        items = feed(rview[:n])
+                        items = feed(chunk)
                         if len(items) == 1:
                             # The usual case: the chunk is exactly our reply.
                             item = items[0]
