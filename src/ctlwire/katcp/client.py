@@ -496,6 +496,18 @@ class DeviceClient:
         reason = "".join(traceback.format_exception(*sys.exc_info(), limit=self._tb_limit))
         self._logger.error("%s %s FAIL: %s", what, msg.name, reason)
 
+    def _dispatch(self, handlers: dict, fallback: Callable[[Message], Any], what: str,
+                  msg: Message) -> Any:
+        # a handler's exception is logged, never allowed to kill the I/O thread
+        method = handlers.get(msg.name)
+        try:
+            if method is None:
+                return fallback(msg)
+            return method(self, msg)
+        except Exception:
+            self._log_handler_error(what, msg)
+        return None
+
     def handle_inform(self, msg: Message) -> Any:
         """Dispatch an inform message to the appropriate method.
 
@@ -504,14 +516,7 @@ class DeviceClient:
         msg : Message
             The inform message to dispatch.
         """
-        method = self._inform_handlers.get(msg.name)
-        try:
-            if method is None:
-                return self.unhandled_inform(msg)
-            return method(self, msg)
-        except Exception:
-            self._log_handler_error("Inform", msg)
-        return None
+        return self._dispatch(self._inform_handlers, self.unhandled_inform, "Inform", msg)
 
     def handle_reply(self, msg: Message) -> Any:
         """Dispatch a reply message to the appropriate method.
@@ -521,14 +526,7 @@ class DeviceClient:
         msg : Message
             The reply message to dispatch.
         """
-        method = self._reply_handlers.get(msg.name)
-        try:
-            if method is None:
-                return self.unhandled_reply(msg)
-            return method(self, msg)
-        except Exception:
-            self._log_handler_error("Reply", msg)
-        return None
+        return self._dispatch(self._reply_handlers, self.unhandled_reply, "Reply", msg)
 
     def handle_request(self, msg: Message) -> Any:
         """Dispatch a request message to the appropriate method.
