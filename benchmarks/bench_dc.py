@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from ctlwire._proc import child_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -33,10 +34,6 @@ if os.path.isdir(SRC) and SRC not in sys.path:
 PAYLOAD = {"seq": 0, "value": 1.25, "name": "sensor-1"}
 
 
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 def emit(**obj: object) -> None:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from ctlwire._proc import child_env
 
 N_SENSORS = 1000
 N_FANOUT_CLIENTS = 10
@@ -167,15 +168,11 @@ def _katcp_python_server() -> None:
 
 
 # -- client side (this process) ---------------------------------------------------------------
-def _child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 def _spawn(kind: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", kind],
-                            stdout=subprocess.PIPE, env=_child_env(), text=True)
+                            stdout=subprocess.PIPE, env=child_env(), text=True)
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line.strip():
         proc.kill()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import types
 from collections import deque
 
 import zmq
+from ctlwire._proc import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -66,23 +66,6 @@ class Echo:
     def echo(self, x):
         return x
 
-
-def free_base() -> int:
-    for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
-        socks = []
-        try:
-            for off in range(3):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + off))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 # -- child processes ---------------------------------------------------------------
@@ -298,7 +281,7 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     paths = []
     try:
-        b_roc, b_mt, b_bare = free_base(), free_base(), free_base()
+        b_roc, b_mt, b_bare = free_base_port(), free_base_port(), free_base_port()
         pids: dict[str, list[int]] = {}
         for name, broker, worker, base in (("ctlwire", "roc-broker", "roc-server", b_roc),
                                            ("majortomo", "mt-broker", "mt-worker", b_mt),

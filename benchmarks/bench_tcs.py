@@ -32,6 +32,7 @@ import zmq
 
 from ctlwire.tcs.events import generate_database
 from ctlwire.tcs.server import TCSDBReplay, ZMQServer, use_realtime_scheduling
+from ctlwire._proc import child_env
 
 INF = float("inf")
 
@@ -180,10 +181,6 @@ print(n)
 """
 
 
-def _child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 def _pct(values, q):
@@ -200,7 +197,7 @@ def bench_paced(db, rate_in_db, n_paced, rate):
         server = ZMQServer("tcp://127.0.0.1:0")
         server.socket.setsockopt(zmq.SNDHWM, 0)
         child = subprocess.Popen([sys.executable, "-c", DRAIN, server.endpoint],
-                                 stdout=subprocess.PIPE, env=_child_env(), text=True)
+                                 stdout=subprocess.PIPE, env=child_env(), text=True)
         try:
             if not server.wait_for_subscriber(timeout=30):
                 raise RuntimeError("subscriber did not connect")
@@ -285,7 +282,7 @@ while sub.poll(10000):
 
 def _start(args):
     proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
-                            env=_child_env())
+                            env=child_env())
     line = proc.stdout.readline()
     if not line.startswith("READY"):
         proc.kill()

@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 from ctlwire.dc.ports import GroupSpec, Port
+from ctlwire._proc import child_env
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
@@ -25,11 +26,6 @@ def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.
         time.sleep(interval)
 
 
-def child_env() -> dict[str, str]:
-    """Environment for child processes: the parent's import path, whatever it is."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import selectors
 import socket
 import subprocess
@@ -13,14 +12,11 @@ import pytest
 from ctlwire.katcp.aio import AioClient, SensorReading
 from ctlwire.katcp.client import KatcpTimeoutError
 from ctlwire.katcp.core import FailReply, KatcpClientError, Message
+from ctlwire._proc import child_env
 
 TIMEOUT = 10.0
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 class PeerServer:

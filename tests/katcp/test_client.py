@@ -6,7 +6,6 @@ behaviour and for exact control over what the client sees.
 """
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import subprocess
@@ -18,15 +17,12 @@ import pytest
 
 from ctlwire.katcp.client import BlockingClient, CallbackClient, DeviceClient, KatcpTimeoutError
 from ctlwire.katcp.core import KatcpClientError, KatcpVersionError, Message, ProtocolFlags
+from ctlwire._proc import child_env
 
 TIMEOUT = 10.0  # bound on every wait; generous for a loaded CI box
 
 
 # ---------------------------------------------------------------------- helpers / fixtures
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 class PeerServer:

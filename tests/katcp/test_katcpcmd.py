@@ -1,7 +1,6 @@
 """The ``katcpcmd`` command-line tool, run as a child process against real servers."""
 from __future__ import annotations
 
-import os
 import selectors
 import socket
 import subprocess
@@ -10,14 +9,11 @@ import sys
 import pytest
 
 from ctlwire.cli.katcpcmd import main, parse_address
+from ctlwire._proc import child_env
 
 TIMEOUT = 10.0
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 @pytest.fixture(scope="module", params=["aiokatcp", "ctlwire"])

@@ -1,7 +1,6 @@
 """Fixtures for the OCD tests: a heartbeat responder in a child process."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -9,13 +8,9 @@ import time
 import pytest
 
 from ctlwire.ocd import utils
+from ctlwire._proc import child_env
 
 
-def child_env():
-    """The parent's import path, whatever it is (source tree or installed)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 def start_responder(listen_url, timeout=20.0):

@@ -1,9 +1,6 @@
 """Shared fixtures of the ROC tests: free ports, child processes, an in-process broker."""
 from __future__ import annotations
 
-import os
-import random
-import socket
 import subprocess
 import sys
 import threading
@@ -14,39 +11,18 @@ from typing import Callable, Iterator
 import pytest
 
 from ctlwire.roc import Broker, Endpoints, RocServer
+from ctlwire._proc import child_env as _child_env, free_base_port
 
 CHILD = str(Path(__file__).with_name("roc_child.py"))
 #: Heartbeat used by tests: short, so faults are detected fast.
 HB = 0.1
 
 
-def free_base_port() -> int:
-    """A base port whose three ports (base, base+1, base+2) are free right now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        socks = []
-        try:
-            for off in range(3):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + off))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no three consecutive free ports found")
-
 
 def child_env() -> dict:
-    """Environment for child processes: the parent's import path, so the tests run
-    the same ctlwire (source tree or installed) in every process."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    env.pop("CTLWIRE_ROC_BROKER", None)
-    return env
+    """Environment for child processes: the same ctlwire, and no broker address
+    inherited from the caller's environment."""
+    return _child_env(CTLWIRE_ROC_BROKER=None)
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:

@@ -3,9 +3,8 @@ reference of the replay used to check the compiled engine."""
 from __future__ import annotations
 
 import math
-import os
 import sqlite3
-import sys
+from ctlwire._proc import child_env  # noqa: F401  (re-exported to conftest)
 
 
 SCHEMA = """
@@ -83,8 +82,3 @@ def ref_events(path, convert_number=False, convert_bool=False):
     return out
 
 
-def child_env():
-    """Environment for child processes: the parent's import path, whatever it is."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env

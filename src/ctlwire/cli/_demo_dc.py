@@ -8,13 +8,13 @@ commands on stdin; the parent prints a transcript.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from typing import Any
+from .._proc import child_env
 
 TIMINGS = (0.05, 0.15, 0.3, 0.6)
 
@@ -62,11 +62,9 @@ def member(root: str) -> None:
 
 class _Member:
     def __init__(self, root: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ctlwire.cli._demo_dc", root], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE, text=True, env=child_env())
         self.lines: list[dict[str, Any]] = []
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

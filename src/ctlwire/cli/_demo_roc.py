@@ -2,14 +2,14 @@
 a live status tree and a log record, all on 127.0.0.1."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import zmq
+
+from .._proc import child_env, free_base_port
 
 # the shared object lives in a separate process, started with run_simple_server
 _SERVER = r'''
@@ -37,34 +37,15 @@ run_simple_server("mount", Mount(), heartbeat=0.25)
 '''
 
 
-def _free_base() -> int:
-    for _ in range(100):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
-        socks = []
-        try:
-            for off in range(3):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + off))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports on 127.0.0.1")
-
 
 def run() -> None:
     from ctlwire.roc import (Broker, Endpoints, RocClient, UnknownObjectError,
                              merge_tree, statusUpdateIterator)
 
-    ep = Endpoints("127.0.0.1", _free_base())
+    ep = Endpoints("127.0.0.1", free_base_port())
     broker = Broker(ep, heartbeat=0.25, unknown_grace=0.3).start()
     print(f"broker: MDP {ep.rocBroker}, XSUB {ep.generalXSUB}, XPUB {ep.generalXPUB}")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    env["CTLWIRE_ROC_BROKER"] = f"127.0.0.1:{ep.brokerBasePort}"
+    env = child_env(CTLWIRE_ROC_BROKER=f"127.0.0.1:{ep.brokerBasePort}")
     server = subprocess.Popen([sys.executable, "-c", _SERVER], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ctx = zmq.Context.instance()

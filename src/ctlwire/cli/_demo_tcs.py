@@ -8,12 +8,9 @@ import sys
 import tempfile
 import threading
 import time
+from .._proc import child_env
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    return env
 
 
 def run() -> None:
@@ -74,7 +71,7 @@ def run() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctlwire.cli.ocd_heartbeat", "--respond", "--bind",
          "tcp://127.0.0.1:0", "--listen", query_server.endpoint, "--duration", "30"],
-        stdout=subprocess.PIPE, text=True, env=_child_env())
+        stdout=subprocess.PIPE, text=True, env=child_env())
     try:
         line = proc.stdout.readline()
         if not line.startswith("READY"):
