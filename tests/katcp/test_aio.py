@@ -2,49 +2,20 @@
 from __future__ import annotations
 
 import asyncio
-import selectors
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from ctlwire.katcp.aio import AioClient, SensorReading
 from ctlwire.katcp.client import KatcpTimeoutError
 from ctlwire.katcp.core import FailReply, KatcpClientError, Message
-from ctlwire._proc import child_env
+from ctlwire.katcp._client_peer import PeerServer
 
 TIMEOUT = 10.0
 
 
 
 
-class PeerServer:
-    """aiokatcp DeviceServer in a child process (see ctlwire.katcp._client_peer)."""
-
-    def __init__(self, impl: str = "aiokatcp", port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl,
-             "--port", str(port)],
-            stdout=subprocess.PIPE, env=child_env())
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            if not sel.select(TIMEOUT * 2):
-                raise RuntimeError("peer server did not start")
-            line = self.proc.stdout.readline().decode()
-        finally:
-            sel.close()
-        if not line.startswith("PORT "):
-            self.kill()
-            raise RuntimeError(f"peer server said {line!r}")
-        self.port = int(line.split()[1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(TIMEOUT)
-        self.proc.stdout.close()
 
 
 SERVERS = ["aiokatcp", "ctlwire"]  # aiokatcp's DeviceServer and ctlwire's own

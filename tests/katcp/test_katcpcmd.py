@@ -1,7 +1,6 @@
 """The ``katcpcmd`` command-line tool, run as a child process against real servers."""
 from __future__ import annotations
 
-import selectors
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import pytest
 
 from ctlwire.cli.katcpcmd import main, parse_address
 from ctlwire._proc import child_env
+from ctlwire.katcp._client_peer import PeerServer
 
 TIMEOUT = 10.0
 
@@ -18,21 +18,11 @@ TIMEOUT = 10.0
 
 @pytest.fixture(scope="module", params=["aiokatcp", "ctlwire"])
 def peer_port(request):
-    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl",
-                             request.param],
-                            stdout=subprocess.PIPE, env=child_env())
+    server = PeerServer(request.param)
     try:
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        assert sel.select(TIMEOUT * 2), "peer server did not start"
-        sel.close()
-        line = proc.stdout.readline().decode()
-        assert line.startswith("PORT "), line
-        yield int(line.split()[1])
+        yield server.port
     finally:
-        proc.kill()
-        proc.wait(TIMEOUT)
-        proc.stdout.close()
+        server.kill()
 
 
 def katcpcmd(*args: str, stdin: str = "") -> subprocess.CompletedProcess:

@@ -110,6 +110,46 @@ async def _main(port: int) -> None:
     await server.join()
 
 
+class PeerServer:
+    """Start this module as a peer server in a child process and learn its port.
+
+    Used by the client tests and benchmarks. ``impl`` is ``"aiokatcp"`` or
+    ``"ctlwire"``; ``port`` 0 lets the child pick a free port (read back as
+    ``self.port``). ``timeout`` bounds the wait for the child's ``PORT n`` line.
+    """
+
+    def __init__(self, impl: str = "aiokatcp", port: int = 0, timeout: float = 20.0) -> None:
+        import selectors
+        import subprocess
+
+        from .._proc import child_env
+
+        self.impl = impl
+        self._timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl,
+             "--port", str(port)],
+            stdout=subprocess.PIPE, env=child_env())
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            ready = sel.select(timeout)
+        finally:
+            sel.close()
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("PORT "):
+            self.kill()
+            raise RuntimeError(f"peer server {impl} did not start (said {line!r})")
+        self.port = int(line.split()[1])
+
+    def kill(self) -> None:
+        """Kill the child and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(self._timeout)
+        self.proc.stdout.close()
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
