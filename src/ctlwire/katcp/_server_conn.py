@@ -78,15 +78,18 @@ class ClientConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # (a uvloop TCPTransport is not a subclass of asyncio.Transport, but has its API)
+        self._transport = transport  # type: ignore[assignment]
         self._sock = transport.get_extra_info("socket")
         self.address = _address_text(transport.get_extra_info("peername"))
         # pause_writing() fires once the transport buffer passes this mark: the client
         # is not reading fast enough.
         transport.set_write_buffer_limits(high=self._server._max_write_buffer)
         # See the module docstring: smaller reads are much cheaper than 256 KiB ones.
-        transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
+        # (asyncio's selector transports only; uvloop reads into its own 256 KiB
+        # buffer, allocated once per loop, and has no such attribute.)
+        if hasattr(transport, "max_size"):
+            transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
         self._server._connection_made(self)
 
     def data_received(self, data: Any) -> None:
