@@ -190,3 +190,51 @@ cdef class RawSocket:
         if items[0].revents & 2:
             result |= 4
         return result
+
+
+cdef class RawPoller:
+    """``zmq_poll`` for readability over a fixed list of pyzmq sockets.
+
+    Used by a server that holds several connections to one broker: one call tells
+    which of them have a message waiting.  Keeps references to the sockets; build a
+    new poller when the list changes.
+    """
+    cdef zmq_pollitem_t items[64]
+    cdef int n
+    cdef list _owners
+
+    def __cinit__(self, list socks):
+        cdef int i
+        if not _bound:
+            raise RuntimeError("libzmq functions not bound; use ctlwire.roc._fastzmq")
+        if len(socks) > 64:
+            raise ValueError(f"at most 64 sockets per poller, got {len(socks)}")
+        self._owners = list(socks)
+        self.n = len(socks)
+        for i in range(self.n):
+            self.items[i].socket = <void*><uintptr_t>socks[i].underlying
+            self.items[i].fd = 0
+            self.items[i].events = 1  # ZMQ_POLLIN
+            self.items[i].revents = 0
+
+    cpdef object poll(self, long timeout_ms):
+        """Wait up to ``timeout_ms`` for any socket to be readable.
+
+        Returns an int bit mask: bit ``i`` set when socket ``i`` has a message;
+        0 on timeout or signal.
+        """
+        cdef int rc, err, i
+        cdef unsigned long long result = 0
+        with nogil:
+            rc = _poll(self.items, self.n, timeout_ms)
+        if rc < 0:
+            err = _errno()
+            if err == EINTR:
+                return 0
+            raise RawError(err, "zmq_poll")
+        if rc == 0:
+            return 0
+        for i in range(self.n):
+            if self.items[i].revents & 1:
+                result |= (<unsigned long long>1) << i
+        return result

@@ -5,9 +5,19 @@ Design note
 -----------
 ``classify`` looks at a fixed number of leading frames (never at bodies), so its cost
 per message does not depend on message size.  ``Router`` holds the broker's state:
-workers by identity, services by name, an idle-worker deque and a bounded request
-queue per service.  Every routed message costs a constant number of dict and deque
-operations; scans over all workers happen only on the heartbeat tick.
+workers by identity, services by name, idle workers grouped by server, and a bounded
+request queue per service.  Every routed message costs a constant number of dict and
+deque operations; scans over all workers happen only on the heartbeat tick.
+
+Servers (groups)
+----------------
+A ``RocServer`` opens several worker connections to serve one object faster, yet runs
+its calls one at a time.  Its connections' routing ids share a prefix (``GROUP_TAG``
+and 8 random bytes, then a 4-byte counter), so the broker knows which workers are one
+server and hands a call to a server with no call running before queueing it behind a
+busy one.  Each service keeps two deques of groups with idle workers: ``free`` (no
+call running when queued) and ``shared`` (calls running); any other worker is a group
+of its own.  Entries can go stale (lazy deletion) and are checked when popped.
 
 The router owns no socket: it is handed a ``send`` callable taking one multipart
 message (a list of bytes, ROUTER identity first), so the whole state machine can be
@@ -63,6 +73,11 @@ cdef bytes _HEARTBEAT = HEARTBEAT
 cdef bytes _DISCONNECT = DISCONNECT
 cdef bytes _MMI = b"mmi."
 cdef bytes _MMI_SERVICE = b"mmi.service"
+
+#: Routing-id prefix of a RocServer's connections: tag + 8-byte server id + counter.
+GROUP_TAG = b"roc\x01"
+cdef bytes _GROUP_TAG = GROUP_TAG
+cdef Py_ssize_t _GROUP_KEY_LEN = 12  # tag + server id
 
 
 cdef inline double _monotonic():
@@ -182,22 +197,54 @@ cpdef int classify_worker(list frames):
 
 cdef class _Service:
     cdef public bytes name
-    cdef object idle      # deque[_Worker]; may hold dead workers (lazy deletion)
+    cdef object free      # deque[_Group] queued with no call running (may be stale)
+    cdef object shared    # deque[_Group] queued with calls running (may be stale)
     cdef object queue     # deque[(expiry, client, body)] in arrival order
     cdef public int nworkers
     cdef public bint served  # has ever had a worker: decides how long requests wait
 
     def __cinit__(self, bytes name):
         self.name = name
-        self.idle = deque()
+        self.free = deque()
+        self.shared = deque()
         self.queue = deque()
         self.nworkers = 0
         self.served = False
 
 
+cdef class _Group:
+    # the workers of one server (or a lone worker)
+    cdef object key       # routing-id prefix, or None for a lone worker
+    cdef _Service service
+    cdef object idle      # deque[_Worker]; may hold dead workers (lazy deletion)
+    cdef int busy         # workers with a call
+    cdef int nworkers
+    cdef bint in_free
+    cdef bint in_shared
+
+    def __cinit__(self, key, _Service service):
+        self.key = key
+        self.service = service
+        self.idle = deque()
+        self.busy = 0
+        self.nworkers = 0
+        self.in_free = False
+        self.in_shared = False
+
+
+cdef inline _Worker _pop_idle(_Group g):
+    cdef _Worker w
+    while g.idle:
+        w = g.idle.popleft()
+        if w.alive:
+            return w
+    return None
+
+
 cdef class _Worker:
     cdef public bytes identity
     cdef _Service service
+    cdef _Group group
     cdef double expiry
     cdef object client   # address of the client being served, or None when idle
     cdef object body     # its request body frames (list), kept to answer if we die
@@ -234,6 +281,7 @@ cdef class Router:
     cdef object _send
     cdef dict _workers
     cdef dict _services
+    cdef dict _groups    # routing-id prefix -> _Group of a multi-connection server
     cdef public double heartbeat
     cdef public int liveness
     cdef public double queue_timeout
@@ -258,6 +306,7 @@ cdef class Router:
         self._send = send
         self._workers = {}
         self._services = {}
+        self._groups = {}
         self.heartbeat = heartbeat
         self.liveness = liveness
         self.queue_timeout = queue_timeout
@@ -288,14 +337,18 @@ cdef class Router:
     cdef void _dispatch(self, _Worker w, object client, list body):
         w.client = client
         w.body = body
+        w.group.busy += 1
         self._send([w.identity, _EMPTY, _MDPW, _REQUEST, client, _EMPTY] + body)
 
     cdef void _worker_free(self, _Worker w, double now):
         # hand the next queued request to this worker, else park it as idle
         cdef _Service svc = w.service
+        cdef _Group g = w.group
         cdef tuple item
-        w.client = None
-        w.body = None
+        if w.client is not None:
+            g.busy -= 1
+            w.client = None
+            w.body = None
         while svc.queue:
             item = svc.queue.popleft()
             if <double>item[0] <= now:
@@ -303,7 +356,60 @@ cdef class Router:
                 continue
             self._dispatch(w, item[1], item[2])
             return
-        svc.idle.append(w)
+        g.idle.append(w)
+        self._offer(g)
+
+    cdef inline void _offer(self, _Group g):
+        # queue a group that has idle workers where _take will look for it
+        if g.busy == 0:
+            if not g.in_free:
+                g.in_free = True
+                g.service.free.append(g)
+        elif not g.in_shared:
+            g.in_shared = True
+            g.service.shared.append(g)
+
+    cdef _Worker _take(self, _Service svc):
+        # an idle worker, from a server with no call running if there is one
+        cdef _Group g
+        cdef _Worker w
+        while svc.free:
+            g = svc.free.popleft()
+            g.in_free = False
+            if g.busy == 0:
+                w = _pop_idle(g)
+                if w is not None:
+                    if g.idle:
+                        # its other connections wait behind the servers still free
+                        g.in_shared = True
+                        svc.shared.append(g)
+                    return w
+            elif g.idle and not g.in_shared:
+                g.in_shared = True
+                svc.shared.append(g)
+        while svc.shared:
+            g = svc.shared.popleft()
+            g.in_shared = False
+            w = _pop_idle(g)
+            if w is not None:
+                if g.idle:
+                    g.in_shared = True
+                    svc.shared.append(g)
+                return w
+        return None
+
+    cdef _Group _group_of(self, bytes identity, _Service svc):
+        cdef _Group g
+        if len(identity) > _GROUP_KEY_LEN and identity.startswith(_GROUP_TAG):
+            key = identity[:_GROUP_KEY_LEN]
+            g = self._groups.get(key)
+            if g is None:
+                g = _Group(key, svc)
+                self._groups[key] = g
+                return g
+            if g.service is svc:
+                return g
+        return _Group(None, svc)  # not ours, or a prefix reused for another object
 
     cdef void _expire(self, _Service svc, tuple item):
         self.expired += 1
@@ -316,12 +422,20 @@ cdef class Router:
 
     cdef void _remove_worker(self, _Worker w, bint died):
         cdef _Service svc = w.service
+        cdef _Group g
         if not w.alive:
             return
         w.alive = False
         self._workers.pop(w.identity, None)
         svc.nworkers -= 1
+        g = w.group
+        g.nworkers -= 1
+        if g.nworkers == 0 and g.key is not None and self._groups.get(g.key) is g:
+            del self._groups[g.key]
         if w.client is not None:
+            g.busy -= 1
+            if g.idle:
+                self._offer(g)
             # never resend: the call may have run; tell the caller what happened
             self.lost += 1
             oid = svc.name.decode("utf-8", "replace")
@@ -351,11 +465,10 @@ cdef class Router:
                 self._mmi(frames[0], service, body)
                 return
             svc = self._service(service)
-            while svc.idle:
-                w = svc.idle.popleft()
-                if w.alive:
-                    self._dispatch(w, frames[0], body)
-                    return
+            w = self._take(svc)
+            if w is not None:
+                self._dispatch(w, frames[0], body)
+                return
             if len(svc.queue) >= self.max_queue:
                 self.refused += 1
                 self._answer_error(frames[0], service, body, _rpc.QUEUE_FULL,
@@ -401,6 +514,8 @@ cdef class Router:
                 return
             svc = self._service(service)
             w = _Worker(identity, svc, now + self._life())
+            w.group = self._group_of(identity, svc)
+            w.group.nworkers += 1
             self._workers[identity] = w
             svc.nworkers += 1
             svc.served = True

@@ -1,15 +1,21 @@
 """RocServer: share the methods and attributes of a Python object through the broker.
 
-A server is a 7/MDP worker whose service name is the object id.  Calls run in the
-server's own thread, one at a time (MDP gives a worker one request at a time; start
-several servers with the same id for parallel calls).  While a method runs, a small
-heartbeat thread borrows the socket, so a slow method does not get the server
-declared dead.  When the broker says DISCONNECT, or has not been heard from for
-``liveness`` heartbeat intervals, the server opens a new socket and registers again.
+A server is a set of 7/MDP workers whose service name is the object id: it opens
+``connections`` DEALER sockets to the broker, each sending its own READY, so the
+broker sees that many workers for the object and can hand the server the next call
+while the previous reply is still on its way back.  (MDP gives a worker one request
+at a time; the spec allows several workers per object id.)  One thread polls every
+connection and runs the calls one at a time, in the order it reads them, so the
+object never sees two calls at once.  While a method runs, a small heartbeat thread
+borrows the sockets, so a slow method does not get the server declared dead.  When the
+broker says DISCONNECT on a connection, or has not been heard from on it for
+``liveness`` heartbeat intervals, that connection is replaced by a new socket that
+registers again.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -19,7 +25,7 @@ import zmq
 from ctlwire._ext import load_extension
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
-from ctlwire.roc._fastzmq import wire
+from ctlwire.roc._fastzmq import multi_poller, wire
 from ctlwire.roc.endpoints import Endpoints, resolve
 
 _router = load_extension("ctlwire.roc._router")
@@ -35,6 +41,24 @@ _B_REQUEST = _router.B_REQUEST
 _B_HEARTBEAT = _router.B_HEARTBEAT
 _B_DISCONNECT = _router.B_DISCONNECT
 _STOP_CHECK = 0.1
+
+#: Worker connections per server unless told otherwise (see docs/roc.md: enough to
+#: keep the server busy while replies travel back, few enough to poll cheaply).
+DEFAULT_CONNECTIONS = 8
+#: Upper bound of ``connections`` (one poll covers at most this many sockets).
+MAX_CONNECTIONS = 64
+
+
+class _Conn:
+    """One worker connection: a DEALER socket registered with the broker."""
+
+    __slots__ = ("sock", "recv", "send", "last_sent", "heard")
+
+    def __init__(self, sock: zmq.Socket, now: float) -> None:
+        self.sock = sock
+        self.recv, self.send = wire(sock)
+        self.last_sent = now   # for heartbeats: when we last sent on it
+        self.heard = now       # for liveness: when the broker last spoke on it
 
 
 class RocServer:
@@ -55,6 +79,11 @@ class RocServer:
         Heartbeat interval in seconds; must match the broker's.
     liveness : int
         Silent intervals after which the broker is considered gone.
+    connections : int
+        Worker connections to the broker (1 to 64).  Each is an MDP worker of its
+        own; calls still run one at a time, but the broker can pass the next call
+        while the previous reply is in transit, which is what makes many calls in
+        flight fast.  ``1`` gives the classic one-worker server.
 
     Examples
     --------
@@ -64,25 +93,36 @@ class RocServer:
 
     def __init__(self, brokerEndpoint: Endpoints | str | None, objectId: str,
                  objectInstance: Any, ctx: zmq.Context | None = None, *,
-                 heartbeat: float = 1.0, liveness: int = 3) -> None:
+                 heartbeat: float = 1.0, liveness: int = 3,
+                 connections: int = DEFAULT_CONNECTIONS) -> None:
         if not objectId or objectId.startswith("mmi."):
             raise ValueError(f"invalid object id {objectId!r} (empty or reserved 'mmi.')")
+        if type(connections) is not int or not 1 <= connections <= MAX_CONNECTIONS:
+            raise ValueError(f"connections must be an int from 1 to {MAX_CONNECTIONS}, "
+                             f"got {connections!r}")
         self.endpoint = resolve(brokerEndpoint, "rocBroker")
         self.objectId = objectId
         self.obj = objectInstance
         self._ctx = ctx if ctx is not None else zmq.Context.instance()
         self.heartbeat = heartbeat
         self.liveness = liveness
+        self.connections = connections
         self._service = objectId.encode("utf-8")
-        self._sock: zmq.Socket | None = None
+        # routing ids: one prefix for all our connections tells the broker they are
+        # one server (it then prefers servers with no call running); the counter
+        # keeps every new socket's id unique
+        self._id_prefix = _router.GROUP_TAG + os.urandom(8)
+        self._opened = 0
+        self._conns: list[_Conn] = []
+        self._poll: Any = None
         # held by the serving loop except while a method runs; the heartbeat thread
-        # takes it then, so the socket is only ever used by one thread at a time
+        # takes it then, so a socket is only ever used by one thread at a time
         self._sock_lock = threading.Lock()
         self._busy = False
-        self._last_sent = 0.0
         self._stop = threading.Event()
         self._hb_thread: threading.Thread | None = None
-        #: Number of calls served, registrations made, malformed messages dropped.
+        #: Number of calls served, registrations made (one per connection opened),
+        #: malformed messages dropped.
         self.calls = 0
         self.registrations = 0
         self.malformed = 0
@@ -90,36 +130,52 @@ class RocServer:
         self.registered = threading.Event()
 
     # -- socket management -------------------------------------------------
-    def _connect(self) -> None:
-        if self._sock is not None:
-            self._sock.close(0)
+    def _open(self) -> _Conn:
         sock = make_socket(self._ctx, zmq.DEALER)
+        self._opened += 1
+        sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + self._opened.to_bytes(4, "big"))
         sock.connect(self.endpoint)
-        self._recv, self._send_raw = wire(sock)
-        self._rcvtimeo = -2
         sock.send_multipart([b"", _MDPW, _READY, self._service])
-        self._sock = sock
-        self._last_sent = time.monotonic()
         self.registrations += 1
         self.registered.set()
-        log.debug("registered %r at %s", self.objectId, self.endpoint)
+        return _Conn(sock, time.monotonic())
 
-    def _send(self, frames: list) -> None:
-        # never blocks: with the broker gone, a reply or heartbeat is dropped
-        self._send_raw(frames)
-        self._last_sent = time.monotonic()
+    def _connect(self, index: int | None = None) -> None:
+        """Open every connection (``index`` None) or replace connection ``index``."""
+        if index is None:
+            self._close_all()
+            self._conns = [self._open() for _ in range(self.connections)]
+            log.debug("registered %r at %s (%d connections)", self.objectId,
+                      self.endpoint, self.connections)
+        else:
+            self._conns[index].sock.close(0)
+            self._conns[index] = self._open()
+        self._poll = multi_poller([c.sock for c in self._conns])
+
+    def _close_all(self, say_goodbye: bool = False) -> None:
+        for c in self._conns:
+            if say_goodbye:
+                # tell the broker at once instead of letting it time us out
+                c.send([b"", _MDPW, _DISCONNECT])
+            c.sock.close(0)
+        self._conns = []
 
     def _heartbeat_while_busy(self) -> None:
         # wakes a few times per interval; only acts while a method is running
         period = self.heartbeat / 4
+        beat = [b"", _MDPW, _HEARTBEAT]
         while not self._stop.wait(period):
             if not self._busy:
                 continue
             if not self._sock_lock.acquire(timeout=period):
                 continue
             try:
-                if self._busy and time.monotonic() - self._last_sent >= self.heartbeat:
-                    self._send([b"", _MDPW, _HEARTBEAT])
+                if self._busy:
+                    t = time.monotonic()
+                    for c in self._conns:
+                        if t - c.last_sent >= self.heartbeat:
+                            c.send(beat)
+                            c.last_sent = t
             finally:
                 self._sock_lock.release()
 
@@ -138,69 +194,82 @@ class RocServer:
             pass
         finally:
             self._stop.set()
-            try:
-                if self._sock is not None:
-                    # tell the broker at once instead of letting it time us out
-                    self._sock.send_multipart([b"", _MDPW, _DISCONNECT], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
-            if self._sock is not None:
-                self._sock.close(0)
-                self._sock = None
+            self._close_all(say_goodbye=True)
             lock.release()
             self._hb_thread.join(2.0)
+
+    def _housekeep(self, t: float, grace: float) -> float:
+        """Heartbeats and liveness of every connection; returns when it is next due."""
+        interval = self.heartbeat
+        life = interval * self.liveness
+        beat = [b"", _MDPW, _HEARTBEAT]
+        due = t + interval
+        for i in range(len(self._conns)):
+            c = self._conns[i]
+            if t - c.last_sent >= interval:
+                # every connection beats each interval, replies or not: a reply
+                # does not need to postpone it, and this keeps the hot path lean
+                c.send(beat)
+                c.last_sent = t
+            if t - c.heard > life and t > grace:
+                log.info("broker %s silent for %.1f s on connection %d: reconnecting",
+                         self.endpoint, life, i)
+                self._connect(i)
+                c = self._conns[i]
+            due = min(due, c.last_sent + interval, max(c.heard + life, grace))
+        return due
 
     def _serve(self, lock: threading.Lock) -> None:
         classify = _router.classify_worker
         execute = rpc.execute
         obj = self.obj
-        interval = self.heartbeat
-        life = interval * self.liveness
+        life = self.heartbeat * self.liveness
         now = time.monotonic
         stop = self._stop
-        heartbeat = [b"", _MDPW, _HEARTBEAT]
         self._connect()
-        broker_expiry = now() + life
+        # a call that runs long leaves broker heartbeats unread: silence up to
+        # ``life`` after the end of the last call does not count against the broker
+        grace = 0.0
+        next_due = now()
         while not stop.is_set():
             t = now()
-            if t - self._last_sent >= interval:
-                self._send(heartbeat)
-            if t > broker_expiry:
-                log.info("broker %s silent for %.1f s: reconnecting", self.endpoint, life)
-                self._connect()
-                broker_expiry = t + life
+            if t >= next_due:
+                next_due = self._housekeep(t, grace)
+            mask = self._poll(int(min(next_due - t, _STOP_CHECK) * 1000) + 1)
+            if not mask:
                 continue
-            wait = int(min(interval - (t - self._last_sent), _STOP_CHECK) * 1000) + 1
-            if wait != self._rcvtimeo:
-                self._rcvtimeo = wait = max(wait, 1)
-                self._sock.setsockopt(zmq.RCVTIMEO, wait)  # type: ignore[union-attr]
-            frames = self._recv()
-            if frames is None:
-                continue
-            kind = classify(frames)
-            if kind == _B_REQUEST:
-                body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
-                self._busy = True
-                lock.release()
-                try:
-                    reply = execute(obj, body)
-                finally:
-                    lock.acquire()
-                    self._busy = False
-                self.calls += 1
-                self._send_raw([b"", _MDPW, _REPLY, frames[3], b"", reply])
-                # any reply counts as a heartbeat; broker heartbeats queued while we
-                # were busy are still unread, so the broker counts as alive
-                self._last_sent = t = now()
-                broker_expiry = t + life
-            elif kind == _B_HEARTBEAT:
-                broker_expiry = now() + life
-            elif kind == _B_DISCONNECT:
-                log.info("broker said DISCONNECT: registering again")
-                self._connect()
-                broker_expiry = now() + life
-            else:
-                self.malformed += 1
+            conns = self._conns
+            i = 0
+            while mask:
+                if mask & 1:
+                    c = conns[i]
+                    frames = c.recv(False)
+                    if frames is not None:
+                        c.heard = t
+                        kind = classify(frames)
+                        if kind == _B_REQUEST:
+                            body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
+                            self._busy = True
+                            lock.release()
+                            try:
+                                reply = execute(obj, body)
+                            finally:
+                                lock.acquire()
+                                self._busy = False
+                            self.calls += 1
+                            c.send([b"", _MDPW, _REPLY, frames[3], b"", reply])
+                            grace = now() + life
+                        elif kind == _B_HEARTBEAT:
+                            pass
+                        elif kind == _B_DISCONNECT:
+                            log.info("broker said DISCONNECT on connection %d: "
+                                     "registering again", i)
+                            self._connect(i)
+                            conns = self._conns
+                        else:
+                            self.malformed += 1
+                mask >>= 1
+                i += 1
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (from any thread); it does within ~0.1 s."""
