@@ -44,6 +44,7 @@ from ctlwire.katcp.core import (
     ProtocolFlags,
     StreamParser,
     encode_message,
+    send_nowait as _send_nowait,
 )
 
 __all__ = [
@@ -1546,13 +1547,10 @@ class BlockingClient(CallbackClient):
                         if sock is None:
                             raise KatcpClientError(
                                 f"Not connected to device {self.bind_address_string}")
-                        # _write_all's common case inline: nothing queued, one send().
-                        sent = -1
-                        if not self._wq:
-                            try:
-                                sent = sock.send(data, _DONTWAIT)
-                            except OSError:
-                                sent = -1
+                        # _write_all's common case inline: nothing queued, one send()
+                        # (compiled: -1 on any error, which _write_all then reports).
+                        fd = sock.fileno()
+                        sent = _send_nowait(fd, data) if not self._wq and _DONTWAIT else -1
                         if sent != len(data):
                             if sent > 0:
                                 self._write_rest(sock, data, sent, timeout)
@@ -1561,6 +1559,7 @@ class BlockingClient(CallbackClient):
                     self._direct_reads += 1
                     informs: list[Message] = []
                     feed = self._parser.feed
+                    recv_reply = self._parser.recv_reply
                     # A blocking recv() returns within _RCV_SLICE (SO_RCVTIMEO); near the
                     # deadline, poll() waits exactly what is left.
                     blocking = self._blocking_reads and deadline - started > _RCV_SLICE
@@ -1573,16 +1572,18 @@ class BlockingClient(CallbackClient):
                                     f"Request ?{msg.name} to {self.bind_address_string} "
                                     f"timed out after {_monotonic() - started:.3f} s")
                         try:
-                            # recv() rather than recv_into(self._rbuf): the parser
-                            # needs bytes, and a 64 KiB bytes object (heap, not mmap;
-                            # shrunk to size at once) is cheaper than a memoryview slice
-                            # copied into one (measured: 0.7 us per round trip).
                             if blocking:
-                                chunk = sock.recv(_RECV_SIZE)
+                                # Compiled recv + parse: the usual answer, exactly our
+                                # reply, comes back as the Message itself; else the list
+                                # feed() would give, or None at end of stream.
+                                items = recv_reply(fd, mid)
+                                if items.__class__ is _Message:
+                                    return items, informs  # type: ignore[return-value]
                             else:
                                 if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
                                     continue
                                 chunk = sock.recv(_RECV_SIZE, _DONTWAIT)
+                                items = feed(chunk) if chunk else None
                         except (BlockingIOError, InterruptedError):
                             if deadline - _monotonic() <= _RCV_SLICE:
                                 blocking = False
@@ -1592,20 +1593,13 @@ class BlockingClient(CallbackClient):
                             raise KatcpClientError(
                                 f"Request ?{msg.name} to {self.bind_address_string} "
                                 f"failed: {exc}") from exc
-                        if not chunk:
+                        if items is None:
                             reason = ("client stopped" if not self._running_flag
                                       else "connection closed by server")
                             self._link_lost(reason)
                             raise KatcpClientError(
                                 f"Request ?{msg.name} to {self.bind_address_string} "
                                 f"failed: {reason}")
-                        items = feed(chunk)
-                        if len(items) == 1:
-                            # The usual case: the chunk is exactly our reply.
-                            item = items[0]
-                            if (item.__class__ is _Message and item.mid == mid
-                                    and item.mtype == _REPLY):
-                                return item, informs
                         reply = None
                         others = None
                         for item in items:

@@ -22,6 +22,7 @@ encode_messages = _codec.encode_messages
 escape_argument = _codec.escape_argument
 unescape_argument = _codec.unescape_argument
 format_argument = _codec.format_argument
+send_nowait = _codec.send_nowait
 
 #: Default protocol major version spoken by ctlwire's server and client.
 DEFAULT_KATCP_MAJOR = 5

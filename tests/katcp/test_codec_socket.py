@@ -1,0 +1,152 @@
+"""The codec's socket fast path (``StreamParser.recv_reply``, ``send_nowait``) against
+the plain path it replaces: ``sock.recv`` then ``StreamParser.feed``.
+
+Run over a real connected socket pair (AF_UNIX stream: the same recv semantics as TCP
+for these calls, and no port to find).
+"""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ctlwire.katcp import KatcpSyntaxError, Message, StreamParser
+from ctlwire.katcp.core import send_nowait
+
+names = st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,12}\Z")
+mids = st.one_of(st.none(), st.integers(min_value=1, max_value=2**31 - 1))
+messages = st.builds(
+    lambda t, n, a, m: Message(t, n, a, m),
+    st.integers(min_value=0, max_value=2), names,
+    st.lists(st.binary(max_size=20), max_size=5), mids)
+# whole lines, garbage lines and partial lines, as a server might send them
+pieces = st.one_of(
+    messages.map(lambda m: bytes(m) + b"\n"),
+    messages.map(lambda m: bytes(m) + b"\r\n"),
+    messages.map(bytes),  # no end of line yet
+    st.sampled_from([b"\n", b"!bad\\z\n", b"#x[0] y\n", b"!", b"\r"]),
+)
+
+
+def reference(carried: bytes, chunk: bytes, mid: bytes):
+    """What the plain path gives: feed() the chunk after the carried-over bytes."""
+    sp = StreamParser(max_line_length=256)
+    sp.feed(carried)
+    items = sp.feed(chunk)
+    return items, sp.buffered
+
+
+@pytest.fixture(scope="module")
+def pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a.settimeout(5)
+    b.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _check(pair, carried: bytes, chunk: bytes, mid: bytes):
+    tx, rx = pair
+    sp = StreamParser(max_line_length=256)
+    sp.feed(carried)
+    tx.sendall(chunk)
+    got = sp.recv_reply(rx.fileno(), mid)
+    expected, buffered = reference(carried, chunk, mid)
+    if isinstance(got, Message):
+        # only ever for exactly one complete reply line carrying this mid
+        assert expected == [got]
+        assert got.mtype == Message.REPLY and got.mid == mid
+        assert chunk.count(b"\n") == 1 and chunk.endswith(b"\n") and not carried
+    else:
+        assert [type(x) for x in got] == [type(x) for x in expected]
+        assert [x for x in got if isinstance(x, Message)] == \
+            [x for x in expected if isinstance(x, Message)]
+        assert [str(x) for x in got if isinstance(x, KatcpSyntaxError)] == \
+            [str(x) for x in expected if isinstance(x, KatcpSyntaxError)]
+    # what is held back for the next read is the same either way
+    assert sp.buffered == buffered
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(pieces, min_size=1, max_size=5), st.sampled_from([b"", b"!wat", b"#x 1"]),
+       mids.map(lambda m: b"%d" % m if m else b"7"))
+def test_recv_reply_agrees_with_recv_and_feed(pair, chunks, carried, mid):
+    chunk = b"".join(chunks)
+    if not chunk:
+        return
+    _check(pair, carried, chunk, mid)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(min_value=1, max_value=2**31 - 1), st.lists(st.binary(max_size=30),
+                                                               max_size=4))
+def test_recv_reply_returns_the_awaited_reply_itself(pair, mid, args):
+    tx, rx = pair
+    reply = Message(Message.REPLY, "some-request", args, mid)
+    tx.sendall(bytes(reply) + b"\n")
+    got = StreamParser().recv_reply(rx.fileno(), b"%d" % mid)
+    assert isinstance(got, Message) and got == reply
+
+
+def test_recv_reply_gives_a_list_for_another_mid_or_an_inform(pair):
+    tx, rx = pair
+    sp = StreamParser()
+    tx.sendall(b"!watchdog[8] ok\n")
+    assert sp.recv_reply(rx.fileno(), b"7") == [Message.reply("watchdog", "ok", mid=8)]
+    tx.sendall(b"#watchdog[7] working\n")
+    assert sp.recv_reply(rx.fileno(), b"7") == [Message.inform("watchdog", "working", mid=7)]
+    tx.sendall(b"!watchdog[7] ok\n")
+    assert sp.recv_reply(rx.fileno(), b"7") == Message.reply("watchdog", "ok", mid=7)
+
+
+def test_recv_reply_end_of_stream_and_errors():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sp = StreamParser()
+    try:
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sp.recv_reply(b.fileno(), b"1")  # nothing to read
+        a.close()
+        assert sp.recv_reply(b.fileno(), b"1") is None  # peer closed
+    finally:
+        b.close()
+    with pytest.raises(OSError):
+        sp.recv_reply(b.fileno(), b"1")  # closed descriptor: -1 -> EBADF
+
+
+def test_recv_reply_over_long_single_line_is_reported():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sp = StreamParser(max_line_length=10)
+        a.sendall(b"!watchdog[1] " + b"x" * 20 + b"\n")
+        out = sp.recv_reply(b.fileno(), b"1")
+        assert len(out) == 1 and isinstance(out[0], KatcpSyntaxError)
+        assert "longer than the limit of 10 bytes" in str(out[0])
+    finally:
+        a.close()
+        b.close()
+
+
+def test_send_nowait_sends_and_reports_errors():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        assert send_nowait(a.fileno(), b"?watchdog[1]\n") == 13
+        assert b.recv(100) == b"?watchdog[1]\n"
+        # a full buffer: partial send, then -1 (EAGAIN), never a block
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = b"x" * (1 << 20)
+        first = send_nowait(a.fileno(), big)
+        assert 0 < first < len(big)
+        assert send_nowait(a.fileno(), big) == -1
+        b.close()
+        b = None
+        # the peer is gone: EPIPE gives -1 (MSG_NOSIGNAL: no SIGPIPE)
+        assert send_nowait(a.fileno(), b"x") == -1
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+    assert send_nowait(-1, b"x") == -1
