@@ -76,7 +76,9 @@ def child(argv: list[str]) -> None:
         main(["--address", "127.0.0.1", "--base-port", str(base), "--no-relay"])
     elif kind == "roc-server":
         from ctlwire.roc import Endpoints, RocServer
-        RocServer(Endpoints("127.0.0.1", base), "echo", Echo()).run()
+        conns = os.environ.get("ROC_BENCH_CONNECTIONS")
+        kw = {"connections": int(conns)} if conns else {}
+        RocServer(Endpoints("127.0.0.1", base), "echo", Echo(), **kw).run()
     elif kind == "mt-broker":
         _shim_majortomo_deps()
         from majortomo.broker import Broker
@@ -130,20 +132,20 @@ def spawn(kind: str, base: int) -> subprocess.Popen:
 
 
 # -- clients -----------------------------------------------------------------------
-def timed(fn, seconds: float, pids: list[int]) -> tuple[float, float]:
+def timed(fn, seconds: float, pids: list[int]) -> tuple[float, list[float]]:
     """Calls per second of ``fn(n)`` (which makes n calls) over about ``seconds``, and
-    CPU microseconds per call summed over this process and ``pids``."""
+    CPU microseconds per call of this process and of each of ``pids``."""
     n = 200
     fn(n)  # warm-up
-    c0 = time.process_time() + sum(cpu_seconds(p) for p in pids)
+    c0 = [time.process_time()] + [cpu_seconds(p) for p in pids]
     t0 = time.perf_counter()
     done = 0
     while time.perf_counter() - t0 < seconds:
         fn(n)
         done += n
     elapsed = time.perf_counter() - t0
-    cpu = time.process_time() + sum(cpu_seconds(p) for p in pids) - c0
-    return done / elapsed, cpu / done * 1e6
+    c1 = [time.process_time()] + [cpu_seconds(p) for p in pids]
+    return done / elapsed, [(b - a) / done * 1e6 for a, b in zip(c0, c1)]
 
 
 class RocPath:
@@ -276,7 +278,11 @@ def main() -> int:
     ap.add_argument("--window", type=int, default=32, help="calls in flight (32)")
     ap.add_argument("--servers", type=int, default=1,
                     help="worker processes per path (1); MDP gives each one call at a time")
+    ap.add_argument("--connections", type=int, default=0,
+                    help="RocServer worker connections (default: RocServer's default)")
     args = ap.parse_args()
+    if args.connections:
+        os.environ["ROC_BENCH_CONNECTIONS"] = str(args.connections)
 
     procs: list[subprocess.Popen] = []
     paths = []
@@ -294,7 +300,7 @@ def main() -> int:
         paths = [RocPath(b_roc), MajortomoPath(b_mt), BarePath(b_bare)]
         results: dict[str, dict[str, list[float]]] = {
             p.name: {"one at a time": [], "in flight": []} for p in paths}
-        cpu: dict[str, dict[str, list[float]]] = {
+        cpu: dict[str, dict[str, list[list[float]]]] = {
             p.name: {"one at a time": [], "in flight": []} for p in paths}
         for r in range(args.rounds):
             for mode in ("one at a time", "in flight"):
@@ -314,11 +320,19 @@ def main() -> int:
               f"{'CPU us/call (1 / in flight)':>32}")
         med = {name: {m: statistics.median(v) for m, v in modes.items()}
                for name, modes in results.items()}
+        split = {}
         for name in med:
-            c1 = statistics.median(cpu[name]["one at a time"])
-            c2 = statistics.median(cpu[name]["in flight"])
+            c1 = statistics.median(sum(u) for u in cpu[name]["one at a time"])
+            c2 = statistics.median(sum(u) for u in cpu[name]["in flight"])
             print(f"{name:<12}{med[name]['one at a time']:>16,.0f}"
                   f"{med[name]['in flight']:>14,.0f}{c1:>22,.0f} / {c2:,.0f}")
+            split[name] = [
+                "/".join(f"{statistics.median(u[k] for u in cpu[name][m]):.0f}"
+                         for m in ("one at a time", "in flight"))
+                for k in range(len(cpu[name]["in flight"][0]))]
+        print("CPU us/call by process (one at a time/in flight): client, broker, worker(s)")
+        for name, parts in split.items():
+            print(f"  {name:<12}" + "   ".join(parts))
         ours = med["ctlwire"]
         for mode in ("one at a time", "in flight"):
             vs_bare = ours[mode] / med["bare relay"][mode]

@@ -134,9 +134,15 @@ class Named:
         return self.name
 
 
-def test_several_servers_for_one_object_serve_calls_in_parallel(client, serve):
-    serve("pair", Named("a"))
-    serve("pair", Named("b"))
+def test_several_servers_for_one_object_serve_calls_in_parallel(client, serve, broker,
+                                                                wait_for):
+    a = serve("pair", Named("a"))
+    b = serve("pair", Named("b"))
+    # each server has several connections: the broker must pick the idle server,
+    # not a second connection of the busy one
+    n = a.connections + b.connections
+    wait_for(lambda: broker.stats()["services"].get("pair") == n, 10,
+             "both servers to register every connection")
     proxy = client["pair"]
     futures = [proxy.who_after.call_async(0.5) for _ in range(2)]
     assert sorted(f.result() for f in futures) == ["a", "b"]

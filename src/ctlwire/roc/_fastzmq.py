@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from collections import deque
 from typing import Any
 
 import zmq
@@ -138,3 +139,52 @@ def multi_poller(socks: list[zmq.Socket]) -> Any:
         return mask
 
     return poll
+
+
+class _PyMulti:
+    """pyzmq stand-in for :class:`ctlwire.roc._rawzmq.RawMulti`."""
+
+    __slots__ = ("_socks", "_poller", "_index", "_ready")
+
+    def __init__(self, socks: list[zmq.Socket]) -> None:
+        self._socks = list(socks)
+        self._poller = zmq.Poller()
+        self._index = {}
+        for i, s in enumerate(self._socks):
+            self._poller.register(s, zmq.POLLIN)
+            self._index[s] = i
+        self._ready: deque[int] = deque()
+
+    def mark(self, i: int) -> None:
+        pass  # zmq.Poller asks every socket each time: nothing to remember
+
+    def mark_all(self) -> None:
+        pass
+
+    def send(self, i: int, frames: list) -> bool:
+        try:
+            self._socks[i].send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def recv(self, timeout_ms: int) -> tuple[int, list] | None:
+        for waited in (False, True):
+            while self._ready:
+                i = self._ready.popleft()
+                try:
+                    return i, self._socks[i].recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+            if waited:
+                return None
+            self._ready.extend(self._index[s] for s, ev in self._poller.poll(timeout_ms)
+                               if ev & zmq.POLLIN)
+        return None
+
+
+def multi(socks: list[zmq.Socket]) -> Any:
+    """A receiver over ``socks`` (1 to 64): ``recv(timeout_ms) -> (index, frames) |
+    None``, ``send(index, frames) -> bool``, ``mark(index)`` / ``mark_all()``."""
+    mod = _setup()
+    return _PyMulti(socks) if mod is None else mod.RawMulti(socks)

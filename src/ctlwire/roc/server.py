@@ -25,7 +25,7 @@ import zmq
 from ctlwire._ext import load_extension
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
-from ctlwire.roc._fastzmq import multi_poller, wire
+from ctlwire.roc._fastzmq import multi
 from ctlwire.roc.endpoints import Endpoints, resolve
 
 _router = load_extension("ctlwire.roc._router")
@@ -52,11 +52,10 @@ MAX_CONNECTIONS = 64
 class _Conn:
     """One worker connection: a DEALER socket registered with the broker."""
 
-    __slots__ = ("sock", "recv", "send", "last_sent", "heard")
+    __slots__ = ("sock", "last_sent", "heard")
 
     def __init__(self, sock: zmq.Socket, now: float) -> None:
         self.sock = sock
-        self.recv, self.send = wire(sock)
         self.last_sent = now   # for heartbeats: when we last sent on it
         self.heard = now       # for liveness: when the broker last spoke on it
 
@@ -114,7 +113,8 @@ class RocServer:
         self._id_prefix = _router.GROUP_TAG + os.urandom(8)
         self._opened = 0
         self._conns: list[_Conn] = []
-        self._poll: Any = None
+        # receives from / sends on the connections by index (see _fastzmq.multi)
+        self._mux: Any = None
         # held by the serving loop except while a method runs; the heartbeat thread
         # takes it then, so a socket is only ever used by one thread at a time
         self._sock_lock = threading.Lock()
@@ -150,15 +150,16 @@ class RocServer:
         else:
             self._conns[index].sock.close(0)
             self._conns[index] = self._open()
-        self._poll = multi_poller([c.sock for c in self._conns])
+        self._mux = multi([c.sock for c in self._conns])
 
     def _close_all(self, say_goodbye: bool = False) -> None:
-        for c in self._conns:
+        for i, c in enumerate(self._conns):
             if say_goodbye:
                 # tell the broker at once instead of letting it time us out
-                c.send([b"", _MDPW, _DISCONNECT])
+                self._mux.send(i, [b"", _MDPW, _DISCONNECT])
             c.sock.close(0)
         self._conns = []
+        self._mux = None
 
     def _heartbeat_while_busy(self) -> None:
         # wakes a few times per interval; only acts while a method is running
@@ -172,9 +173,9 @@ class RocServer:
             try:
                 if self._busy:
                     t = time.monotonic()
-                    for c in self._conns:
+                    for i, c in enumerate(self._conns):
                         if t - c.last_sent >= self.heartbeat:
-                            c.send(beat)
+                            self._mux.send(i, beat)
                             c.last_sent = t
             finally:
                 self._sock_lock.release()
@@ -209,7 +210,7 @@ class RocServer:
             if t - c.last_sent >= interval:
                 # every connection beats each interval, replies or not: a reply
                 # does not need to postpone it, and this keeps the hot path lean
-                c.send(beat)
+                self._mux.send(i, beat)
                 c.last_sent = t
             if t - c.heard > life and t > grace:
                 log.info("broker %s silent for %.1f s on connection %d: reconnecting",
@@ -235,41 +236,31 @@ class RocServer:
             t = now()
             if t >= next_due:
                 next_due = self._housekeep(t, grace)
-            mask = self._poll(int(min(next_due - t, _STOP_CHECK) * 1000) + 1)
-            if not mask:
+            got = self._mux.recv(int(min(next_due - t, _STOP_CHECK) * 1000) + 1)
+            if got is None:
                 continue
-            conns = self._conns
-            i = 0
-            while mask:
-                if mask & 1:
-                    c = conns[i]
-                    frames = c.recv(False)
-                    if frames is not None:
-                        c.heard = t
-                        kind = classify(frames)
-                        if kind == _B_REQUEST:
-                            body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
-                            self._busy = True
-                            lock.release()
-                            try:
-                                reply = execute(obj, body)
-                            finally:
-                                lock.acquire()
-                                self._busy = False
-                            self.calls += 1
-                            c.send([b"", _MDPW, _REPLY, frames[3], b"", reply])
-                            grace = now() + life
-                        elif kind == _B_HEARTBEAT:
-                            pass
-                        elif kind == _B_DISCONNECT:
-                            log.info("broker said DISCONNECT on connection %d: "
-                                     "registering again", i)
-                            self._connect(i)
-                            conns = self._conns
-                        else:
-                            self.malformed += 1
-                mask >>= 1
-                i += 1
+            i, frames = got
+            self._conns[i].heard = t
+            kind = classify(frames)
+            if kind == _B_REQUEST:
+                body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
+                self._busy = True
+                lock.release()
+                try:
+                    reply = execute(obj, body)
+                finally:
+                    lock.acquire()
+                    self._busy = False
+                self.calls += 1
+                self._mux.send(i, [b"", _MDPW, _REPLY, frames[3], b"", reply])
+                grace = now() + life
+            elif kind == _B_HEARTBEAT:
+                pass
+            elif kind == _B_DISCONNECT:
+                log.info("broker said DISCONNECT on connection %d: registering again", i)
+                self._connect(i)
+            else:
+                self.malformed += 1
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (from any thread); it does within ~0.1 s."""
