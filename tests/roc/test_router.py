@@ -194,3 +194,47 @@ def test_reply_for_another_client_is_not_forwarded(router, sink):
     out = sink.take()
     assert [m[0] for m in out if m[2] == b"MDPC01"] == [b"C"]  # C told: server lost
     assert _json.loads(out[0][4])["error"]["code"] == rpc.WORKER_LOST
+
+
+# -- servers with several connections (routing ids sharing the group prefix) ----------
+def conn(server: bytes, n: int) -> bytes:
+    return R.GROUP_TAG + server * 8 + n.to_bytes(4, "big")
+
+
+def dispatched_to(sink) -> list:
+    return [m[0] for m in sink.take() if m[3] == b"\x02"]
+
+
+def test_a_call_goes_to_a_server_with_no_call_running(router, sink):
+    for w in (conn(b"A", 1), conn(b"A", 2), conn(b"B", 1)):
+        router.handle(ready(w), 0.0)
+    router.handle(request(b"C1"), 0.1)
+    router.handle(request(b"C2"), 0.1)
+    assert dispatched_to(sink) == [conn(b"A", 1), conn(b"B", 1)]
+
+
+def test_a_busy_server_takes_calls_on_its_other_connections(router, sink):
+    for w in (conn(b"A", 1), conn(b"A", 2), conn(b"B", 1)):
+        router.handle(ready(w), 0.0)
+    for c in (b"C1", b"C2", b"C3"):
+        router.handle(request(c), 0.1)
+    assert dispatched_to(sink) == [conn(b"A", 1), conn(b"B", 1), conn(b"A", 2)]
+
+
+def test_a_server_is_preferred_again_once_its_call_is_answered(router, sink):
+    for w in (conn(b"A", 1), conn(b"A", 2), conn(b"B", 1)):
+        router.handle(ready(w), 0.0)
+    router.handle(request(b"C1"), 0.1)  # A busy
+    router.handle(request(b"C2"), 0.1)  # B busy
+    router.handle(reply(conn(b"B", 1), b"C2"), 0.2)  # B free again, A still busy
+    sink.take()
+    router.handle(request(b"C3"), 0.3)
+    assert dispatched_to(sink) == [conn(b"B", 1)]
+
+
+def test_workers_without_the_group_prefix_are_servers_of_their_own(router, sink):
+    router.handle(ready(b"W1"), 0.0)
+    router.handle(ready(b"W2"), 0.0)
+    router.handle(request(b"C1"), 0.1)
+    router.handle(request(b"C2"), 0.1)
+    assert dispatched_to(sink) == [b"W1", b"W2"]

@@ -10,7 +10,11 @@ from ctlwire._ext import load_extension
 
 R = load_extension("ctlwire.roc._router")
 
-WORKERS = [b"W0", b"W1"]
+# two plain workers, and two connections of one multi-connection server plus one of
+# another (routing ids with the group tag), so grouping is exercised too
+_A = R.GROUP_TAG + b"A" * 8
+_B = R.GROUP_TAG + b"B" * 8
+WORKERS = [b"W0", b"W1", _A + b"\0\0\0\1", _A + b"\0\0\0\2", _B + b"\0\0\0\1"]
 CLIENTS = [b"C0", b"C1"]
 SERVICES = [b"a", b"b"]
 
