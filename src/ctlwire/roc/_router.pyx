@@ -216,7 +216,7 @@ cdef class _Group:
     # the workers of one server (or a lone worker)
     cdef object key       # routing-id prefix, or None for a lone worker
     cdef _Service service
-    cdef object idle      # deque[_Worker]; may hold dead workers (lazy deletion)
+    cdef object idle      # deque[_Worker] used as a stack; may hold dead workers (lazy deletion)
     cdef int busy         # workers with a call
     cdef int nworkers
     cdef bint in_free
@@ -235,7 +235,7 @@ cdef class _Group:
 cdef inline _Worker _pop_idle(_Group g):
     cdef _Worker w
     while g.idle:
-        w = g.idle.popleft()
+        w = g.idle.pop()  # most recently freed: its connection is warm
         if w.alive:
             return w
     return None

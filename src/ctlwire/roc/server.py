@@ -44,7 +44,7 @@ _STOP_CHECK = 0.1
 
 #: Worker connections per server unless told otherwise (see docs/roc.md: enough to
 #: keep the server busy while replies travel back, few enough to poll cheaply).
-DEFAULT_CONNECTIONS = 8
+DEFAULT_CONNECTIONS = 16
 #: Upper bound of ``connections`` (one poll covers at most this many sockets).
 MAX_CONNECTIONS = 64
 
