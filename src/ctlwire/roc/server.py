@@ -269,7 +269,8 @@ class RocServer:
 
 def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str | None = None,
                       *, ctx: zmq.Context | None = None, logging_: bool = True,
-                      heartbeat: float = 1.0) -> None:
+                      heartbeat: float = 1.0,
+                      connections: int = DEFAULT_CONNECTIONS) -> None:
     """Serve ``obj`` as ``objectId`` until interrupted, with distributed logging on.
 
     Parameters
@@ -286,6 +287,8 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
         Install :class:`~ctlwire.roc.logging.RocLogger` on the root logger.
     heartbeat : float
         Heartbeat interval in seconds (must match the broker's).
+    connections : int
+        Worker connections to the broker (see :class:`RocServer`).
     """
     from ctlwire.roc.endpoints import default_endpoints, parse_broker_spec
     from ctlwire.roc.logging import initRocLogging
@@ -298,7 +301,7 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
         ep = brokerEndpoint
     handler = initRocLogging(objectId, ep, ctx=ctx) if logging_ and \
         isinstance(ep, Endpoints) else None
-    server = RocServer(ep, objectId, obj, ctx, heartbeat=heartbeat)
+    server = RocServer(ep, objectId, obj, ctx, heartbeat=heartbeat, connections=connections)
     log.info("serving %r at %s", objectId, server.endpoint)
     try:
         server.run()
