@@ -42,8 +42,8 @@ _B_HEARTBEAT = _router.B_HEARTBEAT
 _B_DISCONNECT = _router.B_DISCONNECT
 _STOP_CHECK = 0.1
 
-#: Worker connections per server unless told otherwise (see docs/roc.md: enough to
-#: keep the server busy while replies travel back, few enough to poll cheaply).
+#: Worker connections per server unless told otherwise (measured, see docs/roc.md:
+#: enough to keep the server busy while replies travel back; more gain nothing).
 DEFAULT_CONNECTIONS = 16
 #: Upper bound of ``connections`` (one poll covers at most this many sockets).
 MAX_CONNECTIONS = 64
