@@ -119,28 +119,6 @@ def poller(sock: zmq.Socket, fd: int) -> Any:
     return poll
 
 
-def multi_poller(socks: list[zmq.Socket]) -> Any:
-    """``poll(timeout_ms) -> mask`` over ``socks`` for readability: bit ``i`` is set
-    when ``socks[i]`` has a message waiting (at most 64 sockets)."""
-    mod = _setup()
-    if mod is not None:
-        return mod.RawPoller(socks).poll
-    p = zmq.Poller()
-    index = {}
-    for i, s in enumerate(socks):
-        p.register(s, zmq.POLLIN)
-        index[s] = 1 << i
-
-    def poll(timeout_ms: int) -> int:
-        mask = 0
-        for item, ev in p.poll(timeout_ms):
-            if ev & zmq.POLLIN:
-                mask |= index[item]
-        return mask
-
-    return poll
-
-
 class _PyMulti:
     """pyzmq stand-in for :class:`ctlwire.roc._rawzmq.RawMulti`."""
 
