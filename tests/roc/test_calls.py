@@ -223,3 +223,18 @@ def test_close_while_another_thread_waits_fails_that_call_promptly(ep, broker, s
     assert not t.is_alive()
     assert time.monotonic() - t0 < 2.5  # a poll slice is 0.25 s; the call takes 3 s
     assert len(errors) == 1 and isinstance(errors[0], RocError)
+
+
+def test_call_async_goes_out_without_result_on_a_fresh_client(ep, broker, serve, camera,
+                                                               wait_for):
+    # The very first thing a new client does is a fire-and-forget call: it must reach
+    # the object even though nobody ever collects its result.
+    serve("cam", camera)
+    wait_for(lambda: broker.stats()["services"].get("cam"), 10, "cam registered")
+    c = RocClient(ep, timeout=5.0)
+    try:
+        c.call_async("cam", "openShutter")  # (a proxy would first ask what cam offers)
+        c.call_async("cam", "openShutter")
+        wait_for(lambda: camera.shutter_opened == 2, 10, "both calls run")
+    finally:
+        c.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import zmq
 
 from ctlwire._ext import load_extension
 from ctlwire.roc import (Broker, BrokerUnavailable, Endpoints, RocClient, RocError,
-                         UnknownObjectError, WorkerLostError)
+                         RocServer, UnknownObjectError, WorkerLostError)
 
 R = load_extension("ctlwire.roc._router")
 HB = "0.1"
@@ -208,3 +209,51 @@ def test_simple_server_uses_environment_and_logs_reach_roclogdump(ep, spawn, tmp
         assert ("child", "exposure done") in [(r["logger"], r["message"]) for r in records]
     finally:
         c.close()
+
+
+def test_call_async_without_a_broker_waits_its_timeout_then_never_goes_out(ep, camera):
+    c = RocClient(ep, timeout=0.3)
+    try:
+        t0 = time.monotonic()
+        fut = c.call_async("svc", "openShutter")
+        waited = time.monotonic() - t0
+        assert 0.25 <= waited < 3.0  # bounded by the call's timeout, never a hang
+        with pytest.raises(BrokerUnavailable, match="not sent"):
+            fut.result()
+        # a broker that comes up afterwards never sees the abandoned call
+        cam = camera
+        with Broker(ep, heartbeat=0.1):
+            srv = RocServer(ep, "svc", cam, heartbeat=0.1)
+            t = threading.Thread(target=srv.run, daemon=True)
+            t.start()
+            try:
+                c2 = RocClient(ep, timeout=5.0)
+                try:
+                    deadline = time.monotonic() + 10
+                    while True:  # the server registers asynchronously
+                        try:
+                            assert c2.call("svc", "add", 1, 2) == 3
+                            break
+                        except UnknownObjectError:
+                            assert time.monotonic() < deadline
+                    c.call("svc", "add", 2, 2)  # the old client's socket is live now
+                finally:
+                    c2.close()
+            finally:
+                srv.stop()
+                t.join(5)
+        assert cam.shutter_opened == 0
+    finally:
+        c.close()
+
+
+def test_a_broker_cannot_be_started_twice(ep):
+    # (e.g. ``with Broker(ep).start():``) two routing threads on one socket would
+    # crash libzmq; the second start is refused instead
+    b = Broker(ep, heartbeat=0.1).start()
+    try:
+        with pytest.raises(RuntimeError, match="already started"):
+            b.__enter__()
+        assert b.stats()["malformed"] == 0
+    finally:
+        b.stop()

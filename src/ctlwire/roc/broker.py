@@ -129,6 +129,9 @@ class Broker:
 
     def start(self) -> "Broker":
         """Run in a daemon thread; returns ``self``."""
+        if self._thread is not None:
+            # two threads on one socket would corrupt libzmq's state (it aborts)
+            raise RuntimeError("this broker was already started")
         self._thread = threading.Thread(target=self.run, name="roc-broker", daemon=True)
         self._thread.start()
         return self

@@ -232,8 +232,15 @@ class RocClient:
         return self._call(objectId, method, args, kwargs)
 
     def call_async(self, objectId: str, method: str, *args: Any, **kwargs: Any) -> RocFuture:
-        """Send a call without waiting; the reply is collected by
-        :meth:`RocFuture.result` (the timeout runs from now)."""
+        """Send a call without waiting for its reply; :meth:`RocFuture.result`
+        collects it (the timeout runs from now).
+
+        The call is on its way when this returns, whether or not ``result()`` is ever
+        called. Only while no broker is connected (the client just made, or the broker
+        down) does this wait, up to the timeout, for one to send the call to; if none
+        comes, the call is dropped unsent and ``result()`` raises
+        :class:`BrokerUnavailable`.
+        """
         call_id, slot = self._make(objectId, method, args, kwargs)
         with self._lock:
             if self._closing:
@@ -241,10 +248,26 @@ class RocClient:
             self._pending[call_id] = slot
             if self._leader:
                 self._hand_to_leader(slot)
-            else:
-                # nobody reads the socket: send it ourselves; holding the lock keeps
-                # any other thread from leading (using the socket) meanwhile
-                self._send(slot)
+                return RocFuture(self, call_id, slot)
+            # nobody reads the socket: send it ourselves; holding the lock keeps
+            # any other thread from leading (using the socket) meanwhile
+            self._send(slot)
+            if not self._unsent:
+                return RocFuture(self, call_id, slot)
+            # No broker connected yet (ZMQ_IMMEDIATE kept the call back). Nobody may be
+            # about to read this client's socket, so lead until it is sent: a call
+            # handed out as "sent" must not wait for a result() that may never come.
+            self._leader = True
+        try:
+            while self._unsent and not self._closing:
+                remaining = slot.deadline - time.monotonic()
+                if remaining <= 0:
+                    # result() reports it (BrokerUnavailable); it must not go out later
+                    slot.cancelled = True
+                    break
+                self._pump(min(remaining, 0.25))
+        finally:
+            self._release()
         return RocFuture(self, call_id, slot)
 
     def service_available(self, objectId: str) -> bool:
