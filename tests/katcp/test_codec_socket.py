@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctlwire.katcp import KatcpSyntaxError, Message, StreamParser
-from ctlwire.katcp.core import send_nowait
+from ctlwire.katcp.core import RoundTrip, encode_message, send_nowait
 
 names = st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,12}\Z")
 mids = st.one_of(st.none(), st.integers(min_value=1, max_value=2**31 - 1))
@@ -150,3 +150,93 @@ def test_send_nowait_sends_and_reports_errors():
         if b is not None:
             b.close()
     assert send_nowait(-1, b"x") == -1
+
+
+# --- RoundTrip: the compiled core of BlockingClient.blocking_request ---------------------
+
+def _roundtrip(fd: int, first_mid: int = 1):
+    import threading
+    sp = StreamParser(max_line_length=256)
+    rt = RoundTrip(sp, threading.Lock(), bytearray(), first_mid=first_mid)
+    rt.fd = fd
+    return rt, sp
+
+
+def test_roundtrip_mids_count_up_and_wrap():
+    rt, _ = _roundtrip(-1, first_mid=2**31 - 2)
+    assert [rt.next_mid() for _ in range(4)] == [b"2147483646", b"2147483647", b"1", b"2"]
+    with pytest.raises(ValueError, match="first_mid"):
+        _roundtrip(-1, first_mid=0)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names, st.lists(st.binary(max_size=20), max_size=4),
+       st.lists(pieces, max_size=3), st.booleans(), st.lists(pieces, max_size=2),
+       st.integers(min_value=1, max_value=2**31 - 1))
+def test_roundtrip_agrees_with_send_recv_and_feed(pair, name, args, before, with_reply,
+                                                  after, first_mid):
+    # The server's answer is already waiting in the socket when the request goes out.
+    tx, rx = pair
+    rt, sp = _roundtrip(rx.fileno(), first_mid)
+    mid = b"%d" % first_mid
+    answer = b"".join(before) + (b"!%s[%s] ok\n" % (name.encode(), mid) if with_reply
+                                  else b"") + b"".join(after)
+    if answer:
+        tx.sendall(answer)
+    # (the pair's sockets have timeouts, so Python made them non-blocking: with no
+    # answer the read finds nothing at once, as when SO_RCVTIMEO passes, and gives [])
+    msg = Message.request(name, *args)
+    got = rt.request(msg)
+    assert msg.mid == mid
+    sent = encode_message(Message.REQUEST, name, args, mid)
+    assert tx.recv(65536) == sent  # exactly the request went out
+    assert rt.reads == 1
+    expected, buffered = reference(b"", answer, mid)
+    if isinstance(got, Message):
+        assert expected == [got] and got.mid == mid and got.mtype == Message.REPLY
+    else:
+        assert isinstance(got, list)
+        assert [type(x) for x in got] == [type(x) for x in expected]
+        assert [x for x in got if isinstance(x, Message)] == \
+            [x for x in expected if isinstance(x, Message)]
+    assert sp.buffered == buffered
+
+
+def test_roundtrip_hands_back_what_it_could_not_send(pair):
+    tx, rx = pair
+    rt, _ = _roundtrip(-1)
+    msg = Message.request("watchdog")
+    assert rt.request(msg) == (-1, b"?watchdog[1]\n")  # not connected
+    rt.fd = rx.fileno()
+    big = Message.request("big", b"x" * 70000)
+    assert rt.request(big) is None  # too big for the reader-role path: not sent
+    assert big.mid == b"2"
+    assert rt.reads == 0
+
+
+def test_roundtrip_waits_behind_queued_output():
+    import threading
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        wq = bytearray(b"?earlier\n")
+        rt = RoundTrip(StreamParser(), threading.Lock(), wq)
+        rt.fd = b.fileno()
+        assert rt.request(Message.request("later")) == (-1, b"?later[1]\n")
+        a.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            a.recv(100)  # nothing overtook the queued output
+    finally:
+        a.close()
+        b.close()
+
+
+def test_roundtrip_reports_a_closed_connection():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        rt, _ = _roundtrip(b.fileno())
+        a.shutdown(socket.SHUT_WR)  # the server closes; our request still goes out
+        assert rt.request(Message.request("watchdog")) is False
+        assert a.recv(100) == b"?watchdog[1]\n"
+    finally:
+        a.close()
+        b.close()

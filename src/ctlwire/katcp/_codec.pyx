@@ -19,6 +19,12 @@ from ctlwire.katcp.exceptions import KatcpSyntaxError
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.exc cimport PyErr_SetFromErrno
 from libc.stdlib cimport malloc, free
+from libc.errno cimport errno, EAGAIN, EINTR
+
+cdef extern from "<errno.h>":
+    int EWOULDBLOCK
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.bytearray cimport PyByteArray_GET_SIZE
 
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -780,8 +786,14 @@ cdef class StreamParser:
             From ``recv``: ``BlockingIOError`` when the receive timeout passed with
             nothing read, ``InterruptedError`` on a signal, others for a broken link.
         """
+        return self._recv_reply(fd, mid, False)
+
+    cdef object _recv_reply(self, int fd, bytes mid, bint quiet):
+        # recv_reply(); with ``quiet``, a receive timeout or a signal gives [] instead of
+        # raising (a signal handler's own exception still propagates)
         cdef char *buf = self._rbuf
         cdef ssize_t n
+        cdef int err
         cdef Message m
         if buf == NULL:
             buf = self._rbuf = <char *>malloc(RECV_SIZE + 1)
@@ -790,6 +802,11 @@ cdef class StreamParser:
         with nogil:
             n = c_recv(fd, buf, RECV_SIZE, 0)
         if n < 0:
+            err = errno
+            if quiet and (err == EAGAIN or err == EWOULDBLOCK or err == EINTR):
+                if err == EINTR:
+                    PyErr_CheckSignals()
+                return []
             PyErr_SetFromErrno(OSError)
         if n == 0:
             return None
@@ -806,6 +823,104 @@ cdef class StreamParser:
                 return m
             return [m]
         return self.feed(PyBytes_FromStringAndSize(buf, n))
+
+
+DEF MAX_MID = 2147483647
+# Requests at least this long are not sent by RoundTrip: a long write while holding the
+# reader role could stall on a full window with nobody draining the socket.
+DEF DIRECT_MAX = 65536
+
+
+cdef class RoundTrip:
+    """The compiled core of ``BlockingClient.blocking_request`` (its usual case).
+
+    One per client. It owns the client's message-id counter and sends and reads on the
+    client's socket for a thread that holds the client's reader role; the client keeps
+    :attr:`fd` in step with its socket (under the write lock) and handles every case
+    that is not the usual one in Python (see ``client.py``).
+
+    Parameters
+    ----------
+    parser : StreamParser
+        The client's stream parser.
+    write_lock : lock
+        The client's write lock (held around each send).
+    wq : bytearray
+        The client's queue of unsent output: a request goes out directly only when it
+        is empty, so output never reorders.
+    first_mid : int, optional
+        The first message id handed out (1).
+    """
+    cdef StreamParser parser
+    cdef object write_lock
+    cdef bytearray wq
+    cdef unsigned long long _counter
+    #: File descriptor of the client's socket, -1 while not connected.
+    cdef public int fd
+    #: Times a request went out and its caller read the socket itself.
+    cdef public unsigned long long reads
+
+    def __init__(self, StreamParser parser, write_lock, bytearray wq, *,
+                 unsigned long long first_mid=1):
+        if first_mid < 1 or first_mid > MAX_MID:
+            raise ValueError("first_mid must be 1 .. 2**31-1")
+        self.parser = parser
+        self.write_lock = write_lock
+        self.wq = wq
+        self.fd = -1
+        self._counter = first_mid - 1
+        self.reads = 0
+
+    cpdef bytes next_mid(self):
+        """The next message id: 1 .. 2**31-1, then around again (atomic under the GIL)."""
+        cdef long v = <long>(self._counter % MAX_MID) + 1
+        self._counter += 1
+        return b"%d" % v
+
+    def request(self, Message msg):
+        """Give ``msg`` the next mid, send it and read the socket once.
+
+        The caller holds the client's reader role and has checked that ``msg`` is a
+        request without a mid to a server that offers mids.
+
+        Returns
+        -------
+        Message
+            The reply (the usual case: the read held exactly that).
+        list
+            What the read held otherwise, as :meth:`StreamParser.feed` gives it
+            (empty when the socket's receive timeout passed first); the request is out.
+        tuple
+            ``(sent, data)`` when the request could not go out in one non-blocking
+            send (``sent`` bytes went, -1 for none); nothing was read.
+        None
+            The request is too big for this path; nothing was sent.
+        False
+            The server closed the connection (after the request went out).
+        """
+        cdef bytes mid = self.next_mid()
+        cdef bytes data
+        cdef ssize_t n = -1
+        cdef int fd
+        msg.mid = mid
+        data = msg._format(True)
+        if PyBytes_GET_SIZE(data) >= DIRECT_MAX:
+            return None
+        self.write_lock.acquire()
+        try:
+            fd = self.fd
+            if fd >= 0 and PyByteArray_GET_SIZE(self.wq) == 0:
+                n = c_send(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                           MSG_DONTWAIT | MSG_NOSIGNAL)
+        finally:
+            self.write_lock.release()
+        if n != PyBytes_GET_SIZE(data):
+            return (n, data)
+        self.reads += 1
+        got = self.parser._recv_reply(fd, mid, True)
+        if got is None:
+            return False
+        return got
 
 
 def send_nowait(int fd, bytes data):

@@ -42,9 +42,9 @@ from ctlwire.katcp.core import (
     KatcpVersionError,
     Message,
     ProtocolFlags,
+    RoundTrip,
     StreamParser,
     encode_message,
-    send_nowait as _send_nowait,
 )
 
 __all__ = [
@@ -60,7 +60,6 @@ log = logging.getLogger("ctlwire.katcp.client")
 
 _REQUEST, _REPLY, _INFORM = Message.REQUEST, Message.REPLY, Message.INFORM
 _Message = Message
-_MAX_MID = 2**31 - 1
 _RECV_SIZE = 64 * 1024
 # While a blocking caller reads the socket itself, the I/O thread steps aside and looks
 # again this often (it is also the worst extra delay of an unsolicited inform that
@@ -188,17 +187,19 @@ class DeviceClient:
         self._static_protocol_flags: Optional[ProtocolFlags] = None
         self._protocol_flags: Optional[ProtocolFlags] = None
         self._server_supports_ids = False
-        self._mid_counter = itertools.count(1)
         self._read_lock = allocate_lock()
         self._write_lock = allocate_lock()
         self._parser = StreamParser()
+        self._wq = bytearray()  # output the kernel could not take yet (write lock)
+        # The compiled core of blocking_request; it also numbers the requests.
+        self._roundtrip = RoundTrip(self._parser, self._write_lock, self._wq)
+        self._next_mid = self._roundtrip.next_mid
         self._rbuf = bytearray(_RECV_SIZE)  # used only by the thread holding the read lock
         self._rview = memoryview(self._rbuf)
         self._blocking_reads = False
         self._sock: Optional[socket.socket] = None
         self._poll: Any = None
         self._outbuf: list[bytes] = []
-        self._wq = bytearray()  # output the kernel could not take yet (write lock)
         self._dispatcher = 0  # ident of the thread currently dispatching, 0 if none
         self._direct_reads = 0  # times a blocking caller took the reader role
         self._io_ident = 0
@@ -297,10 +298,6 @@ class DeviceClient:
         self.protocol_flags = flags
 
     # ------------------------------------------------------------------ sending
-    def _next_mid(self) -> bytes:
-        # itertools.count is atomic under the GIL; mids wrap inside 1 .. 2**31-1.
-        return b"%d" % ((next(self._mid_counter) - 1) % _MAX_MID + 1)
-
     def _assign_mid(self, msg: Message, use_mid: Optional[bool]) -> None:
         supports = self._server_supports_ids
         if use_mid is None:
@@ -703,6 +700,7 @@ class DeviceClient:
         with self._write_lock:
             self._poll = poll
             self._sock = sock
+            self._roundtrip.fd = sock.fileno()
         self.last_connect_time = time.time()
         self._disconnected.clear()
         self._connected.set()
@@ -723,6 +721,7 @@ class DeviceClient:
             pass
         with self._write_lock:
             self._sock = None
+            self._roundtrip.fd = -1
             self._poll = None
             self._wq.clear()
             sock.close()
@@ -761,6 +760,11 @@ class DeviceClient:
             return False
         self._dispatch_chunk(self._rview[:n])
         return True
+
+    def _reads_seen(self) -> int:
+        """Times a blocking caller took the reader role (the I/O thread parks while
+        this count moves)."""
+        return self._direct_reads + self._roundtrip.reads
 
     def _serve(self, sel: selectors.BaseSelector, sock: socket.socket) -> None:
         """I/O thread: serve one connection until it drops or the client stops."""
@@ -805,7 +809,7 @@ class DeviceClient:
                         if ev & selectors.EVENT_READ:
                             sock_ready = True
                 if not reading:
-                    seen, parked_seen = parked_seen, self._direct_reads
+                    seen, parked_seen = parked_seen, self._reads_seen()
                     if seen == parked_seen and not self._read_lock.locked():
                         reading = True  # no blocking caller read for a whole interval
                     continue
@@ -820,7 +824,7 @@ class DeviceClient:
                         # A thread in blocking_request is reading the socket itself: step
                         # aside rather than wake on every byte it is about to consume.
                         reading = False
-                        parked_seen = self._direct_reads
+                        parked_seen = self._reads_seen()
         finally:
             if mask:
                 try:
@@ -1109,7 +1113,7 @@ class CallbackClient(DeviceClient):
             raise ValueError(f"Expected a request message, got {msg!r}")
         if use_mid is None and msg.mid is None and self._server_supports_ids:
             # the common case, inline: a fresh mid from an atomic counter
-            msg.mid = b"%d" % ((next(self._mid_counter) - 1) % _MAX_MID + 1)
+            msg.mid = self._next_mid()
         else:
             self._assign_mid(msg, use_mid)
         mid = msg.mid
@@ -1469,6 +1473,92 @@ class CallbackClient(DeviceClient):
             self._dispatch_items(items)
 
 
+    def _direct_rest(self, msg: Message, got: Any, started: float,
+                     timeout: Optional[float], keepalive: bool
+                     ) -> tuple[Message, list[Message]]:
+        """The rest of a direct request after RoundTrip.request() (reader role held):
+        finish sending, then read until the reply, keeping its informs and
+        dispatching anything else as usual."""
+        mid = msg.mid
+        deadline = math.inf if timeout is None else started + timeout
+        if got.__class__ is tuple:
+            # Not all of it went out in one non-blocking send.
+            sent, data = got
+            with self._write_lock:
+                sock = self._sock
+                if sock is None:
+                    raise KatcpClientError(
+                        f"Not connected to device {self.bind_address_string}")
+                if sent > 0:
+                    self._write_rest(sock, data, sent, timeout)
+                else:
+                    self._write_all(sock, data, timeout)
+            items: Any = []
+        else:
+            items = got
+        informs: list[Message] = []
+        recv_reply = self._parser.recv_reply
+        feed = self._parser.feed
+        while True:
+            if items is False or items is None:
+                reason = ("client stopped" if not self._running_flag
+                          else "connection closed by server")
+                self._link_lost(reason)
+                raise KatcpClientError(
+                    f"Request ?{msg.name} to {self.bind_address_string} failed: {reason}")
+            reply = None
+            others = None
+            for item in items:
+                if (reply is None and not isinstance(item, KatcpSyntaxError)
+                        and item.mid == mid):
+                    if item.mtype == _REPLY:
+                        reply = item
+                        continue
+                    if item.mtype == _INFORM:
+                        informs.append(item)
+                        if keepalive and timeout is not None:
+                            deadline = _monotonic() + timeout
+                        continue
+                if others is None:
+                    others = [item]
+                else:
+                    others.append(item)
+            if others is not None:
+                self._dispatch_items(others)
+            if reply is not None:
+                return reply, informs
+            remaining = deadline - _monotonic()
+            if remaining <= 0:
+                # (raised outside the try: KatcpTimeoutError is an OSError)
+                raise KatcpTimeoutError(
+                    f"Request ?{msg.name} to {self.bind_address_string} "
+                    f"timed out after {_monotonic() - started:.3f} s")
+            sock = self._sock
+            try:
+                if sock is None:
+                    raise OSError("not connected")
+                if self._blocking_reads and remaining > _RCV_SLICE:
+                    # waits up to _RCV_SLICE (SO_RCVTIMEO): BlockingIOError after that
+                    items = recv_reply(sock.fileno(), mid)
+                else:
+                    # near the deadline, poll() waits exactly what is left
+                    if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
+                        items = []
+                        continue
+                    chunk = sock.recv(_RECV_SIZE, _DONTWAIT)
+                    items = feed(chunk) if chunk else None
+            except (BlockingIOError, InterruptedError):
+                items = []
+                continue
+            except (OSError, AttributeError) as exc:  # AttributeError: no poll
+                self._link_lost(f"read error: {exc}")
+                raise KatcpClientError(
+                    f"Request ?{msg.name} to {self.bind_address_string} "
+                    f"failed: {exc}") from exc
+            if items.__class__ is _Message:
+                return items, informs
+
+
 CallbackClient._fast_replies = True
 
 #: katcp-python's name for the callback client's base class.
@@ -1527,100 +1617,22 @@ class BlockingClient(CallbackClient):
             timeout = self._request_timeout
         read_lock = self._read_lock
         if (use_mid is None and msg.mid is None and self._server_supports_ids
-                and self._fast_replies and msg.mtype == _REQUEST
+                and self._fast_replies and self._blocking_reads
+                and (timeout is None or timeout > _RCV_SLICE)
+                and msg.__class__ is _Message and msg.mtype == _REQUEST
                 and read_lock.acquire(False)):
-            # The common case, inline (it is the hottest path of the library): with a
-            # fresh mid and the reader role held from before the send until the reply,
-            # nobody else can see the reply, so the request is not even entered in the
-            # table of pending requests; this thread reads the stream itself, keeps its
-            # reply and informs and dispatches anything else as usual.
+            # The common case (it is the hottest path of the library): with a fresh mid
+            # and the reader role held from before the send until the reply, nobody
+            # else can see the reply, so the request is not even entered in the table
+            # of pending requests. The compiled RoundTrip gives the mid, sends, and
+            # reads once; usually what it read is exactly the reply.
             try:
-                mid = msg.mid = b"%d" % ((next(self._mid_counter) - 1) % _MAX_MID + 1)
-                data = encode_message(_REQUEST, msg.name, msg.arguments, mid)
-                # Large requests take the general path: while we hold the reader role
-                # nobody drains the socket, and a long write could stall on a full window.
-                if len(data) < 65536:
-                    started = _monotonic()
-                    deadline = math.inf if timeout is None else started + timeout
-                    with self._write_lock:
-                        sock = self._sock
-                        if sock is None:
-                            raise KatcpClientError(
-                                f"Not connected to device {self.bind_address_string}")
-                        # _write_all's common case inline: nothing queued, one send()
-                        # (compiled: -1 on any error, which _write_all then reports).
-                        fd = sock.fileno()
-                        sent = _send_nowait(fd, data) if not self._wq and _DONTWAIT else -1
-                        if sent != len(data):
-                            if sent > 0:
-                                self._write_rest(sock, data, sent, timeout)
-                            else:
-                                self._write_all(sock, data, timeout)
-                    self._direct_reads += 1
-                    informs: list[Message] = []
-                    feed = self._parser.feed
-                    recv_reply = self._parser.recv_reply
-                    # A blocking recv() returns within _RCV_SLICE (SO_RCVTIMEO); near the
-                    # deadline, poll() waits exactly what is left.
-                    blocking = self._blocking_reads and deadline - started > _RCV_SLICE
-                    while True:
-                        if not blocking:
-                            remaining = deadline - _monotonic()
-                            if remaining <= 0:
-                                # (raised outside the try: KatcpTimeoutError is an OSError)
-                                raise KatcpTimeoutError(
-                                    f"Request ?{msg.name} to {self.bind_address_string} "
-                                    f"timed out after {_monotonic() - started:.3f} s")
-                        try:
-                            if blocking:
-                                # Compiled recv + parse: the usual answer, exactly our
-                                # reply, comes back as the Message itself; else the list
-                                # feed() would give, or None at end of stream.
-                                items = recv_reply(fd, mid)
-                                if items.__class__ is _Message:
-                                    return items, informs  # type: ignore[return-value]
-                            else:
-                                if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
-                                    continue
-                                chunk = sock.recv(_RECV_SIZE, _DONTWAIT)
-                                items = feed(chunk) if chunk else None
-                        except (BlockingIOError, InterruptedError):
-                            if deadline - _monotonic() <= _RCV_SLICE:
-                                blocking = False
-                            continue
-                        except (OSError, AttributeError) as exc:  # AttributeError: no poll
-                            self._link_lost(f"read error: {exc}")
-                            raise KatcpClientError(
-                                f"Request ?{msg.name} to {self.bind_address_string} "
-                                f"failed: {exc}") from exc
-                        if items is None:
-                            reason = ("client stopped" if not self._running_flag
-                                      else "connection closed by server")
-                            self._link_lost(reason)
-                            raise KatcpClientError(
-                                f"Request ?{msg.name} to {self.bind_address_string} "
-                                f"failed: {reason}")
-                        reply = None
-                        others = None
-                        for item in items:
-                            if (reply is None and not isinstance(item, KatcpSyntaxError)
-                                    and item.mid == mid):
-                                if item.mtype == _REPLY:
-                                    reply = item
-                                    continue
-                                if item.mtype == _INFORM:
-                                    informs.append(item)
-                                    if keepalive and timeout is not None:
-                                        deadline = _monotonic() + timeout
-                                    continue
-                            if others is None:
-                                others = [item]
-                            else:
-                                others.append(item)
-                        if others is not None:
-                            self._dispatch_items(others)
-                        if reply is not None:
-                            return reply, informs
+                started = _monotonic()
+                got = self._roundtrip.request(msg)
+                if got.__class__ is _Message:
+                    return got, []  # type: ignore[return-value]
+                if got is not None:
+                    return self._direct_rest(msg, got, started, timeout, keepalive)
             finally:
                 read_lock.release()
         return self._blocking_registered(msg, timeout, use_mid, keepalive)

@@ -23,6 +23,7 @@ escape_argument = _codec.escape_argument
 unescape_argument = _codec.unescape_argument
 format_argument = _codec.format_argument
 send_nowait = _codec.send_nowait
+RoundTrip = _codec.RoundTrip
 
 #: Default protocol major version spoken by ctlwire's server and client.
 DEFAULT_KATCP_MAJOR = 5
