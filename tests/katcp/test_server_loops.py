@@ -188,3 +188,34 @@ def test_default_loop_is_uvloop_where_installed(monkeypatch):
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+def test_an_overridden_handle_request_sees_every_request():
+    # The compiled path is only a shortcut for the base class's handle_request: a
+    # subclass that overrides it is called instead, on either loop.
+    seen = []
+
+    class Counting(LoopDevice):
+        def handle_request(self, connection, msg):
+            seen.append(msg.name)
+            if msg.name == "secret":
+                connection._send(b"!secret[%s] ok intercepted\n" % msg.mid)
+                return
+            super().handle_request(connection, msg)
+
+    srv = Counting("127.0.0.1", 0)
+    assert not srv._fast_dispatch
+    srv.start(timeout=TIMEOUT)
+    conn = Line(srv.bind_address[1])
+    try:
+        conn.send(b"?watchdog[1]")
+        conn.send(b"?secret[2]")
+        conn.send(b"?no-such[3]")
+        lines = conn.until(b"!no-such[3]")
+    finally:
+        conn.close()
+        srv.stop(timeout=TIMEOUT)
+        srv.join(timeout=TIMEOUT)
+    assert seen == ["watchdog", "secret", "no-such"]
+    assert b"!watchdog[1] ok" in lines and b"!secret[2] ok intercepted" in lines
+    assert LoopDevice("127.0.0.1", 0)._fast_dispatch

@@ -6,9 +6,12 @@ reads on its own:
 - bytes in: asyncio's selector transport reads up to ``max_size`` bytes per ``recv``,
   256 KiB by default; a buffer that big is allocated with mmap by malloc and costs
   more than the whole request, so each connection lowers it to 64 KiB (measured: 37k
-  instead of 21k round trips/s for a bare echo). The codec's ``StreamParser`` splits
-  lines; each message is dispatched at once, in the loop thread, without a task per
-  request;
+  instead of 21k round trips/s for a bare echo); uvloop, the default loop, reads into
+  one buffer of its own. The codec's ``StreamParser`` splits lines; each message is
+  dispatched at once, in the loop thread, without a task per request. That path,
+  ``data_received`` to the handler and back, is compiled
+  (``ctlwire.katcp._dispatch``: ``ConnectionCore``, the base of ``ClientConnection``,
+  and ``ClientRequestConnection``);
 - bytes out: everything a client is owed during one loop iteration is appended to
   its output list and written with a single ``transport.write`` (at the end of
   ``data_received`` for replies, or in one flush callback per iteration for informs);
@@ -23,7 +26,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._ext import load_extension
 from .core import Message, StreamParser, encode_message
+
+_dispatch = load_extension("ctlwire.katcp._dispatch")
+ConnectionCore = _dispatch.ConnectionCore
+ClientRequestConnection = _dispatch.ClientRequestConnection
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import DeviceServerBase
@@ -32,8 +40,6 @@ __all__: list[str] = []
 
 log = logging.getLogger("ctlwire.katcp.server")
 
-_Message = Message
-_REQUEST = Message.REQUEST
 _REPLY = Message.REPLY
 _INFORM = Message.INFORM
 _get_ident = threading.get_ident
@@ -47,7 +53,7 @@ def _address_text(peer: Any) -> str:
     return str(peer)
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ConnectionCore, asyncio.Protocol):
     """One connected client, as handlers and ``on_client_*`` hooks see it.
 
     Attributes
@@ -56,17 +62,13 @@ class ClientConnection(asyncio.Protocol):
         ``host:port`` of the client.
     """
 
-    __slots__ = ("_server", "_transport", "_parser", "_out", "_dirty", "_closing",
-                 "_disconnect_called", "_slow", "address", "_sock", "strategies",
-                 "_queue_fn", "__weakref__")
+    # (_server, _transport, _parser, _out, _dirty and _closing live in ConnectionCore,
+    # the compiled part, with data_received)
+    __slots__ = ("_disconnect_called", "_slow", "address", "_sock", "strategies",
+                 "_queue_fn")
 
     def __init__(self, server: "DeviceServerBase", max_line_length: int):
-        self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._parser = StreamParser(max_line_length)
-        self._out: list[bytes] = []
-        self._dirty = False
-        self._closing = False
+        ConnectionCore.__init__(self, server, StreamParser(max_line_length))
         self._disconnect_called = False
         self._slow = False
         self.address = "?"
@@ -91,36 +93,6 @@ class ClientConnection(asyncio.Protocol):
         if hasattr(transport, "max_size"):
             transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
         self._server._connection_made(self)
-
-    def data_received(self, data: Any) -> None:
-        server = self._server
-        # Marked dirty for the whole batch: replies queued now are written once at the
-        # end, without scheduling a flush callback for the next loop iteration.
-        was_dirty = self._dirty
-        self._dirty = True
-        for item in self._parser.feed(data):
-            if item.__class__ is _Message or not isinstance(item, Exception):
-                try:
-                    if item.mtype == _REQUEST and server._handler_executor is None:
-                        server.handle_request(self, item)
-                    else:
-                        server._dispatch(self, item)
-                except Exception:  # a broken handler hook must not kill the connection
-                    log.exception("Error handling %r from %s", item, self.address)
-            else:
-                server._bad_line(self, item)
-            if self._closing:
-                break
-        out = self._out
-        if out:
-            # _write_out() inline (this is the per-request path).
-            transport = self._transport
-            if transport is not None:
-                self._out = []
-                if not self._closing:
-                    transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if not was_dirty:
-            self._dirty = False
 
     def eof_received(self) -> bool:
         # Answers to what was already read still go out; then the transport closes.
@@ -214,68 +186,6 @@ class ClientConnection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.address}>"
-
-
-class ClientRequestConnection:
-    """A request in progress: what a handler gets as ``req``.
-
-    Attributes
-    ----------
-    client_connection : ClientConnection
-        The client that sent the request.
-    msg : Message
-        The request.
-    """
-
-    __slots__ = ("client_connection", "msg", "_replied")
-
-    def __init__(self, client_connection: ClientConnection, req_msg: Message):
-        self.client_connection = client_connection
-        self.msg = req_msg
-        self._replied = False
-
-    @property
-    def replied(self) -> bool:
-        """Whether the reply has been sent."""
-        return self._replied
-
-    def inform(self, *args: Any) -> None:
-        """Send ``#<name>[mid] args...`` as part of the answer (thread-safe)."""
-        if self._replied:
-            raise RuntimeError(f"Cannot send inform for request {self.msg!r} after "
-                               "sending reply.")
-        msg = self.msg
-        self.client_connection._send(encode_message(_INFORM, msg.name, args, msg.mid))
-
-    def reply(self, *args: Any) -> None:
-        """Send ``!<name>[mid] args...`` (once; thread-safe)."""
-        if self._replied:
-            raise RuntimeError(f"Reply to request {self.msg!r} already sent.")
-        self._replied = True
-        msg = self.msg
-        self.client_connection._send(encode_message(_REPLY, msg.name, args, msg.mid))
-
-    def reply_with_message(self, rep_msg: Message) -> None:
-        """Send a prepared reply message (its mid is set from the request)."""
-        if self._replied:
-            raise RuntimeError(f"Reply to request {self.msg!r} already sent.")
-        if rep_msg.mtype != _REPLY:
-            raise ValueError(f"reply_with_message() needs a reply, not {rep_msg!r}")
-        self._replied = True
-        msg = self.msg
-        rep_msg.mid = msg.mid
-        self.client_connection._send(
-            encode_message(_REPLY, rep_msg.name, rep_msg.arguments, msg.mid))
-
-    def make_reply(self, *args: Any) -> Message:
-        """Build (not send) the reply message with ``args``."""
-        msg = self.msg
-        # What Message.reply_to_request does, without the classmethod's re-packing.
-        return _Message(_REPLY, msg.name, args, msg.mid)
-
-    def mass_inform(self, msg: Message) -> None:
-        """Send an inform to every client."""
-        self.client_connection.mass_inform(msg)
 
 
 def log_line(level: str, message: str, name: str = "ctlwire.katcp.server") -> bytes:

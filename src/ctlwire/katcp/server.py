@@ -51,7 +51,7 @@ import traceback
 from typing import Any, Callable
 
 from .. import __version__ as _ctlwire_version
-from ._server_conn import ClientConnection, ClientRequestConnection, log_line
+from ._server_conn import ClientConnection, ClientRequestConnection, _dispatch, log_line
 from .core import (AsyncReply, FailReply, Message, ProtocolFlags,
                    encode_message)
 from .kattypes import (Int, Str, has_katcp_protocol_flags, minimum_katcp_version, request,
@@ -75,6 +75,7 @@ __all__ = [
 log = logging.getLogger("ctlwire.katcp.server")
 
 _REQUEST, _REPLY, _INFORM = Message.REQUEST, Message.REPLY, Message.INFORM
+_handle_request = _dispatch.handle_request
 _get_ident = threading.get_ident
 _STATUS_RAW = Sensor.STATUSES_RAW
 
@@ -332,6 +333,9 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._handler_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Connections call the compiled request path directly unless a subclass
+        # overrides handle_request (then they call the override).
+        self._fast_dispatch = type(self).handle_request is DeviceServerBase.handle_request
         self._external_loop: asyncio.AbstractEventLoop | None = None
         self._start_error: BaseException | None = None
         self._stop_future: asyncio.Future | None = None
@@ -767,43 +771,26 @@ class DeviceServerBase(metaclass=DeviceMetaclass):
             self.handle_reply(client_conn, msg)
 
     def handle_request(self, connection: ClientConnection, msg: Message) -> None:
-        """Run the handler of request ``msg`` and send its reply."""
-        name = msg.name
-        handler = self._request_handlers.get(name)
-        if handler is None:
-            self._logger.debug("%s INVALID: Unknown request.", name)
-            connection._send(encode_message(_REPLY, name, (b"invalid", b"Unknown request."),
-                                            msg.mid))
-            return
-        req = ClientRequestConnection(connection, msg)
-        try:
-            reply = handler(self, req, msg)
-        except AsyncReply:
-            return
-        except FailReply as exc:
-            self._send_fail(req, str(exc))
-            return
-        except Exception:
-            self._send_fail(req, self._exception_text(msg, sys.exc_info()))
-            return
-        if reply.__class__ is Message or isinstance(reply, Message):
-            if not req._replied:
-                req._replied = True
-                data = encode_message(_REPLY, reply.name, reply.arguments, msg.mid)
-                if connection._dirty and not connection._closing \
-                        and _get_ident() == self._loop_tid:
-                    # Inside data_received: the batch is written when it returns.
-                    connection._out.append(data)
-                else:
-                    connection._send(data)
-        elif reply is not None and inspect.isawaitable(reply):
+        """Run the handler of request ``msg`` and send its reply.
+
+        The handler gets ``(self, req, msg)``; a reply message it returns is sent, as
+        is the result of a coroutine it returns; :class:`AsyncReply` means it replies
+        later through ``req``; :class:`FailReply` and other exceptions become a
+        ``fail`` reply. Compiled (``ctlwire.katcp._dispatch``); a subclass that
+        overrides this method is called for every request instead.
+        """
+        _handle_request(self, connection, msg)
+
+    def _other_return(self, req: ClientRequestConnection, reply: Any) -> None:
+        # What a handler returned that is not a reply message: a coroutine, or a mistake.
+        if reply is not None and inspect.isawaitable(reply):
             if _get_ident() == self._loop_tid:
                 self._spawn(self._await_reply(req, reply))
             else:
                 asyncio.run_coroutine_threadsafe(self._await_reply(req, reply), self.loop)
         elif not req._replied:
-            self._send_fail(req, f"Request handler for {name!r} returned {reply!r} "
-                                 "instead of a reply message.")
+            self._send_fail(req, f"Request handler for {req.msg.name!r} returned "
+                                 f"{reply!r} instead of a reply message.")
 
     async def _await_reply(self, req: ClientRequestConnection, awaitable: Any) -> None:
         try:
