@@ -259,6 +259,13 @@ cdef class _Worker:
         self.alive = True
 
 
+cdef inline void _share_if_idle(_Group g):
+    # a group with idle connections left goes (back) to the end of the shared queue
+    if g.idle:
+        g.in_shared = True
+        g.service.shared.append(g)
+
+
 cdef class Router:
     """The broker's routing state machine.
 
@@ -379,22 +386,17 @@ cdef class Router:
             if g.busy == 0:
                 w = _pop_idle(g)
                 if w is not None:
-                    if g.idle:
-                        # its other connections wait behind the servers still free
-                        g.in_shared = True
-                        svc.shared.append(g)
+                    # its other connections wait behind the servers still free
+                    _share_if_idle(g)
                     return w
-            elif g.idle and not g.in_shared:
-                g.in_shared = True
-                svc.shared.append(g)
+            elif not g.in_shared:
+                _share_if_idle(g)
         while svc.shared:
             g = svc.shared.popleft()
             g.in_shared = False
             w = _pop_idle(g)
             if w is not None:
-                if g.idle:
-                    g.in_shared = True
-                    svc.shared.append(g)
+                _share_if_idle(g)
                 return w
         return None
 

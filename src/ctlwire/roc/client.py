@@ -242,32 +242,21 @@ class RocClient:
         :class:`BrokerUnavailable`.
         """
         call_id, slot = self._make(objectId, method, args, kwargs)
-        with self._lock:
-            if self._closing:
-                raise RocError("client is closed")
-            self._pending[call_id] = slot
-            if self._leader:
-                self._hand_to_leader(slot)
-                return RocFuture(self, call_id, slot)
-            # nobody reads the socket: send it ourselves; holding the lock keeps
-            # any other thread from leading (using the socket) meanwhile
-            self._send(slot)
-            if not self._unsent:
-                return RocFuture(self, call_id, slot)
-            # No broker connected yet (ZMQ_IMMEDIATE kept the call back). Nobody may be
-            # about to read this client's socket, so lead until it is sent: a call
-            # handed out as "sent" must not wait for a result() that may never come.
-            self._leader = True
-        try:
-            while self._unsent and not self._closing:
-                remaining = slot.deadline - time.monotonic()
-                if remaining <= 0:
-                    # result() reports it (BrokerUnavailable); it must not go out later
-                    slot.cancelled = True
-                    break
-                self._pump(min(remaining, 0.25))
-        finally:
-            self._release()
+        if self._enqueue(call_id, slot):
+            # We lead: the call went out, unless no broker is connected yet
+            # (ZMQ_IMMEDIATE kept it back). Nobody may be about to read this client's
+            # socket, so keep leading until it is sent: a call handed out as "sent"
+            # must not wait for a result() that may never come.
+            try:
+                while self._unsent and not self._closing:
+                    remaining = slot.deadline - time.monotonic()
+                    if remaining <= 0:
+                        # result() reports it (BrokerUnavailable); it must not go out later
+                        slot.cancelled = True
+                        break
+                    self._pump(min(remaining, 0.25))
+            finally:
+                self._release()
         return RocFuture(self, call_id, slot)
 
     def service_available(self, objectId: str) -> bool:
