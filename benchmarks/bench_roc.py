@@ -1,6 +1,6 @@
 """ROC call throughput: ctlwire vs majortomo vs a bare ``zmq.proxy`` relay.
 
-Run: ``python benchmarks/bench_roc.py [--seconds S] [--rounds N] [--window W]``
+Run: ``python benchmarks/bench_roc.py [--seconds S] [--rounds N] [--window W] [--mdp-ceiling]``
 (with ``PYTHONPATH=src`` from a source checkout).
 
 Every path runs the same echo object in a separate worker process behind a separate
@@ -16,7 +16,9 @@ broker/relay process, on loopback, with the client in this process:
 All three carry the same JSON-RPC body and run it with the same
 ``ctlwire.roc.rpc.execute`` on the same ``Echo`` object, so the difference is the
 routing.  "one at a time" waits for each reply; "in flight" keeps ``--window`` calls
-outstanding.  Short measurements are interleaved (ctlwire, majortomo, bare, ctlwire,
+outstanding.  ``--mdp-ceiling`` adds a table of what 7/MDP's framing alone costs in
+flight: MDP client frames (and ``RocClient``) sent through the bare relay itself, with
+no broker and no MDP worker, beside the relay's single-frame bodies.  Short measurements are interleaved (ctlwire, majortomo, bare, ctlwire,
 ...) and the median per path is reported, which evens out load from other processes.
 CPU time per call (client + broker + worker processes, from /proc) is printed too: it
 does not depend on what else the machine is doing.
@@ -268,6 +270,77 @@ class BarePath:
         self.sock.close()
 
 
+class MdpFramesViaRelay(BarePath):
+    """The ceiling of any 7/MDP client: a DEALER sending MDP client frames
+    (``""``, ``MDPC01``, service, body) through the *bare relay* (no broker, no MDP
+    worker: the bare worker echoes the frames with the body run), reading the replies
+    without decoding them. Only with ``--mdp-ceiling``."""
+
+    name = "MDP frames via bare relay"
+
+    def __init__(self, base: int) -> None:
+        super().__init__(base)
+        from ctlwire.roc._fastzmq import wire
+        # ctlwire's own frame I/O (raw libzmq where available): the cheapest there is
+        self.recv, self.send = wire(self.sock)
+
+    def window(self, n: int, w: int) -> None:
+        recv, send = self.recv, self.send
+        frames = [b"", b"MDPC01", b"echo", self.encode(0, "echo", (0,))]
+        out = 0
+        for _ in range(n):
+            if not send(frames):
+                raise RuntimeError("the relay refused a message")
+            out += 1
+            if out >= w:
+                recv(True)
+                out -= 1
+        while out:
+            recv(True)
+            out -= 1
+
+
+class RocClientViaRelay(RocPath):
+    """``RocClient`` itself pointed at the bare relay (no broker, no ``RocServer``).
+    Only with ``--mdp-ceiling``."""
+
+    name = "RocClient via bare relay"
+
+    def __init__(self, base: int) -> None:
+        from ctlwire.roc import RocClient
+        self.client = RocClient(f"tcp://127.0.0.1:{base}", timeout=10.0)
+        self.proxy = None
+        assert self.client.call("echo", "echo", 0) == 0
+
+    def window(self, n: int, w: int) -> None:
+        call = self.client.call_async
+        q: deque = deque()
+        for i in range(n):
+            q.append(call("echo", "echo", i))
+            if len(q) >= w:
+                q.popleft().result()
+        while q:
+            q.popleft().result()
+
+
+def mdp_ceiling(base: int, pids: list[int], seconds: float, rounds: int, w: int) -> None:
+    """In flight through the same bare relay: single-frame bodies (the bare path),
+    MDP-framed bodies, and RocClient: what 7/MDP framing costs before any broker."""
+    paths = [BarePath(base), MdpFramesViaRelay(base), RocClientViaRelay(base)]
+    rates: dict[str, list[float]] = {p.name: [] for p in paths}
+    try:
+        for _ in range(rounds):
+            for p in paths:
+                rates[p.name].append(timed(lambda n, p=p: p.window(n, w), seconds, pids)[0])
+    finally:
+        for p in paths:
+            p.close()
+    bare = statistics.median(rates[paths[0].name])
+    print(f"\nMDP ceiling, {w} in flight through the bare relay alone (median of {rounds}):")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"  {name:<28}{med:>10,.0f} calls/s  {med / bare:.2f} of the bare relay")
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2:])
@@ -276,6 +349,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=0.5, help="per measurement (0.5)")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (9)")
     ap.add_argument("--window", type=int, default=32, help="calls in flight (32)")
+    ap.add_argument("--mdp-ceiling", action="store_true",
+                    help="also measure MDP framing and RocClient through the bare relay")
     ap.add_argument("--servers", type=int, default=1,
                     help="worker processes per path (1); MDP gives each one call at a time")
     ap.add_argument("--connections", type=int, default=0,
@@ -339,6 +414,8 @@ def main() -> int:
             vs_mt = ours[mode] / med["majortomo"][mode]
             print(f"{mode:<14} ctlwire/bare = {vs_bare:.2f} (target >= 0.80)   "
                   f"ctlwire/majortomo = {vs_mt:.2f} (target >= 1.6)")
+        if args.mdp_ceiling:
+            mdp_ceiling(b_bare, pids["bare relay"], args.seconds, args.rounds, args.window)
     finally:
         for p in paths:
             try:
