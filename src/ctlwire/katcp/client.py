@@ -194,7 +194,7 @@ class DeviceClient:
         # The compiled core of blocking_request; it also numbers the requests.
         self._roundtrip = RoundTrip(self._parser, self._write_lock, self._wq)
         self._next_mid = self._roundtrip.next_mid
-        self._rbuf = bytearray(_RECV_SIZE)  # used only by the thread holding the read lock
+        self._rbuf = bytearray(_RECV_SIZE)  # the I/O thread's reads (under the read lock)
         self._rview = memoryview(self._rbuf)
         self._blocking_reads = False
         self._sock: Optional[socket.socket] = None
@@ -1433,11 +1433,10 @@ class CallbackClient(DeviceClient):
 
     def _read_until_done(self, p: _Pending) -> None:
         # Caller holds the read lock: this thread reads and dispatches the stream itself.
-        rbuf, rview = self._rbuf, self._rview
+        key = p.key if p.key.__class__ is bytes else b""  # b"": matches no reply
         while not p.done:
             sock = self._sock
-            poll = self._poll
-            if sock is None or poll is None:
+            if sock is None or self._poll is None:
                 # No link: lost before we got here (the loss already failed p) or being
                 # re-established; wait for the deadline or the loss to complete us.
                 return
@@ -1445,33 +1444,39 @@ class CallbackClient(DeviceClient):
             if remaining <= 0:
                 return
             try:
-                if self._blocking_reads and remaining > _RCV_SLICE:
-                    n = sock.recv_into(rbuf)  # waits up to _RCV_SLICE (SO_RCVTIMEO)
-                else:
-                    if not poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
-                        continue
-                    n = sock.recv_into(rbuf, 0, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                continue
+                items = self._read_items(sock, remaining, key)
             except OSError as exc:
                 self._link_lost(f"read error: {exc}")
                 return
-            if not n:
+            if items is None:
                 self._link_lost("connection closed by server")
                 return
-            items = self._parser.feed(rview[:n])
-            if len(items) == 1 and self._fast_replies:
-                # The usual case: the chunk is exactly our reply; hand it over here.
-                item = items[0]
-                if (not isinstance(item, KatcpSyntaxError) and item.mtype == _REPLY
-                        and item.mid is not None and item.mid == p.key
-                        and self._pending.pop(p.key, None) is p):
-                    p.reply = item
+            if items.__class__ is _Message:
+                # The usual case: the read was exactly our reply; hand it over here.
+                if self._fast_replies and self._pending.pop(p.key, None) is p:
+                    p.reply = items
                     p.done = True
                     p.lock.release()
                     return
+                items = [items]
             self._dispatch_items(items)
 
+    def _read_items(self, sock: socket.socket, remaining: float, mid: bytes) -> Any:
+        """One read by the thread holding the read lock, waiting at most about
+        ``remaining`` s: the reply with message id ``mid`` itself if the read was
+        exactly that (compiled path), else the parsed items (``[]`` if nothing came),
+        or ``None`` at end of stream. Raises OSError for a broken link."""
+        try:
+            if self._blocking_reads and remaining > _RCV_SLICE:
+                # waits up to _RCV_SLICE (SO_RCVTIMEO): BlockingIOError after that
+                return self._parser.recv_reply(sock.fileno(), mid)
+            # near the deadline, poll() waits exactly what is left
+            if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
+                return []
+            chunk = sock.recv(_RECV_SIZE, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
+        return self._parser.feed(chunk) if chunk else None
 
     def _direct_rest(self, msg: Message, got: Any, started: float,
                      timeout: Optional[float], keepalive: bool
@@ -1497,8 +1502,6 @@ class CallbackClient(DeviceClient):
         else:
             items = got
         informs: list[Message] = []
-        recv_reply = self._parser.recv_reply
-        feed = self._parser.feed
         while True:
             if items is False or items is None:
                 reason = ("client stopped" if not self._running_flag
@@ -1537,19 +1540,7 @@ class CallbackClient(DeviceClient):
             try:
                 if sock is None:
                     raise OSError("not connected")
-                if self._blocking_reads and remaining > _RCV_SLICE:
-                    # waits up to _RCV_SLICE (SO_RCVTIMEO): BlockingIOError after that
-                    items = recv_reply(sock.fileno(), mid)
-                else:
-                    # near the deadline, poll() waits exactly what is left
-                    if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
-                        items = []
-                        continue
-                    chunk = sock.recv(_RECV_SIZE, _DONTWAIT)
-                    items = feed(chunk) if chunk else None
-            except (BlockingIOError, InterruptedError):
-                items = []
-                continue
+                items = self._read_items(sock, remaining, mid)
             except (OSError, AttributeError) as exc:  # AttributeError: no poll
                 self._link_lost(f"read error: {exc}")
                 raise KatcpClientError(
