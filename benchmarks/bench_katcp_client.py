@@ -102,18 +102,18 @@ def _measure_ctlwire(port: int, mode: str, seconds: float) -> float:
     return (c1 - c0) / (t1 - t0)
 
 
-def _measure_aiokatcp(port: int, mode: str, seconds: float) -> float:
+def _asyncio_rate(connect, request, mode: str, seconds: float) -> float:
+    """Requests/s of an asyncio client: 1 or DEPTH tasks each awaiting ``request(client)``
+    in a loop; ``connect()`` makes the client (it has close() and wait_closed())."""
     import asyncio
 
-    import aiokatcp
-
     async def main() -> float:
-        client = await aiokatcp.Client.connect("127.0.0.1", port)
+        client = await connect()
         state = {"count": 0, "stop": False}
 
         async def worker():
             while not state["stop"]:
-                await client.request("watchdog")
+                await request(client)
                 state["count"] += 1
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(1 if mode == "seq" else DEPTH)]
@@ -128,35 +128,22 @@ def _measure_aiokatcp(port: int, mode: str, seconds: float) -> float:
         return (c1 - c0) / (t1 - t0)
 
     return asyncio.run(main())
+
+
+def _measure_aiokatcp(port: int, mode: str, seconds: float) -> float:
+    import aiokatcp
+
+    return _asyncio_rate(lambda: aiokatcp.Client.connect("127.0.0.1", port),
+                         lambda client: client.request("watchdog"), mode, seconds)
 
 
 def _measure_ctlwire_aio(port: int, mode: str, seconds: float) -> float:
-    import asyncio
-
     from ctlwire.katcp.aio import AioClient
     from ctlwire.katcp.core import Message
 
-    async def main() -> float:
-        client = await AioClient.connect("127.0.0.1", port)
-        state = {"count": 0, "stop": False}
-
-        async def worker():
-            while not state["stop"]:
-                await client.call(Message.request("watchdog"))
-                state["count"] += 1
-
-        tasks = [asyncio.ensure_future(worker()) for _ in range(1 if mode == "seq" else DEPTH)]
-        await asyncio.sleep(WARMUP)
-        c0, t0 = state["count"], time.perf_counter()
-        await asyncio.sleep(seconds)
-        c1, t1 = state["count"], time.perf_counter()
-        state["stop"] = True
-        await asyncio.gather(*tasks)
-        client.close()
-        await client.wait_closed()
-        return (c1 - c0) / (t1 - t0)
-
-    return asyncio.run(main())
+    return _asyncio_rate(lambda: AioClient.connect("127.0.0.1", port),
+                         lambda client: client.call(Message.request("watchdog")),
+                         mode, seconds)
 
 
 def _import_katcp_python():
