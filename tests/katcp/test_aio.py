@@ -18,16 +18,6 @@ TIMEOUT = 10.0
 
 
 
-SERVERS = ["aiokatcp", "ctlwire"]  # aiokatcp's DeviceServer and ctlwire's own
-
-
-@pytest.fixture(scope="module", params=SERVERS)
-def peer(request):
-    server = PeerServer(request.param)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def run(coro):
@@ -92,7 +82,6 @@ def test_timeout_raises_timeout_error(peer):
     run(main())
 
 
-@pytest.mark.parametrize("impl", SERVERS)
 def test_link_drop_fails_awaited_request(impl):
     server = PeerServer(impl)
     try:
@@ -206,7 +195,6 @@ def test_connect_to_closed_port_raises_client_error():
     run(main())
 
 
-@pytest.mark.parametrize("impl", SERVERS)
 def test_auto_reconnect_renews_sensor_subscriptions(impl):
     server = PeerServer(impl)
     try:

@@ -24,16 +24,6 @@ TIMEOUT = 10.0  # bound on every wait; generous for a loaded CI box
 
 
 
-SERVERS = ["aiokatcp", "ctlwire"]  # aiokatcp's DeviceServer and ctlwire's own
-
-
-@pytest.fixture(scope="module", params=SERVERS)
-def peer(request):
-    server = PeerServer(request.param)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 class RawConn:
@@ -393,7 +383,6 @@ def test_keepalive_informs_extend_the_timeout(raw, clients):
     assert reply.reply_ok() and len(informs) == 20
 
 
-@pytest.mark.parametrize("impl", SERVERS)
 def test_link_drop_fails_in_flight_blocking_request_promptly(clients, impl):
     server = PeerServer(impl)
     try:
@@ -475,7 +464,6 @@ def test_request_without_connection_raises_client_error(clients):
         client.blocking_request(Message.request("watchdog"), timeout=1)
 
 
-@pytest.mark.parametrize("impl", SERVERS)
 def test_reconnects_after_server_restart(clients, impl):
     server = PeerServer(impl)
     try:
