@@ -32,7 +32,8 @@ class HeartBeatQuery(SendAndListen):
         Where the queried process publishes its replies.
     **kwargs
         As :class:`SendAndListen` (``timeout``, ``resend_interval``, ``context``...);
-        the topics and the event are fixed.
+        the topics and the event are fixed. ``from_addresses`` and ``from_names``
+        are inherited.
 
     Attributes
     ----------
@@ -48,23 +49,6 @@ class HeartBeatQuery(SendAndListen):
         kwargs.pop("event", None)
         super().__init__(server, listener_addresses, REPLY_TOPIC, ENQUIRY_TOPIC,
                          {"id": self.id_}, **kwargs)
-
-    @classmethod
-    def from_addresses(cls, server_address: str, listener_addresses: Any,
-                       **kwargs: Any) -> "HeartBeatQuery":
-        """As :meth:`SendAndListen.from_addresses`, with the topic set to REPLY_TOPIC."""
-        server = ZMQServer(server_address, context=kwargs.get("context"))
-        try:
-            return cls(server, listener_addresses, owns_server=True, **kwargs)
-        except BaseException:
-            server.close()
-            raise
-
-    @classmethod
-    def from_names(cls, server_name: str, listener_name: str, **kwargs: Any) -> "HeartBeatQuery":
-        """As :meth:`SendAndListen.from_names`, with the topic set to REPLY_TOPIC."""
-        from .utils import get_zmq_urls
-        return cls(get_zmq_server(server_name), get_zmq_urls(listener_name), **kwargs)
 
     def is_answer(self, topic: str, event: dict[str, Any]) -> bool:
         """Only a reply carrying this instance's id counts."""
