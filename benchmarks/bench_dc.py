@@ -19,12 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from ctlwire._proc import child_env
+from ctlwire._proc import JsonLinesChild
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -112,47 +110,18 @@ def role_member(root: str, timings: str) -> None:
 
 # --- parent side ---------------------------------------------------------------------------
 
-class Child:
+class Child(JsonLinesChild):
+    """This script in a child process in one of the roles above."""
+
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=child_env())
-        self.lines: list[dict] = []
-        self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([__file__, *args], what=f"bench child {args[0]}")
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self.cond:
-                self.lines.append(json.loads(line))
-                self.cond.notify_all()
+    def wait(self, ev: str, timeout: float) -> dict:  # type: ignore[override]
+        return super().wait(lambda obj: obj["ev"] == ev, timeout)
 
-    def wait(self, ev: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for obj in self.lines:
-                    if obj["ev"] == ev:
-                        return obj
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"child: no {ev!r} within {timeout} s")
-                self.cond.wait(min(left, 0.1))
-
-    def leader(self) -> str | None:
-        current = None
-        with self.cond:
-            for e in self.lines:
-                if e["ev"] == "leader_elected":
-                    current = e["member"]
-                elif e["ev"] == "leader_lost" and current == e["member"]:
-                    current = None
-        return current
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+    def leader_id(self) -> str | None:
+        current = self.leader()
+        return None if current is None else current[0]
 
 
 def rate_ours(n: int) -> tuple[float, float]:
@@ -220,7 +189,7 @@ def failover(timings: str, trials: int) -> list[float]:
                 ids = [k.wait("ready", 30)["id"] for k in kids]
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
-                    views = {k.leader() for k in kids}
+                    views = {k.leader_id() for k in kids}
                     if len(views) == 1 and views <= set(ids):
                         break
                     time.sleep(0.01)
@@ -230,7 +199,7 @@ def failover(timings: str, trials: int) -> list[float]:
                 killed = time.time()
                 victim.kill()
                 while time.monotonic() < deadline:
-                    views = {k.leader() for k in rest}
+                    views = {k.leader_id() for k in rest}
                     if len(views) == 1 and None not in views and old not in views:
                         break
                     time.sleep(0.005)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,7 +10,7 @@ import pytest
 import zmq
 
 from ctlwire.dc.ports import GroupSpec, Port
-from ctlwire._proc import child_env
+from ctlwire._proc import JsonLinesChild
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
@@ -80,80 +79,17 @@ def publish() -> Callable[..., bytes]:
     return publish_until
 
 
-class Member:
+class Member(JsonLinesChild):
     """A group member running ``member_proc.py`` in a child process."""
 
     SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "member_proc.py")
 
     def __init__(self, *args: str) -> None:
-        import json
-        import subprocess
-        import threading
-        self._json = json
-        self.proc = subprocess.Popen([sys.executable, self.SCRIPT, *args],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=child_env(), text=True, bufsize=1)
-        self.lines: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__([self.SCRIPT, *args], what="member")
         self.id = self.wait(lambda e: e["ev"] == "ready", timeout=30)["id"]
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                obj = self._json.loads(line)
-            except ValueError:
-                continue
-            with self._cond:
-                self.lines.append(obj)
-                self._cond.notify_all()
-
-    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float,
-             since: int = 0) -> dict[str, Any]:
-        """First output line (from index ``since``) matching ``pred``, waiting up to timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for obj in self.lines[since:]:
-                    if pred(obj):
-                        return obj
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"member {getattr(self, 'id', '?')}: no matching "
-                                         f"output within {timeout} s")
-                self._cond.wait(min(left, 0.1))
-
-    def events(self, kind: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e for e in self.lines if e["ev"] == kind]
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    @property
-    def leader(self) -> tuple[str, int] | None:
-        """(leader id, term) as this member last saw it, from its events."""
-        current = None
-        with self._cond:
-            for e in self.lines:
-                if e["ev"] == "leader_elected":
-                    current = (e["member"], e["term"])
-                elif e["ev"] == "leader_lost" and current and current[0] == e["member"]:
-                    current = None
-        return current
-
     def command(self, **cmd: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(self._json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+        self.send(cmd)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -185,7 +121,7 @@ def agreed_leader(members: list[Member], timeout: float = 20.0) -> tuple[str, in
     ids = {m.id for m in members}
 
     def check() -> tuple[str, int] | None:
-        views = {m.leader for m in members}
+        views = {m.leader() for m in members}
         if len(views) == 1:
             view = views.pop()
             if view is not None and view[0] in ids:

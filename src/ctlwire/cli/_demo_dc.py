@@ -8,13 +8,12 @@ commands on stdin; the parent prints a transcript.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from typing import Any
-from .._proc import child_env
+from .._proc import JsonLinesChild
 
 TIMINGS = (0.05, 0.15, 0.3, 0.6)
 
@@ -60,63 +59,22 @@ def member(root: str) -> None:
                 out(ev="answer", obj=msg.obj())
 
 
-class _Member:
+class _Member(JsonLinesChild):
     def __init__(self, root: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlwire.cli._demo_dc", root], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=child_env())
-        self.lines: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(["-m", "ctlwire.cli._demo_dc", root], what="demo member")
         self.id = self.wait(lambda e: e["ev"] == "ready", 15)["id"]
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self.cond:
-                self.lines.append(json.loads(line))
-                self.cond.notify_all()
-
-    def wait(self, pred: Any, timeout: float, since: int = 0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for e in self.lines[since:]:
-                    if pred(e):
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("demo member did not report in time")
-                self.cond.wait(min(left, 0.1))
-
-    def leader(self) -> tuple[str, int] | None:
-        cur = None
-        with self.cond:
-            for e in self.lines:
-                if e["ev"] == "leader_elected":
-                    cur = (e["member"], e["term"])
-                elif e["ev"] == "leader_lost" and cur and cur[0] == e["member"]:
-                    cur = None
-        return cur
 
     def ask(self, obj: Any, timeout: float = 5.0) -> dict[str, Any]:
         """Send to the leader, retrying until an answer arrives (bounded)."""
-        assert self.proc.stdin is not None
         deadline = time.monotonic() + timeout
         while True:
-            mark = len(self.lines)
-            self.proc.stdin.write(json.dumps(obj) + "\n")
-            self.proc.stdin.flush()
+            mark = self.mark()
+            self.send(obj)
             try:
                 return self.wait(lambda e: e["ev"] == "answer", 0.5, since=mark)["obj"]
             except TimeoutError:
                 if time.monotonic() > deadline:
                     raise
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
 
 
 def _agree(members: list[_Member], timeout: float) -> tuple[str, int]:
