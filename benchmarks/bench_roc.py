@@ -150,6 +150,21 @@ def timed(fn, seconds: float, pids: list[int]) -> tuple[float, list[float]]:
     return done / elapsed, [(b - a) / done * 1e6 for a, b in zip(c0, c1)]
 
 
+def keep_in_flight(n: int, w: int, send, receive) -> None:
+    """Make ``n`` calls with up to ``w`` outstanding: ``send(i)`` issues call ``i``,
+    ``receive()`` waits for the oldest reply."""
+    out = 0
+    for i in range(n):
+        send(i)
+        out += 1
+        if out >= w:
+            receive()
+            out -= 1
+    while out:
+        receive()
+        out -= 1
+
+
 class RocPath:
     name = "ctlwire"
 
@@ -171,15 +186,13 @@ class RocPath:
         for i in range(n):
             echo(i)
 
+    def call_async(self, i: int):
+        return self.proxy.echo.call_async(i)
+
     def window(self, n: int, w: int) -> None:
-        call = self.proxy.echo.call_async
+        call = self.call_async
         q: deque = deque()
-        for i in range(n):
-            q.append(call(i))
-            if len(q) >= w:
-                q.popleft().result()
-        while q:
-            q.popleft().result()
+        keep_in_flight(n, w, lambda i: q.append(call(i)), lambda: q.popleft().result())
 
     def close(self) -> None:
         self.client.close()
@@ -218,16 +231,8 @@ class MajortomoPath:
 
     def window(self, n: int, w: int) -> None:
         d, enc = self.dealer, self.encode
-        out = 0
-        for i in range(n):
-            d.send_multipart([b"", b"MDPC02", b"\x02", b"echo", enc(i, "echo", (i,))])
-            out += 1
-            if out >= w:
-                d.recv_multipart()
-                out -= 1
-        while out:
-            d.recv_multipart()
-            out -= 1
+        keep_in_flight(n, w, lambda i: d.send_multipart(
+            [b"", b"MDPC02", b"\x02", b"echo", enc(i, "echo", (i,))]), d.recv_multipart)
 
     def close(self) -> None:
         self.client.close()
@@ -255,16 +260,7 @@ class BarePath:
 
     def window(self, n: int, w: int) -> None:
         s, enc = self.sock, self.encode
-        out = 0
-        for i in range(n):
-            s.send(enc(i, "echo", (i,)))
-            out += 1
-            if out >= w:
-                s.recv()
-                out -= 1
-        while out:
-            s.recv()
-            out -= 1
+        keep_in_flight(n, w, lambda i: s.send(enc(i, "echo", (i,))), s.recv)
 
     def close(self) -> None:
         self.sock.close()
@@ -287,17 +283,12 @@ class MdpFramesViaRelay(BarePath):
     def window(self, n: int, w: int) -> None:
         recv, send = self.recv, self.send
         frames = [b"", b"MDPC01", b"echo", self.encode(0, "echo", (0,))]
-        out = 0
-        for _ in range(n):
+
+        def send_one(i: int) -> None:
             if not send(frames):
                 raise RuntimeError("the relay refused a message")
-            out += 1
-            if out >= w:
-                recv(True)
-                out -= 1
-        while out:
-            recv(True)
-            out -= 1
+
+        keep_in_flight(n, w, send_one, lambda: recv(True))
 
 
 class RocClientViaRelay(RocPath):
@@ -309,18 +300,10 @@ class RocClientViaRelay(RocPath):
     def __init__(self, base: int) -> None:
         from ctlwire.roc import RocClient
         self.client = RocClient(f"tcp://127.0.0.1:{base}", timeout=10.0)
-        self.proxy = None
         assert self.client.call("echo", "echo", 0) == 0
 
-    def window(self, n: int, w: int) -> None:
-        call = self.client.call_async
-        q: deque = deque()
-        for i in range(n):
-            q.append(call("echo", "echo", i))
-            if len(q) >= w:
-                q.popleft().result()
-        while q:
-            q.popleft().result()
+    def call_async(self, i: int):
+        return self.client.call_async("echo", "echo", i)
 
 
 def mdp_ceiling(base: int, pids: list[int], seconds: float, rounds: int, w: int) -> None:
