@@ -7,6 +7,7 @@ for these calls, and no port to find).
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +44,15 @@ def pair():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     a.settimeout(5)
     b.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def fresh():
+    """A socket pair of this test's own (blocking, no timeout), closed at teardown."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     yield a, b
     a.close()
     b.close()
@@ -102,60 +112,47 @@ def test_recv_reply_gives_a_list_for_another_mid_or_an_inform(pair):
     assert sp.recv_reply(rx.fileno(), b"7") == Message.reply("watchdog", "ok", mid=7)
 
 
-def test_recv_reply_end_of_stream_and_errors():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+def test_recv_reply_end_of_stream_and_errors(fresh):
+    a, b = fresh
     sp = StreamParser()
-    try:
-        b.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            sp.recv_reply(b.fileno(), b"1")  # nothing to read
-        a.close()
-        assert sp.recv_reply(b.fileno(), b"1") is None  # peer closed
-    finally:
-        b.close()
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sp.recv_reply(b.fileno(), b"1")  # nothing to read
+    a.close()
+    assert sp.recv_reply(b.fileno(), b"1") is None  # peer closed
+    b.close()
     with pytest.raises(OSError):
         sp.recv_reply(b.fileno(), b"1")  # closed descriptor: -1 -> EBADF
 
 
-def test_recv_reply_over_long_single_line_is_reported():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sp = StreamParser(max_line_length=10)
-        a.sendall(b"!watchdog[1] " + b"x" * 20 + b"\n")
-        out = sp.recv_reply(b.fileno(), b"1")
-        assert len(out) == 1 and isinstance(out[0], KatcpSyntaxError)
-        assert "longer than the limit of 10 bytes" in str(out[0])
-    finally:
-        a.close()
-        b.close()
+def test_recv_reply_over_long_single_line_is_reported(fresh):
+    a, b = fresh
+    sp = StreamParser(max_line_length=10)
+    a.sendall(b"!watchdog[1] " + b"x" * 20 + b"\n")
+    out = sp.recv_reply(b.fileno(), b"1")
+    assert len(out) == 1 and isinstance(out[0], KatcpSyntaxError)
+    assert "longer than the limit of 10 bytes" in str(out[0])
 
 
-def test_send_nowait_sends_and_reports_errors():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        assert send_nowait(a.fileno(), b"?watchdog[1]\n") == 13
-        assert b.recv(100) == b"?watchdog[1]\n"
-        # a full buffer: partial send, then -1 (EAGAIN), never a block
-        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        big = b"x" * (1 << 20)
-        first = send_nowait(a.fileno(), big)
-        assert 0 < first < len(big)
-        assert send_nowait(a.fileno(), big) == -1
-        b.close()
-        b = None
-        # the peer is gone: EPIPE gives -1 (MSG_NOSIGNAL: no SIGPIPE)
-        assert send_nowait(a.fileno(), b"x") == -1
-    finally:
-        a.close()
-        if b is not None:
-            b.close()
+def test_send_nowait_sends_and_reports_errors(fresh):
+    a, b = fresh
+    assert send_nowait(a.fileno(), b"?watchdog[1]\n") == 13
+    assert b.recv(100) == b"?watchdog[1]\n"
+    # a full buffer: partial send, then -1 (EAGAIN), never a block
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = b"x" * (1 << 20)
+    first = send_nowait(a.fileno(), big)
+    assert 0 < first < len(big)
+    assert send_nowait(a.fileno(), big) == -1
+    b.close()
+    # the peer is gone: EPIPE gives -1 (MSG_NOSIGNAL: no SIGPIPE)
+    assert send_nowait(a.fileno(), b"x") == -1
     assert send_nowait(-1, b"x") == -1
 
 
 # --- RoundTrip: the compiled core of BlockingClient.blocking_request ---------------------
 
 def _roundtrip(fd: int, first_mid: int = 1):
-    import threading
     sp = StreamParser(max_line_length=256)
     rt = RoundTrip(sp, threading.Lock(), bytearray(), first_mid=first_mid)
     rt.fd = fd
@@ -214,29 +211,20 @@ def test_roundtrip_hands_back_what_it_could_not_send(pair):
     assert rt.reads == 0
 
 
-def test_roundtrip_waits_behind_queued_output():
-    import threading
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        wq = bytearray(b"?earlier\n")
-        rt = RoundTrip(StreamParser(), threading.Lock(), wq)
-        rt.fd = b.fileno()
-        assert rt.request(Message.request("later")) == (-1, b"?later[1]\n")
-        a.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            a.recv(100)  # nothing overtook the queued output
-    finally:
-        a.close()
-        b.close()
+def test_roundtrip_waits_behind_queued_output(fresh):
+    a, b = fresh
+    wq = bytearray(b"?earlier\n")
+    rt = RoundTrip(StreamParser(), threading.Lock(), wq)
+    rt.fd = b.fileno()
+    assert rt.request(Message.request("later")) == (-1, b"?later[1]\n")
+    a.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        a.recv(100)  # nothing overtook the queued output
 
 
-def test_roundtrip_reports_a_closed_connection():
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        rt, _ = _roundtrip(b.fileno())
-        a.shutdown(socket.SHUT_WR)  # the server closes; our request still goes out
-        assert rt.request(Message.request("watchdog")) is False
-        assert a.recv(100) == b"?watchdog[1]\n"
-    finally:
-        a.close()
-        b.close()
+def test_roundtrip_reports_a_closed_connection(fresh):
+    a, b = fresh
+    rt, _ = _roundtrip(b.fileno())
+    a.shutdown(socket.SHUT_WR)  # the server closes; our request still goes out
+    assert rt.request(Message.request("watchdog")) is False
+    assert a.recv(100) == b"?watchdog[1]\n"
