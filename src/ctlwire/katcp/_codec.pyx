@@ -825,6 +825,12 @@ cdef class StreamParser:
         return self.feed(PyBytes_FromStringAndSize(buf, n))
 
 
+cdef inline ssize_t _send_nowait(int fd, bytes data):
+    # Never blocks, so the GIL is kept: releasing and taking it back costs more.
+    return c_send(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                  MSG_DONTWAIT | MSG_NOSIGNAL)
+
+
 DEF MAX_MID = 2147483647
 # Requests at least this long are not sent by RoundTrip: a long write while holding the
 # reader role could stall on a full window with nobody draining the socket.
@@ -910,8 +916,7 @@ cdef class RoundTrip:
         try:
             fd = self.fd
             if fd >= 0 and PyByteArray_GET_SIZE(self.wq) == 0:
-                n = c_send(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
-                           MSG_DONTWAIT | MSG_NOSIGNAL)
+                n = _send_nowait(fd, data)
         finally:
             self.write_lock.release()
         if n != PyBytes_GET_SIZE(data):
@@ -926,12 +931,10 @@ cdef class RoundTrip:
 def send_nowait(int fd, bytes data):
     """``send(fd, data, MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes sent, or -1 on any error.
 
-    The client's fast path for a request that fits in the socket buffer; on -1 or a
-    partial send the caller goes on with its general (and error-reporting) write path.
+    What :class:`RoundTrip` does for a request that fits in the socket buffer; on -1 or
+    a partial send the caller goes on with its general (and error-reporting) write path.
     """
-    # Never blocks, so the GIL is kept: releasing and taking it back costs more.
-    return c_send(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
-                  MSG_DONTWAIT | MSG_NOSIGNAL)
+    return _send_nowait(fd, data)
 
 
 cdef inline Py_ssize_t _find_eol(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) nogil:
