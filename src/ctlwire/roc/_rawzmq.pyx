@@ -109,6 +109,22 @@ cdef object _send_frames(void* h, list frames):
     return True
 
 
+cdef list _recv_frames(void* h, zmq_msg_t* m):
+    # all frames of a message whose first frame is in ``m`` (the rest are already
+    # queued, so they are read without waiting); closes ``m``
+    cdef int rc, err
+    cdef list frames = [PyBytes_FromStringAndSize(<char*>_msg_data(m), _msg_size(m))]
+    while _msg_more(m):
+        rc = _msg_recv(m, h, 0)
+        if rc < 0:
+            err = _errno()
+            _msg_close(m)
+            raise RawError(err, "zmq_msg_recv")
+        frames.append(PyBytes_FromStringAndSize(<char*>_msg_data(m), _msg_size(m)))
+    _msg_close(m)
+    return frames
+
+
 cdef class RawSocket:
     """Multipart I/O on a pyzmq socket's underlying libzmq socket.
 
@@ -131,7 +147,6 @@ cdef class RawSocket:
         cdef int rc
         cdef int err
         cdef void* h = self._h
-        cdef list frames
         cdef int flags = 0 if block else ZMQ_DONTWAIT
         _msg_init(&m)
         if block:
@@ -145,17 +160,8 @@ cdef class RawSocket:
             if err == 11 or err == EINTR:  # EAGAIN: timeout / nothing queued
                 return None
             raise RawError(err, "zmq_msg_recv")
-        frames = [PyBytes_FromStringAndSize(<char*>_msg_data(&m), _msg_size(&m))]
-        while _msg_more(&m):
-            # the rest of a multipart message is already here: no need to drop the GIL
-            rc = _msg_recv(&m, h, 0)
-            if rc < 0:
-                err = _errno()
-                _msg_close(&m)
-                raise RawError(err, "zmq_msg_recv")
-            frames.append(PyBytes_FromStringAndSize(<char*>_msg_data(&m), _msg_size(&m)))
-        _msg_close(&m)
-        return frames
+        # (the rest of a multipart message is already here: no need to drop the GIL)
+        return _recv_frames(h, &m)
 
     cpdef send_multipart(self, list frames):
         """Send ``frames`` (bytes) as one message without blocking.
@@ -196,21 +202,6 @@ cdef class RawSocket:
         if items[0].revents & 2:
             result |= 4
         return result
-
-
-cdef list _recv_frames(void* h, zmq_msg_t* m):
-    # the rest of a message whose first frame is in ``m``; closes ``m``
-    cdef int rc, err
-    cdef list frames = [PyBytes_FromStringAndSize(<char*>_msg_data(m), _msg_size(m))]
-    while _msg_more(m):
-        rc = _msg_recv(m, h, 0)
-        if rc < 0:
-            err = _errno()
-            _msg_close(m)
-            raise RawError(err, "zmq_msg_recv")
-        frames.append(PyBytes_FromStringAndSize(<char*>_msg_data(m), _msg_size(m)))
-    _msg_close(m)
-    return frames
 
 
 cdef extern from "poll.h" nogil:
