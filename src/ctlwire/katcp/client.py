@@ -44,8 +44,10 @@ from ctlwire.katcp.core import (
     ProtocolFlags,
     RoundTrip,
     StreamParser,
+    check_timeout,
     encode_message,
 )
+from ctlwire.katcp.exceptions import KatcpTimeoutError
 
 __all__ = [
     "DeviceClient",
@@ -75,14 +77,6 @@ _monotonic = time.monotonic
 # write passes MSG_DONTWAIT. Elsewhere the socket is non-blocking and readers poll().
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _RCV_SLICE = 0.05
-
-
-class KatcpTimeoutError(KatcpClientError, TimeoutError):
-    """A request got no reply within its timeout.
-
-    Subclass of both :class:`KatcpClientError` (the katcp-python convention: client
-    failures raise it) and the built-in :class:`TimeoutError`.
-    """
 
 
 def _wait_fds(readers: list, writers: list, timeout: float) -> tuple[list, list]:
@@ -1042,7 +1036,8 @@ class _Pending:
                  "timeout", "keepalive", "lock", "informs", "reply", "error", "done",
                  "started")
 
-    def __init__(self, key: Any, request: Message, timeout: Optional[float]) -> None:
+    def __init__(self, key: Any, request: Message, timeout: Optional[float],
+                 lock: Any = None, keepalive: bool = False) -> None:
         self.key = key
         self.request = request
         self.timeout = timeout
@@ -1051,9 +1046,9 @@ class _Pending:
         self.reply_cb: Optional[Callable] = None
         self.inform_cb: Optional[Callable] = None
         self.user_data: Optional[tuple] = None
-        self.keepalive = False
-        self.lock: Any = None  # held while a blocking caller waits; released on completion
-        self.informs: Optional[list] = None
+        self.keepalive = keepalive and timeout is not None
+        self.lock: Any = lock  # held while a blocking caller waits; released on completion
+        self.informs: Optional[list] = None if lock is None else []
         self.reply: Optional[Message] = None
         self.error: Optional[BaseException] = None
         self.done = False
@@ -1102,13 +1097,17 @@ class CallbackClient(DeviceClient):
                  *, connect_timeout: float = 5.0) -> None:
         super().__init__(host, port, tb_limit=tb_limit, logger=logger,
                          auto_reconnect=auto_reconnect, connect_timeout=connect_timeout)
-        self._request_timeout = timeout
+        self._request_timeout = check_timeout(timeout)
         self._pending: dict[Any, _Pending] = {}
         self._by_name: dict[str, deque] = {}
         self._key_counter = itertools.count(1)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _register(self, msg: Message, use_mid: Optional[bool], timeout: Optional[float]) -> _Pending:
+    def _register(self, msg: Message, use_mid: Optional[bool], timeout: Optional[float],
+                  lock: Any = None, keepalive: bool = False) -> _Pending:
+        # ``lock``: a blocking caller's. It is set before the request enters the table,
+        # where the I/O thread may expire it at once: a request expired without its lock
+        # would be finished as a callback request and its caller would get no error.
         if msg.mtype != _REQUEST:
             raise ValueError(f"Expected a request message, got {msg!r}")
         if use_mid is None and msg.mid is None and self._server_supports_ids:
@@ -1120,12 +1119,12 @@ class CallbackClient(DeviceClient):
         if mid is not None:
             if mid in self._pending:
                 raise KatcpClientError(f"A request with mid {mid!r} is already outstanding")
-            p = _Pending(mid, msg, timeout)
+            p = _Pending(mid, msg, timeout, lock, keepalive)
             self._pending[mid] = p
         else:
             # No mid: replies match by name, oldest first. Integer keys never collide
             # with the bytes mids.
-            p = _Pending(next(self._key_counter), msg, timeout)
+            p = _Pending(next(self._key_counter), msg, timeout, lock, keepalive)
             self._pending[p.key] = p
             queue = self._by_name.get(msg.name)
             if queue is None:
@@ -1297,8 +1296,7 @@ class CallbackClient(DeviceClient):
         KatcpVersionError
             A mid is forced and the server does not offer message ids.
         """
-        if timeout is None:
-            timeout = self._request_timeout
+        timeout = self._request_timeout if timeout is None else check_timeout(timeout)
         p = self._register(msg, use_mid, timeout)
         p.reply_cb = reply_cb
         p.inform_cb = inform_cb
@@ -1340,7 +1338,9 @@ class CallbackClient(DeviceClient):
         msg : Message
             The request message to send.
         timeout : float, optional
-            Seconds to wait for the reply (default: the client's timeout).
+            Seconds to wait for the reply (default: the client's timeout); 0 does not
+            wait (:class:`KatcpTimeoutError` at once); negative or non-finite values
+            raise ``ValueError``.
         use_mid : bool, optional
             Whether to use message ids (default: if the server offers them).
         keepalive : bool, optional
@@ -1373,12 +1373,9 @@ class CallbackClient(DeviceClient):
         if me == self._dispatcher or me == self._io_ident:
             raise RuntimeError("blocking_request() cannot be called from a handler or "
                                "callback of the same client: it would wait for itself")
-        p = self._register(msg, use_mid, timeout)
         lock = allocate_lock()
         lock.acquire()
-        p.lock = lock
-        p.informs = []
-        p.keepalive = keepalive and timeout is not None
+        p = self._register(msg, use_mid, timeout, lock, keepalive)
         data = encode_message(_REQUEST, msg.name, msg.arguments, msg.mid)
         # Fast path: take the reader role before sending, so the reply is read by this
         # thread with no hand-off (large requests skip it: while we hold the reader role
@@ -1603,9 +1600,22 @@ class BlockingClient(CallbackClient):
         -------
         reply : Message
         informs : list of Message
+
+        Raises
+        ------
+        ValueError
+            ``timeout`` is negative or not finite.
+        KatcpTimeoutError
+            No reply within the timeout; at once, without sending, for ``timeout=0``.
         """
         if timeout is None:
             timeout = self._request_timeout
+        else:
+            timeout = check_timeout(timeout)
+        if timeout == 0:
+            # "Don't wait": nothing could be read back, so nothing is sent either.
+            raise KatcpTimeoutError(f"Request ?{msg.name} to {self.bind_address_string} "
+                                    "timed out: timeout is 0 s (not waiting)")
         read_lock = self._read_lock
         if (use_mid is None and msg.mid is None and self._server_supports_ids
                 and self._fast_replies and self._blocking_reads
