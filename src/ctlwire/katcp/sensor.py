@@ -11,9 +11,8 @@ import numbers
 import time
 from typing import Any, Iterable, NamedTuple
 
-from .core import KatcpSyntaxError, escape_argument
+from .core import DEFAULT_KATCP_MAJOR, KatcpSyntaxError, escape_argument
 from .kattypes import (
-    DEFAULT_KATCP_MAJOR,
     Address,
     Bool,
     Discrete,
