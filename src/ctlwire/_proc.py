@@ -1,7 +1,7 @@
 """Deprecated: moved to :mod:`ctlwire._testing.proc`.
 
 A forwarder kept only while branches written against the old path are merged; delete
-it once nothing imports ``ctlwire._proc`` (``grep -rn "ctlwire._proc\|\.\._proc"``).
+it once nothing imports ``ctlwire._proc`` any more.
 
 Layering: imports ``ctlwire._testing.proc`` only.
 """
