@@ -4,6 +4,8 @@ A :class:`Sensor` holds its current :class:`Reading` ``(timestamp, status, value
 Setting it notifies every attached observer with ``observer.update(sensor, reading)``
 in the thread that set it; the device server's observer hands updates from other
 threads over to its event loop in batches.
+
+Layering: imports ``ctlwire.katcp.core`` and ``kattypes``.
 """
 from __future__ import annotations
 
