@@ -30,7 +30,7 @@ __all__ = [
     "EXIT_OK", "EXIT_NEGATIVE", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERNAL",
     "CommandError", "UsageError", "UnreachableError", "NegativeAnswer",
     "CommandParser", "run_command", "setup_logging", "IdleWarning",
-    "port", "host_port", "zmq_url", "finite_float", "positive_float", "non_negative_float",
+    "port", "host_port", "zmq_url", "zmq_bind_url", "finite_float", "positive_float", "non_negative_float",
     "positive_int", "non_negative_int", "timeout", "existing_file", "output_file",
 ]
 
@@ -340,11 +340,7 @@ def host_port(text: str) -> tuple[str, int]:
 _ZMQ_SCHEMES = ("tcp", "ipc", "inproc")
 
 
-def zmq_url(text: str) -> str:
-    """A ZeroMQ endpoint with its scheme: ``tcp://host:port``, ``ipc://path``, ``inproc://name``.
-
-    A TCP port of ``*`` or ``0`` is not accepted here: commands name real endpoints.
-    """
+def _zmq_url(text: str, bind: bool) -> str:
     scheme, sep, rest = text.partition("://")
     if not sep:
         raise argparse.ArgumentTypeError(
@@ -360,13 +356,27 @@ def zmq_url(text: str) -> str:
             raise argparse.ArgumentTypeError(f"no port in {text!r}: expected tcp://host:port")
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        if host != "*":
+        if not (bind and host == "*"):
             _check_host(host, text)
+        if bind and number in ("0", "*"):
+            return text  # an ephemeral port, reported once bound
         try:
             port(number)
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(f"{exc} (in {text!r})") from None
     return text
+
+
+def zmq_url(text: str) -> str:
+    """A ZeroMQ endpoint to connect to, with its scheme: ``tcp://host:port`` (port
+    1..65535), ``ipc://path`` or ``inproc://name``."""
+    return _zmq_url(text, bind=False)
+
+
+def zmq_bind_url(text: str) -> str:
+    """A ZeroMQ endpoint to bind: as :func:`zmq_url`, and ``tcp://*:port`` or port ``0``
+    (an ephemeral port, which the command reports once bound) are allowed."""
+    return _zmq_url(text, bind=True)
 
 
 def existing_file(text: str) -> str:

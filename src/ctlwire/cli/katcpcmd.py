@@ -5,9 +5,10 @@ One request::
     katcpcmd 127.0.0.1:7147 sensor-value /temp/
     katcpcmd localhost:7147 ?help
 
-prints the request's informs and its reply, one per line in wire form, and exits 0 if the
-reply is ``ok``, 1 if it is ``fail`` or ``invalid``, 2 if the server cannot be reached or
-does not reply in time.
+prints the request's informs and its reply, one per line in wire form.
+
+Exit status (docs/cli.md): 0 the reply is ``ok``; 1 it is ``fail`` or ``invalid``; 2 bad
+arguments; 3 the server can't be reached or does not reply in time; 70 an internal error.
 
 Interactive (``-i``): each line of standard input is a request written as on the wire
 (``?sensor-value temp`` or just ``sensor-value temp``; escapes such as ``\\_`` work);
@@ -23,7 +24,10 @@ from typing import Optional, TextIO
 from ctlwire.katcp.client import BlockingClient, KatcpTimeoutError
 from ctlwire.katcp.core import KatcpClientError, KatcpSyntaxError, Message, MessageParser
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+from ._common import (EXIT_NEGATIVE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CommandParser,
+                      UnreachableError, UsageError, host_port, run_command, timeout)
+
+EXIT_FAIL = EXIT_NEGATIVE
 
 
 class _PrintingClient(BlockingClient):
@@ -51,17 +55,9 @@ class _PrintingClient(BlockingClient):
 
 def parse_address(text: str) -> tuple[str, int]:
     """Split ``host:port``, ``[v6]:port`` or a bare ``port`` (meaning 127.0.0.1)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad address {text!r}: expected host:port") from None
-    if not 0 < number < 65536:
-        raise argparse.ArgumentTypeError(f"bad port {number} in {text!r}")
-    return host, number
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    return host_port(text)
 
 
 def _shown(msg: Message) -> str:
@@ -84,16 +80,11 @@ def _one_request(client: _PrintingClient, name: str, args: list, timeout: float)
     try:
         msg = Message.request(name, *args)
     except (ValueError, KatcpSyntaxError) as exc:
-        print(f"katcpcmd: bad request {name!r}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"bad request {name!r}: {exc}") from None
     try:
         reply, informs = client.blocking_request(msg, timeout=timeout)
-    except KatcpTimeoutError as exc:
-        print(f"katcpcmd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KatcpClientError as exc:
-        print(f"katcpcmd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (KatcpTimeoutError, KatcpClientError) as exc:
+        raise UnreachableError(str(exc)) from None
     return _print_result(client, reply, informs)
 
 
@@ -127,27 +118,28 @@ def _interactive(client: _PrintingClient, timeout: float, stdin: TextIO) -> int:
             reply, informs = client.blocking_request(msg, timeout=timeout)
         except KatcpClientError as exc:
             print(f"katcpcmd: {exc}", file=sys.stderr)
-            status = EXIT_ERROR
+            status = EXIT_UNREACHABLE
             continue
         status = _print_result(client, reply, informs)
 
 
-def main(argv: Optional[list] = None) -> int:
-    """Run ``katcpcmd``; returns the exit status."""
-    ap = argparse.ArgumentParser(
-        prog="katcpcmd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> CommandParser:
+    ap = CommandParser("katcpcmd", description=__doc__)
     ap.add_argument("address", type=parse_address, help="server as host:port")
     ap.add_argument("request", nargs="?", help="request name (with or without '?')")
     ap.add_argument("arguments", nargs="*", help="request arguments")
     ap.add_argument("-i", "--interactive", action="store_true",
                     help="read requests from standard input, one per line")
-    ap.add_argument("-t", "--timeout", type=float, default=5.0,
+    ap.add_argument("-t", "--timeout", type=timeout, default=5.0,
                     help="seconds to wait for the connection and for each reply (default 5)")
     ap.add_argument("-u", "--unsolicited", action="store_true",
                     help="also print informs not tied to a request (always on with -i)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _run(args: argparse.Namespace) -> int:
     if not args.interactive and not args.request:
-        ap.error("give a request, or -i for interactive mode")
+        raise UsageError("give a request, or -i for interactive mode (see --help)")
     host, port = args.address
     client = _PrintingClient(host, port, timeout=args.timeout, auto_reconnect=False,
                              connect_timeout=args.timeout, out=sys.stdout,
@@ -155,18 +147,24 @@ def main(argv: Optional[list] = None) -> int:
     client.start()
     try:
         if not client.wait_connected(args.timeout):
-            print(f"katcpcmd: could not connect to {host}:{port}", file=sys.stderr)
-            return EXIT_ERROR
+            raise UnreachableError(f"could not connect to {host}:{port} "
+                                   f"within {args.timeout:g} s")
         # Learn whether the server offers message ids before the first request.
         client.wait_protocol(min(args.timeout, 1.0))
         if args.interactive:
-            return _interactive(client, args.timeout, sys.stdin)
+            try:
+                return _interactive(client, args.timeout, sys.stdin)
+            except KeyboardInterrupt:
+                return EXIT_OK  # the end of an interactive session
         return _one_request(client, args.request, args.arguments, args.timeout)
-    except KeyboardInterrupt:
-        return 130  # the shell's convention for "interrupted"
     finally:
         client.stop()
         client.join(args.timeout)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run ``katcpcmd``; returns the exit status (see docs/cli.md)."""
+    return run_command(_parser(), _run, argv)
 
 
 if __name__ == "__main__":
