@@ -1,14 +1,15 @@
-"""``katcpcmd``: send KATCP requests from the command line.
+"""``ctlwire-katcp``: send KATCP requests from the command line.
 
 One request::
 
-    katcpcmd 127.0.0.1:7147 sensor-value /temp/
-    katcpcmd localhost:7147 ?help
+    ctlwire-katcp 127.0.0.1:7147 sensor-value /temp/
+    ctlwire-katcp localhost:7147 ?help
 
 prints the request's informs and its reply, one per line in wire form.
 
 Exit status (docs/cli.md): 0 the reply is ``ok``; 1 it is ``fail`` or ``invalid``; 2 bad
 arguments; 3 the server can't be reached or does not reply in time; 70 an internal error.
+(aiokatcp's ``katcpcmd`` uses other codes; these follow ctlwire's conventions on purpose.)
 
 Interactive (``-i``): each line of standard input is a request written as on the wire
 (``?sensor-value temp`` or just ``sensor-value temp``; escapes such as ``\\_`` work);
@@ -17,6 +18,8 @@ replies, informs and unsolicited informs from the server are printed as they arr
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
 import sys
 import threading
 from typing import Optional, TextIO
@@ -28,6 +31,8 @@ from ._common import (EXIT_NEGATIVE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Comm
                       UnreachableError, UsageError, host_port, run_command, timeout)
 
 EXIT_FAIL = EXIT_NEGATIVE
+#: the command's name (``katcpcmd`` is aiokatcp's: two packages installing it would clash)
+PROG = "ctlwire-katcp"
 
 
 class _PrintingClient(BlockingClient):
@@ -109,22 +114,22 @@ def _interactive(client: _PrintingClient, timeout: float, stdin: TextIO) -> int:
         try:
             msg = parser.parse(line.encode())
         except KatcpSyntaxError as exc:
-            print(f"katcpcmd: {exc}", file=sys.stderr)
+            print(f"{PROG}: {exc}", file=sys.stderr)
             continue
         if msg.mtype != Message.REQUEST:
-            print("katcpcmd: only requests (?name ...) can be sent", file=sys.stderr)
+            print(f"{PROG}: only requests (?name ...) can be sent", file=sys.stderr)
             continue
         try:
             reply, informs = client.blocking_request(msg, timeout=timeout)
         except KatcpClientError as exc:
-            print(f"katcpcmd: {exc}", file=sys.stderr)
+            print(f"{PROG}: {exc}", file=sys.stderr)
             status = EXIT_UNREACHABLE
             continue
         status = _print_result(client, reply, informs)
 
 
 def _parser() -> CommandParser:
-    ap = CommandParser("katcpcmd", description=__doc__)
+    ap = CommandParser(PROG, description=__doc__)
     ap.add_argument("address", type=parse_address, help="server as host:port")
     ap.add_argument("request", nargs="?", help="request name (with or without '?')")
     ap.add_argument("arguments", nargs="*", help="request arguments")
@@ -137,7 +142,19 @@ def _parser() -> CommandParser:
     return ap
 
 
+def _why_unreachable(host: str, port: int, wait: float) -> str:
+    """The reason a connection fails, in the operating system's words."""
+    try:
+        with socket.create_connection((host, port), timeout=min(wait, 1.0)):
+            return f"no connection within {wait:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _run(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        # the tool reports a failed connection itself, as one line
+        logging.getLogger("ctlwire.katcp").setLevel(logging.CRITICAL)
     if not args.interactive and not args.request:
         raise UsageError("give a request, or -i for interactive mode (see --help)")
     host, port = args.address
@@ -147,8 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     client.start()
     try:
         if not client.wait_connected(args.timeout):
-            raise UnreachableError(f"could not connect to {host}:{port} "
-                                   f"within {args.timeout:g} s")
+            raise UnreachableError(f"could not connect to {host}:{port}: "
+                                   f"{_why_unreachable(host, port, args.timeout)}")
         # Learn whether the server offers message ids before the first request.
         client.wait_protocol(min(args.timeout, 1.0))
         if args.interactive:
@@ -163,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list] = None) -> int:
-    """Run ``katcpcmd``; returns the exit status (see docs/cli.md)."""
+    """Run ``ctlwire-katcp``; returns the exit status (see docs/cli.md)."""
     return run_command(_parser(), _run, argv)
 
 
