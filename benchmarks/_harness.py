@@ -248,12 +248,23 @@ class Measure:
             return max(values) if self.higher_is_better else min(values)
         return statistics.median(values)
 
-    def row(self) -> Row:
-        values = {k: self._combine(v) for k, v in self.samples.items() if v}
-        cpu = {k: statistics.median(v) for k, v in self.cpu.items() if v}
-        peers = [k for k in self.impls if k not in ("ctlwire", self.limit)]
-        return Row(self.family, self.name, self.unit, self.higher_is_better, values, peers,
-                   self.limit, cpu, self.targets, self.rounds, self.note)
+    def row(self, family: str | None = None, name: str | None = None,
+            impls: dict[str, str] | None = None,
+            targets: list[Target] | None = None) -> Row:
+        """The row of this measure; or, with ``impls`` (the implementations to keep,
+        each mapped to its name in the row), a row of some of them: several rows can
+        share the same rounds (e.g. a blocking and an asyncio client beside the same
+        peers)."""
+        keep = impls or {k: k for k in self.impls}
+        values = {keep[k]: self._combine(v) for k, v in self.samples.items()
+                  if v and k in keep}
+        cpu = {keep[k]: statistics.median(v) for k, v in self.cpu.items()
+               if v and k in keep}
+        limit = keep.get(self.limit) if self.limit else None
+        peers = [keep[k] for k in self.impls if k in keep and keep[k] not in ("ctlwire", limit)]
+        return Row(family or self.family, name or self.name, self.unit,
+                   self.higher_is_better, values, peers, limit, cpu,
+                   self.targets if targets is None else targets, self.rounds, self.note)
 
 
 # -- the table ------------------------------------------------------------------------

@@ -39,15 +39,19 @@ class Suite:
         """``quick`` in a ``--quick`` run, else ``full``."""
         return quick if self.quick else full
 
-    def run(self, benchmark, measure: Measure, rounds: int) -> None:
+    def run(self, benchmark, measure: Measure, rounds: int,
+            rows: list[dict] | None = None) -> None:
         """Run ``rounds`` alternating rounds of ``measure`` through pytest-benchmark and
-        put its row into the table and into the benchmark's ``extra_info``."""
+        put its row into the table and into the benchmark's ``extra_info``; with
+        ``rows``, the rows ``measure.row(**kw)`` for each ``kw`` instead."""
         benchmark.pedantic(measure.round, rounds=rounds, iterations=1, warmup_rounds=0)
         if measure.rounds == 0:  # --benchmark-disable and friends still run it once
             measure.round()
-        row = measure.row()
-        _TABLE.add(row)
-        benchmark.extra_info.update(row.as_dict())
+        made = [measure.row(**kw) for kw in rows] if rows else [measure.row()]
+        for row in made:
+            _TABLE.add(row)
+        benchmark.extra_info.update(made[0].as_dict() if len(made) == 1 else
+                                    {"rows": [r.as_dict() for r in made]})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
