@@ -210,12 +210,14 @@ class Measure:
         How rounds combine: the median for anything crossing processes (load from
         elsewhere hits the rounds unevenly), the best for CPU-bound work in this
         process (the least disturbed run is the truest).
+    note : str or callable
+        A remark for the row (or a function making it once the rounds are done).
     """
 
     def __init__(self, family: str, name: str, unit: str, impls: dict[str, Callable],
                  limit: str | None = None, higher_is_better: bool = True,
                  targets: list[Target] | None = None, aggregate: str = "median",
-                 note: str = "") -> None:
+                 note: str | Callable[[], str] = "") -> None:
         assert family in FAMILIES, family
         self.family, self.name, self.unit = family, name, unit
         self.impls = impls
@@ -262,9 +264,10 @@ class Measure:
                if v and k in keep}
         limit = keep.get(self.limit) if self.limit else None
         peers = [keep[k] for k in self.impls if k in keep and keep[k] not in ("ctlwire", limit)]
+        note = self.note() if callable(self.note) else self.note
         return Row(family or self.family, name or self.name, self.unit,
                    self.higher_is_better, values, peers, limit, cpu,
-                   self.targets if targets is None else targets, self.rounds, self.note)
+                   self.targets if targets is None else targets, self.rounds, note)
 
 
 # -- the table ------------------------------------------------------------------------
