@@ -315,7 +315,10 @@ class Table:
         widths = [max(len(r[i]) for r in grid) for i in range(len(self.HEADER))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in grid]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return "\n".join(lines + self.notes())
+
+    def notes(self) -> list[str]:
+        return [f"* {r.family}, {r.measure}: {r.note}" for r in self.sorted_rows() if r.note]
 
     def markdown(self) -> str:
         out = ["| " + " | ".join(self.HEADER) + " |",
@@ -323,7 +326,8 @@ class Table:
         for r in self.sorted_rows():
             cells = [c.replace("|", "\\|") for c in self.cells(r)]
             out.append("| " + " | ".join(cells) + " |")
-        return "\n".join(out) + "\n"
+        notes = self.notes()
+        return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
     def as_dicts(self) -> list[dict]:
         return [r.as_dict() for r in self.sorted_rows()]
