@@ -10,6 +10,8 @@ May import: its own submodules only.
 from __future__ import annotations
 
 from .. import __version__ as _ctlwire_version
+from .client import (AbstractSensorWatcher, Client, ProtocolError, SensorWatcher,
+                     SyncState)
 from .connection import Connection, FailReply, InvalidReply
 from .core import (Address, DeviceStatus, KatcpSyntaxError, LogLevel, Message, Now,
                    Timestamp, TimestampOrNow, TypeInfo, decode, encode, get_type,
@@ -17,6 +19,7 @@ from .core import (Address, DeviceStatus, KatcpSyntaxError, LogLevel, Message, N
 from .sensor import (AggregateSensor, Reading, Sensor, SensorSampler, SensorSet,
                      SimpleAggregateSensor)
 from .server import DeviceServer, RequestContext
+from .time_sync import ClockState, TimeSyncUpdater
 
 #: Version of ctlwire (this package follows aiokatcp 2.x's API).
 __version__ = _ctlwire_version
@@ -26,7 +29,8 @@ __all__ = [
     "Timestamp", "TimestampOrNow", "TypeInfo", "decode", "encode", "get_type",
     "register_type", "Connection", "FailReply", "InvalidReply", "AggregateSensor",
     "Reading", "Sensor", "SensorSampler", "SensorSet", "SimpleAggregateSensor",
-    "DeviceServer", "RequestContext",
+    "DeviceServer", "RequestContext", "AbstractSensorWatcher", "Client", "ProtocolError",
+    "SensorWatcher", "SyncState", "ClockState", "TimeSyncUpdater",
 ]
 
 

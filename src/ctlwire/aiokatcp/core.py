@@ -320,6 +320,9 @@ class _MessageType(enum.Enum):
     INFORM = 3
 
 
+_MessageType.__name__ = "MessageType"
+_MessageType.__qualname__ = "MessageType"
+
 # codec type numbers (0, 1, 2) <-> Message.Type
 _FROM_CODEC = (_MessageType.REQUEST, _MessageType.REPLY, _MessageType.INFORM)
 _TO_CODEC = {_MessageType.REQUEST: 0, _MessageType.REPLY: 1, _MessageType.INFORM: 2}

@@ -76,6 +76,8 @@ class _Status(enum.IntEnum):
         return self in _VALID_STATUSES
 
 
+_Status.__name__ = "Status"
+_Status.__qualname__ = "Sensor.Status"
 _VALID_STATUSES = frozenset((_Status.NOMINAL, _Status.WARN, _Status.ERROR))
 
 
@@ -234,6 +236,10 @@ class _Strategy(enum.Enum):
     DIFFERENTIAL = 4
     EVENT_RATE = 5
     DIFFERENTIAL_RATE = 6
+
+
+_Strategy.__name__ = "Strategy"
+_Strategy.__qualname__ = "SensorSampler.Strategy"
 
 
 class SensorSampler(Generic[_T], metaclass=abc.ABCMeta):
