@@ -335,11 +335,23 @@ def wrap_handler(name: str, handler: Callable, fixed: int) -> Callable:
             raise FailReply(f"missing a required argument: {kw_missing[0]!r}")
         return args
 
-    if fixed == 2:
-        # the server's case, spelt out: it is the per-request path
+    if fixed == 2 and n_decoders == 1 and not kw_missing:
+        # the server's case with one parameter, spelt out: it is the per-request path
+        decode0 = decoders[0]
+
         def wrapper(self: Any, ctx: Any, _msg: core.Message) -> Any:
             raw = _msg.arguments
-            if not raw and not n_required and not kw_missing:
+            if len(raw) == 1:
+                try:
+                    value = decode0(raw[0])
+                except ValueError as exc:
+                    raise FailReply(str(exc)) from exc
+                return handler(self, ctx, value)
+            return handler(*decode_args((self, ctx), _msg))
+    elif fixed == 2 and not kw_missing:
+        def wrapper(self: Any, ctx: Any, _msg: core.Message) -> Any:
+            raw = _msg.arguments
+            if not raw and not n_required:
                 return handler(self, ctx)
             return handler(*decode_args((self, ctx), _msg))
     else:
