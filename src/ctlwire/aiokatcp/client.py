@@ -98,7 +98,7 @@ class _ClientConnection(connection.Connection):
         self._flush()
 
     def send_request(self, data: bytes) -> None:
-        if self._closed_event.is_set():
+        if self._closed:
             self._closed_warning()
             return
         if self._wrote_this_iteration or self._out or self._dispatching:

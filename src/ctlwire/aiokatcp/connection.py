@@ -90,6 +90,7 @@ class Connection(asyncio.Protocol):
         self._transport: Any = None
         self._parser = StreamParser(limit)
         self._closed_event = asyncio.Event()
+        self._closed = False  # the same as _closed_event.is_set(), read on every write
         self._exc: Optional[Exception] = None
         self._paused = False
         self._drain_waiters: Deque[asyncio.Future] = deque()
@@ -119,6 +120,7 @@ class Connection(asyncio.Protocol):
         self._exc = exc
         self._out = []
         self._out_bytes = 0
+        self._closed = True
         self._closed_event.set()
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -188,13 +190,13 @@ class Connection(asyncio.Protocol):
             return
         self._out = []
         self._out_bytes = 0
-        if self._closed_event.is_set():
+        if self._closed:
             return
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def write_raw(self, data: bytes) -> None:
         """Send formatted wire bytes, in order with everything else written."""
-        if self._closed_event.is_set():
+        if self._closed:
             self._closed_warning()
             return
         if self._dispatching or self._out:
@@ -208,7 +210,7 @@ class Connection(asyncio.Protocol):
 
     def write_async(self, data: bytes) -> None:
         """Queue wire bytes to go out with the rest of this loop iteration's output."""
-        if self._closed_event.is_set():
+        if self._closed:
             return
         self._out.append(data)
         self._out_bytes += len(data)
@@ -226,7 +228,7 @@ class Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the transport's outgoing buffer is below its high-water mark."""
-        if self._closed_event.is_set() or not self._paused:
+        if self._closed or not self._paused:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
@@ -245,7 +247,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Start closing; see :meth:`wait_closed`. Queued output is written first."""
-        if self._out and not self._closed_event.is_set():
+        if self._out and not self._closed:
             self._flush()
         self._transport.close()
 

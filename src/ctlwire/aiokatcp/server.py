@@ -626,7 +626,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
                         args = [b"ok", enc(ret)]
                 ctx._replied = True
                 line = _encode_line(_REPLY_CODE, msg.name, args, raw_mid)
-                if conn._closed_event.is_set():
+                if conn._closed:
                     conn._closed_warning()
                 else:
                     conn._out.append(line)
