@@ -4,6 +4,7 @@ The loop is async_solipsism's (time only moves when everything waits) and ``time
 follows it, so every ``#sensor-status`` line, timestamp included, is predictable.
 """
 import asyncio
+import logging
 import re
 import time
 
@@ -193,3 +194,19 @@ def test_slow_client_is_dropped_by_a_big_mass_inform(sim, lib):
         server.mass_inform("big", b"x" * 200000)
         assert len(server._connections) == 0
     run_sim(sim, lib, scenario)
+
+
+def test_log_messages_match_aiokatcp(sim, lib, caplog):
+    """Log records say the same as aiokatcp's (only the logger names differ)."""
+    async def scenario(server, reader, writer):
+        writer.write(b"?bad\\q\n?watchdog\n")
+        await expect(reader, re.compile(rb"^#log error"), b"!watchdog ok\n")
+        server.max_backlog = 32768
+        server.mass_inform("big", b"x" * 200000)
+
+    with caplog.at_level(logging.WARNING):
+        run_sim(sim, lib, scenario)
+    messages = [re.sub(r" \[.*\]$", " [ADDR]", r.getMessage()) for r in caplog.records
+                if "aiokatcp" in r.name]
+    assert messages == ["Malformed message received [ADDR]",
+                        "Disconnecting client because it is too slow [ADDR]"]

@@ -62,10 +62,10 @@ class ConnectionOwner(Protocol):
 
 
 class ConnectionLoggerAdapter(logging.LoggerAdapter):
-    """Prefix log lines with the peer's address."""
+    """Follow each log message with the peer's address in brackets (as aiokatcp)."""
 
     def process(self, msg: Any, kwargs: Any) -> Any:
-        return f"{self.extra['address']} {msg}", kwargs
+        return f"{msg} [{self.extra['address']}]", kwargs
 
 
 class Connection(asyncio.Protocol):
@@ -164,7 +164,7 @@ class Connection(asyncio.Protocol):
                 self._flush()
 
     def _malformed(self, error: Exception) -> None:
-        self.logger.warning("Malformed message received: %s", error)
+        self.logger.warning("Malformed message received", exc_info=error)
         if self.is_server:
             self.write_message(core.Message.inform("log", "error", time.time(), __name__,
                                                    str(error)))

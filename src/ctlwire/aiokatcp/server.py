@@ -520,8 +520,8 @@ class DeviceServer(metaclass=DeviceServerMeta):
     def _service_task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            logger.warning("Halting the server because task %r raised %s", task.get_name(),
-                           exc, exc_info=exc)
+            logger.warning("Halting the server because %s raised %s",
+                           f"task {task.get_name()!r}", exc, exc_info=exc)
             self.halt()
             return
         try:
@@ -539,9 +539,15 @@ class DeviceServer(metaclass=DeviceServerMeta):
 
     def _write_async_raw(self, conn: ClientConnection, data: bytes) -> None:
         conn.write_async(data)
-        # While ?sensor-sampling sets many sensors its initial values pile up on
-        # purpose; the backlog is only judged otherwise.
-        if (conn._transport.get_write_buffer_size() + conn._out_bytes > self.max_backlog
+        max_backlog = self.max_backlog
+        if conn._out_bytes > max_backlog:
+            # more than the backlog waits for the end of the iteration: write it now,
+            # so the kernel takes what it can (aiokatcp writes every inform at once)
+            conn._flush()
+        # The backlog is what the transport could not hand to the kernel, as in
+        # aiokatcp. While ?sensor-sampling sets many sensors its initial values pile
+        # up on purpose, so it is not judged then.
+        if (conn._transport.get_write_buffer_size() > max_backlog
                 and not conn.samplers_lock.locked()):
             conn.logger.warning("Disconnecting client because it is too slow")
             conn.abort()
