@@ -317,7 +317,16 @@ class SensorSampler(Generic[_T], metaclass=abc.ABCMeta):
         if getattr(self, "sensor", None) is not None:
             warnings.warn(f"unclosed SensorSampler {self!r}", ResourceWarning)
             if not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(self.close)
+                try:
+                    in_loop = asyncio.get_running_loop() is self.loop
+                except RuntimeError:
+                    in_loop = False
+                try:
+                    (self.loop.call_soon if in_loop else self.loop.call_soon_threadsafe)(
+                        self.close)
+                except Exception:
+                    # a loop without call_soon_threadsafe (a simulated one): close now
+                    self.close()
 
     @property
     def observer(self) -> Optional[Callable]:
