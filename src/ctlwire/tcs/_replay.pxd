@@ -38,6 +38,8 @@ cdef enum:
 @cython.final
 cdef class ReplayStats:
     cdef public long long sent
+    cdef public long long delivered
+    cdef public long long dropped
     cdef public long long filtered
     cdef public long long skipped
     cdef public long long timed

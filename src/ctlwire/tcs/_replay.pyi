@@ -12,6 +12,8 @@ class ReplayDatabaseError(TCSDatabaseError): ...
 
 class ReplayStats:
     sent: int
+    delivered: int
+    dropped: int
     filtered: int
     skipped: int
     timed: int

@@ -341,8 +341,12 @@ cdef int _wait_until(double deadline, double spin) except -1:
 cdef class ReplayStats:
     """Counters of one replay pass: events sent, filtered, skipped, and lateness.
 
-    Lateness is how long after its deadline an event was handed over, kept in a
-    1-microsecond histogram (constant memory however long the replay runs).
+    ``sent`` counts events the replay put out; when a socket sends them
+    (:meth:`Replayer.run`), each is either ``delivered`` (the socket took it) or
+    ``dropped`` (refused: a subscriber's queue was full), so ``sent == delivered +
+    dropped`` there.  Lateness is how long after its deadline an event was handed
+    over, kept in a 1-microsecond histogram (constant memory however long the replay
+    runs).
     """
 
     def __cinit__(self):
@@ -352,6 +356,7 @@ cdef class ReplayStats:
         """Zero every counter."""
         memset(self._bins, 0, sizeof(self._bins))
         self.sent = self.filtered = self.skipped = self.timed = 0
+        self.delivered = self.dropped = 0
         self.lateness_sum = 0.0
         self.lateness_max = 0.0
 
@@ -398,7 +403,8 @@ cdef class ReplayStats:
     def as_dict(self):
         """Plain dict of the counters and lateness summary (seconds)."""
         return {
-            "sent": self.sent, "filtered": self.filtered, "skipped": self.skipped,
+            "sent": self.sent, "delivered": self.delivered, "dropped": self.dropped,
+            "filtered": self.filtered, "skipped": self.skipped,
             "lateness_mean": self.lateness_mean,
             "lateness_p50": self.lateness_percentile(50),
             "lateness_p99": self.lateness_percentile(99),
@@ -952,7 +958,9 @@ cdef class Replayer:
     def run(self, send, long long limit=-1):
         """Send every remaining event with ``send([topic_bytes, json_bytes])``.
 
-        Returns the number of events sent; ``limit`` >= 0 stops after that many.
+        ``send`` returning False means the event was dropped (counted in
+        ``stats.dropped``); anything else, delivered.  Returns the number of events
+        sent; ``limit`` >= 0 stops after that many.
         """
         cdef long long n = 0
         cdef object msg
@@ -962,6 +970,15 @@ cdef class Replayer:
             except StopIteration:
                 break
             if msg is not None:
-                send(msg)
+                try:
+                    r = send(msg)
+                except BaseException:
+                    # interrupted before the socket took it: not sent after all
+                    self.stats.sent -= 1
+                    raise
+                if r is False:
+                    self.stats.dropped += 1
+                else:
+                    self.stats.delivered += 1
                 n += 1
         return n
