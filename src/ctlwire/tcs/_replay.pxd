@@ -77,6 +77,7 @@ cdef class Replayer:
     cdef dict _topic_bytes
     cdef public ReplayStats stats
     cdef public list errors
+    cdef public long long last_event_id
     cdef public long long max_errors
 
     cdef void _release(self) noexcept
