@@ -74,7 +74,7 @@ class Echo:
 def child(argv: list[str]) -> None:
     kind, base = argv[0], int(argv[1])
     if kind == "roc-broker":
-        from ctlwire.roc.broker import main
+        from ctlwire.cli.rocbroker import main
         main(["--address", "127.0.0.1", "--base-port", str(base), "--no-relay"])
     elif kind == "roc-server":
         from ctlwire.roc import Endpoints, RocServer

@@ -1,6 +1,6 @@
 """The ROC broker: 7/MDP router for calls, 8/MMI, and the XSUB/XPUB relay.
 
-Run it as ``rocbroker`` or ``python -m ctlwire.roc.broker``::
+The command ``rocbroker`` (:mod:`ctlwire.cli.rocbroker`) runs it::
 
     rocbroker --address 127.0.0.1 --base-port 5555
 
@@ -10,10 +10,7 @@ this module only moves frames between the socket and it.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -25,7 +22,7 @@ from ctlwire._ext import load_extension
 from ctlwire._zmq import make_socket
 from ctlwire.roc import status as _status
 from ctlwire.roc._fastzmq import wire
-from ctlwire.roc.endpoints import DEFAULT_BASE_PORT, Endpoints, parse_broker_spec
+from ctlwire.roc.endpoints import Endpoints, parse_broker_spec
 from ctlwire.roc.ha import PRIMARY, STANDBY, PeerState
 from ctlwire.roc.status import StatusStore
 
@@ -368,48 +365,3 @@ class Broker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rocbroker`` / ``python -m ctlwire.roc.broker``."""
-    p = argparse.ArgumentParser(
-        prog="rocbroker",
-        description="ROC broker: 7/MDP router on BASE, XSUB on BASE+1, XPUB on BASE+2.")
-    p.add_argument("--address", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; use 0.0.0.0 for all)")
-    p.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
-                   help=f"MDP port; relay uses the next two (default {DEFAULT_BASE_PORT})")
-    p.add_argument("--heartbeat", type=float, default=1.0,
-                   help="heartbeat interval in seconds (default 1.0)")
-    p.add_argument("--liveness", type=int, default=3,
-                   help="missed heartbeats before a server is dead (default 3)")
-    p.add_argument("--queue-timeout", type=float, default=2.0,
-                   help="seconds a call waits for a busy/restarting server (default 2.0)")
-    p.add_argument("--unknown-grace", type=float, default=0.5,
-                   help="seconds a call for a never-served object waits (default 0.5)")
-    p.add_argument("--max-queue", type=int, default=1000,
-                   help="calls waiting per object id (default 1000)")
-    p.add_argument("--no-relay", action="store_true", help="do not run the XSUB/XPUB relay")
-    p.add_argument("-v", "--verbose", action="store_true", help="log broker events")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ep = Endpoints(args.address, args.base_port)
-    try:
-        broker = Broker(ep, heartbeat=args.heartbeat, liveness=args.liveness,
-                        queue_timeout=args.queue_timeout, unknown_grace=args.unknown_grace,
-                        max_queue=args.max_queue, relay=not args.no_relay)
-    except zmq.ZMQError as exc:
-        print(f"rocbroker: cannot bind {ep}: {exc}", file=sys.stderr)
-        return 2
-    # SIGTERM ends the loop like Ctrl-C does, so sockets close cleanly
-    signal.signal(signal.SIGTERM, lambda *_: broker.stop(0))
-    print(f"rocbroker: MDP {ep.rocBroker}  XSUB {ep.generalXSUB}  XPUB {ep.generalXPUB}",
-          flush=True)
-    broker.run()
-    print(f"rocbroker: stopped; {broker.stats()}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
