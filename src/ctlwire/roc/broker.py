@@ -135,6 +135,8 @@ class Broker:
                 standby_for = parse_broker_spec(standby_for)
             self.peer = PeerState(STANDBY, timeout, now)
             link = make_socket(self._ctx, zmq.DEALER)
+            # no stale states queued for a primary that is down
+            link.setsockopt(zmq.IMMEDIATE, 1)
             if self._security is not None:
                 # primary and standby share one key pair
                 self._security.apply_client(link, self._security.public_key)
@@ -161,7 +163,10 @@ class Broker:
                 now = time.monotonic()
                 if standby and now >= next_send:
                     # the standby speaks every interval; the primary answers each time
-                    link.send_multipart([b"", self._peer_msg(now)], zmq.NOBLOCK)
+                    try:
+                        link.send_multipart([b"", self._peer_msg(now)], zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass  # primary not connected: nothing to tell it
                     next_send = now + interval
                 if link.poll(int(interval * 1000 / 2) + 1):
                     frames = link.recv_multipart()
@@ -174,8 +179,11 @@ class Broker:
                         continue
                     ps.peer_message(state, active_for, now)
                     if not standby:
-                        link.send_multipart([frames[0], b"", self._peer_msg(now)],
-                                            zmq.NOBLOCK)
+                        try:
+                            link.send_multipart([frames[0], b"", self._peer_msg(now)],
+                                                zmq.NOBLOCK)
+                        except zmq.Again:
+                            pass
                 # the router thread reads this flag; a vote there may also clear it
                 router.passive = not ps.active
                 if ps.state != last:

@@ -133,7 +133,8 @@ class RocServer:
         if reply_cache is True:
             reply_cache = rpc.ReplyCache()
         #: The reply cache (None when switched off).
-        self.reply_cache: rpc.ReplyCache | None = reply_cache or None
+        self.reply_cache: rpc.ReplyCache | None = \
+            None if reply_cache is False else reply_cache  # type: ignore[assignment]
         self.objectId = objectId
         self.obj = objectInstance
         self._ctx = ctx if ctx is not None else zmq.Context.instance()
