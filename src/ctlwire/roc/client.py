@@ -738,7 +738,7 @@ class ProgressIterator:
     between values.
     """
 
-    __slots__ = ("_client", "_id", "_slot", "_values", "result", "_done")
+    __slots__ = ("_client", "_id", "_slot", "_values", "result", "_done", "_error")
 
     def __init__(self, client: RocClient, call_id: int, slot: _Slot,
                  values: deque) -> None:
@@ -747,6 +747,7 @@ class ProgressIterator:
         self._slot = slot
         self._values = values
         self._done = False
+        self._error: BaseException | None = None
         #: The method's return value, once iteration has ended.
         self.result: Any = None
 
@@ -759,11 +760,19 @@ class ProgressIterator:
             return values.popleft()
         if self._done:
             raise StopIteration(self.result)
-        if self._slot.reply is None:
-            self._client._finish(self._id, self._slot, until=lambda: bool(values))
+        if self._error is None and self._slot.reply is None:
+            try:
+                self._client._finish(self._id, self._slot, until=lambda: bool(values))
+            except Exception as exc:  # the end came with values still to hand out
+                if not values:
+                    self._done = True
+                    raise
+                self._error = exc
             if values:
                 return values.popleft()
         self._done = True
+        if self._error is not None:
+            raise self._error
         self.result = self._client._result(self._slot)
         raise StopIteration(self.result)
 
