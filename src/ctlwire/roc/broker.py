@@ -245,6 +245,9 @@ class Broker:
         poller.register(xsub, zmq.POLLIN)
         poller.register(xpub, zmq.POLLIN)
         prefix = _status.PREFIX
+        # the store needs every status update, subscribers or not; their own status
+        # subscriptions are not passed upstream (an unsubscribe would cancel ours)
+        xsub.send(b"\x01" + prefix)
         next_expiry: float | None = None
         self.relay_malformed = 0
         try:
@@ -275,9 +278,10 @@ class Broker:
                             frames = xpub.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        xsub.send_multipart(frames)
                         sub = frames[0]
-                        if sub[:1] == b"\x01" and sub[1:].startswith(prefix):
+                        if not sub[1:].startswith(prefix):
+                            xsub.send_multipart(frames)
+                        elif sub[:1] == b"\x01":
                             # the snapshot goes out before any later update
                             for msg in store.snapshot(sub[1 + len(prefix):]):
                                 xpub.send_multipart(msg)
