@@ -182,3 +182,16 @@ def load_allowed_keys(directory: str) -> list[bytes]:
                 raise ValueError(f"cannot read certificate {path!r}: {exc}") from None
             keys.append(public)
     return keys
+
+
+def apply_client_trusting(security: CurveSecurity | None, sock: zmq.Socket,
+                          server_key: bytes | None) -> None:
+    """Make ``sock`` a CURVE client of ``server_key``, a key the caller names
+    explicitly (a broker's), so it is added to the allow-list first; nothing when
+    ``security`` is None."""
+    if security is None:
+        return
+    if server_key is None:
+        raise ValueError("a CURVE client needs the server's public key")
+    security.allow(server_key)
+    security.apply_client(sock, server_key)

@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from ctlwire import _json
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
 from ctlwire.roc._fastzmq import poller, wire
@@ -243,8 +244,7 @@ class RocClient:
         self._sock = make_socket(ctx, zmq.DEALER, sndhwm=100_000, rcvhwm=100_000)
         # never queue calls for a broker that is not there (see module docstring)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
-        if security is not None:
-            security.apply_client(self._sock, broker_key)
+        apply_client_trusting(security, self._sock, broker_key)
         #: This client's id, sent with every call when ``retry`` is on.
         self.client_id = os.urandom(8).hex() if retry else None
         self.retry = retry

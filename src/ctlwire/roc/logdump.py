@@ -16,6 +16,7 @@ from typing import IO, Any
 import zmq
 
 from ctlwire import _json
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
 from ctlwire.roc.endpoints import Endpoints, resolve
 from ctlwire.roc.logging import PREFIX
@@ -63,8 +64,7 @@ class LogDump:
         self._stop = threading.Event()
         self._file: IO[str] = open(path, "a", encoding="utf-8")
         self._sock = make_socket(ctx, zmq.SUB)
-        if security is not None:
-            security.apply_client(self._sock, broker_key)
+        apply_client_trusting(security, self._sock, broker_key)
         self._sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
         # tells "nothing was there to connect to" from "nobody logged anything"
         self._mon = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED)

@@ -30,6 +30,7 @@ from typing import Any
 import zmq
 
 from ctlwire._ext import load_extension
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
 from ctlwire.roc._fastzmq import multi
@@ -169,8 +170,7 @@ class RocServer:
         sock = make_socket(self._ctx, zmq.DEALER)
         self._opened += 1
         sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + self._opened.to_bytes(4, "big"))
-        if self._security is not None:
-            self._security.apply_client(sock, self._broker_key)
+        apply_client_trusting(self._security, sock, self._broker_key)
         sock.connect(self.endpoints[broker])
         sock.send_multipart([b"", _MDPW, _READY, self._service])
         self.registrations += 1

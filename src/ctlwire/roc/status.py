@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 import zmq
 
 from ctlwire import _json
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
 from ctlwire.roc.endpoints import Endpoints, resolve, resolve_all
 
@@ -221,8 +222,7 @@ class RocStatusUpdater:
         self.endpoints = resolve_all(destination, "generalXSUB")
         self.endpoint = self.endpoints[0]
         self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
-        if security is not None:
-            security.apply_client(self._sock, broker_key)
+        apply_client_trusting(security, self._sock, broker_key)
         for e in self.endpoints:
             self._sock.connect(e)
         self._lock = threading.Lock()
@@ -302,8 +302,7 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
         if m:
             _check_path(m, "mask")
     sock = make_socket(ctx, zmq.SUB)
-    if security is not None:
-        security.apply_client(sock, broker_key)
+    apply_client_trusting(security, sock, broker_key)
     try:
         if "" in masks or not masks:
             sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
