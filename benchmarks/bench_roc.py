@@ -183,8 +183,8 @@ def feature_client(variant: str, bases: list[int]) -> None:
                 q: deque = deque()
                 keep_in_flight(n, w, lambda i: q.append(echo.call_async(i)),
                                lambda: q.popleft().result())
-        rate, _ = timed(fn, seconds, [])
-        print(f"{rate:.1f}", flush=True)
+        rate, us = timed(fn, seconds, [])
+        print(f"{rate:.1f} {us[0]:.2f}", flush=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -213,6 +213,7 @@ def features(baseline_src: str, seconds: float, rounds: int, w: int) -> None:
     defaults), and on with a standby broker running, interleaved in one run."""
     procs: list[subprocess.Popen] = []
     clients: dict[str, subprocess.Popen] = {}
+    pids: dict[str, list[int]] = {}
     try:
         for variant in ("baseline", "off", "on", "standby"):
             pp = os.path.join(baseline_src) if variant == "baseline" else None
@@ -227,6 +228,7 @@ def features(baseline_src: str, seconds: float, rounds: int, w: int) -> None:
                 procs += [spawn("fb-broker", b, variant, pythonpath=pp),
                           spawn("fb-server", b, variant, pythonpath=pp)]
                 bases = []
+            pids[variant] = [p.pid for p in procs[-3 if variant == "standby" else -2:]]
             c = spawn("fb-client", b, variant, *bases, pythonpath=pp, stdio=True)
             procs.append(c)
             clients[variant] = c
@@ -234,26 +236,42 @@ def features(baseline_src: str, seconds: float, rounds: int, w: int) -> None:
             assert c.stdout is not None and c.stdout.readline().strip() == "ready"
         res: dict[str, dict[str, list[float]]] = {
             v: {"one at a time": [], "in flight": []} for v in clients}
+        cpu: dict[str, dict[str, list[float]]] = {
+            v: {"one at a time": [], "in flight": []} for v in clients}
         for r in range(rounds):
             for mode, cmd in (("one at a time", f"sync {seconds}\n"),
                               ("in flight", f"window {seconds} {w}\n")):
                 for v, c in clients.items():
+                    c0 = sum(cpu_seconds(p) for p in pids[v])
                     c.stdin.write(cmd)  # type: ignore[union-attr]
                     c.stdin.flush()  # type: ignore[union-attr]
-                    res[v][mode].append(float(c.stdout.readline()))  # type: ignore
+                    rate, client_us = map(float, c.stdout.readline().split())  # type: ignore
+                    # broker(s) and server CPU over the whole command (warm-up included),
+                    # per call at the measured rate: an estimate, but load-independent
+                    calls = rate * seconds + 200
+                    others = (sum(cpu_seconds(p) for p in pids[v]) - c0) / calls * 1e6
+                    res[v][mode].append(rate)
+                    cpu[v][mode].append(client_us + others)
             print(f"features round {r + 1}: " + "  ".join(
                 f"{v} {res[v]['one at a time'][-1]:,.0f}/{res[v]['in flight'][-1]:,.0f}"
                 for v in clients), flush=True)
         print(f"\nnew features, calls per second (median of {rounds} interleaved rounds; "
               f"in flight: window {w}):")
         base = {m: statistics.median(res["baseline"][m]) for m in res["baseline"]}
+        cbase = {m: statistics.median(cpu["baseline"][m]) for m in cpu["baseline"]}
+        print(f"  {'':<9}{'one at a time':>16}{'in flight':>18}"
+              f"{'CPU us/call (1 / in flight)':>34}")
         for v in clients:
             parts = []
             for m in ("one at a time", "in flight"):
                 med = statistics.median(res[v][m])
                 parts.append(f"{med:>9,.0f} ({med / base[m]:.2f})")
-            print(f"  {v:<9}" + "   ".join(parts))
-        print("  (ratio to baseline; targets: off >= 0.95, standby >= 0.85)")
+            c1, c2 = (statistics.median(cpu[v][m]) for m in ("one at a time", "in flight"))
+            print(f"  {v:<9}" + "   ".join(parts) +
+                  f"      {c1:,.0f} / {c2:,.0f} ({cbase['one at a time'] / c1:.2f} / "
+                  f"{cbase['in flight'] / c2:.2f})")
+        print("  (ratios to baseline, CPU as baseline/variant so higher is better; "
+              "targets: off >= 0.95, standby >= 0.85)")
     finally:
         for p in procs:
             p.kill()
