@@ -335,9 +335,10 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
         Network name of the shared object.
     obj : object
         The object to share.
-    brokerEndpoint : Endpoints or str or None
-        The broker; ``None`` reads ``$CTLWIRE_ROC_BROKER`` (``host`` or
-        ``host:baseport``), else uses ``localhost:5555``.  A full ZeroMQ endpoint
+    brokerEndpoint : Endpoints or str or list or None
+        The broker(s); ``None`` reads ``$CTLWIRE_ROC_BROKER`` (``host``,
+        ``host:baseport``, or several separated by commas: a primary and its
+        standby), else uses ``localhost:5555``.  A full ZeroMQ endpoint
         (``tcp://...``) names the MDP socket only, so logging stays off then.
     logging_ : bool
         Install :class:`~ctlwire.roc.logging.RocLogger` on the root logger.
@@ -346,17 +347,18 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
     connections : int
         Worker connections to the broker (see :class:`RocServer`).
     """
-    from ctlwire.roc.endpoints import default_endpoints, parse_broker_spec
+    from ctlwire.roc.endpoints import default_endpoint_list, parse_broker_list
     from ctlwire.roc.logging import initRocLogging
 
     if brokerEndpoint is None:
-        ep: Endpoints | str = default_endpoints()
+        ep: Any = default_endpoint_list()
     elif isinstance(brokerEndpoint, str) and "://" not in brokerEndpoint:
-        ep = parse_broker_spec(brokerEndpoint)
+        ep = parse_broker_list(brokerEndpoint)
     else:
         ep = brokerEndpoint
+    eps = ep if isinstance(ep, list) else [ep]
     handler = initRocLogging(objectId, ep, ctx=ctx) if logging_ and \
-        isinstance(ep, Endpoints) else None
+        all(isinstance(e, Endpoints) for e in eps) else None
     server = RocServer(ep, objectId, obj, ctx, heartbeat=heartbeat, connections=connections)
     log.info("serving %r at %s", objectId, server.endpoint)
     try:
