@@ -162,6 +162,9 @@ class RocServer:
         self.calls = 0
         self.registrations = 0
         self.malformed = 0
+        #: Progress values not sent because the broker took none for ``liveness``
+        #: heartbeat intervals (a dead broker); the call's result still goes out.
+        self.progress_dropped = 0
         #: Set each time the server has sent READY (tests and tools wait on it).
         self.registered = threading.Event()
 
@@ -269,12 +272,20 @@ class RocServer:
         def progress(body: bytes) -> None:
             # called in this thread while the method runs (the lock is not ours then)
             msg = [b"", _MDPW, _PARTIAL, current[1], b"", body]
+            blocked = 0.0
             while not stop.is_set():
                 with lock:
                     if self._mux.send(current[0], msg):
                         self._conns[current[0]].last_sent = now()
                         return
-                # the broker is not taking more: wait instead of dropping a value
+                # the broker is not taking more: wait instead of dropping a value,
+                # unless it has been gone for as long as makes it dead
+                t = now()
+                if not blocked:
+                    blocked = t
+                elif t - blocked > life:
+                    self.progress_dropped += 1
+                    return
                 time.sleep(0.001)
 
         life = self.heartbeat * self.liveness
