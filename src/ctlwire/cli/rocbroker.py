@@ -22,6 +22,8 @@ from ctlwire.cli._common import (CommandParser, UnreachableError, UsageError,
 PROG = "rocbroker"
 #: How often, with -v, the broker's counters are logged when they changed.
 _STATS_EVERY = 5.0
+#: Seconds after which a broker no server has joined says so.
+_IDLE_AFTER = 5.0
 
 
 def base_port(text: str) -> int:
@@ -197,6 +199,19 @@ def _serve(args: argparse.Namespace) -> int:
                          st.get("state"), st["services"] or "none", st["requests"],
                          st["replies"], st["malformed"], st["lost"])
 
+    def no_server() -> None:
+        # docs/cli.md: say so when nothing has happened after a few seconds
+        if stopping.wait(_IDLE_AFTER):
+            return
+        try:
+            workers = broker.stats()["workers"]
+        except RuntimeError:  # the router changed a dict while we read it
+            return
+        if not workers:
+            log.warning("no server has registered after %g s (servers connect to %s)",
+                        _IDLE_AFTER, ep.rocBroker)
+
+    threading.Thread(target=no_server, daemon=True, name="roc-broker-idle").start()
     if log.isEnabledFor(logging.INFO):
         threading.Thread(target=report, daemon=True, name="roc-broker-report").start()
     broker.run()
