@@ -113,3 +113,21 @@ def test_key_files_that_are_missing_or_public_only_are_named(tmp_path, keys):
         CurveSecurity.from_files(str(secrets / "client.key"))
     with pytest.raises(ValueError, match="not a directory"):
         CurveSecurity.from_files(str(secrets / "client.key_secret"), str(tmp_path / "x"))
+
+
+def test_primary_and_standby_talk_over_a_secured_link(keys, free_port, wait_for):
+    from ctlwire.roc import Endpoints
+    secrets, allowed = keys
+    sec = CurveSecurity.from_files(str(secrets / "broker.key_secret"), str(allowed),
+                                   domain="ctlwire.roc")
+    p_ep, s_ep = Endpoints("127.0.0.1", free_port()), Endpoints("127.0.0.1", free_port())
+    primary = Broker(p_ep, has_standby=True, relay=False, security=sec).start()
+    standby = Broker(s_ep, standby_for=p_ep, relay=False, security=sec).start()
+    try:
+        # the primary becomes active only on hearing the standby say "passive"
+        wait_for(lambda: primary.peer.active and standby.peer.peer_state == "active", 10,
+                 "the pair to agree over CURVE")
+        assert not standby.peer.active
+    finally:
+        standby.stop()
+        primary.stop()
