@@ -38,6 +38,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import __version__ as _ctlwire_version
+from .._ext import load_extension
 from ..katcp.core import encode_message as _encode_line
 from . import connection, core, sensor
 from .connection import FailReply, InvalidReply
@@ -67,6 +68,8 @@ _CMessage = core._kcore.Message
 _new = object.__new__
 _Message = core.Message
 _FROM_CODEC = core._FROM_CODEC
+# the compiled request path (its Python reference is ClientConnection._serve_read_py)
+_serve_read = load_extension("ctlwire.aiokatcp._serve").serve_read
 
 
 class ClientConnection(connection.Connection):
@@ -88,12 +91,16 @@ class ClientConnection(connection.Connection):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        server = self.owner
-        if not server._fast_requests:
+        if not self.owner._fast_requests:
             super().data_received(data)
-            return
-        # The per-request path, inline (see the module docstring): parse, dispatch,
-        # and the replies of the whole read leave in one write.
+        elif _serve_read is not None:
+            _serve_read(self, data, RequestContext)
+        else:
+            self._serve_read_py(data)
+
+    def _serve_read_py(self, data: bytes) -> None:
+        """The inline path in Python: the reference of the compiled ``_serve``."""
+        server = self.owner
         self._dispatching = True
         dispatch = server._dispatch
         try:
@@ -615,8 +622,10 @@ class DeviceServer(metaclass=DeviceServerMeta):
             ret = stop.value
             if ctx._replied:
                 if ret is not None:
-                    self._request_failed(ctx, RuntimeError(
-                        "handler both replied and returned a value"))
+                    try:  # raised, so that the #log error carries a traceback
+                        raise RuntimeError("handler both replied and returned a value")
+                    except RuntimeError as exc:
+                        self._request_failed(ctx, exc)
                     return
             else:
                 if ret is None:
