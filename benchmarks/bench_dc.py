@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from ctlwire._proc import JsonLinesChild
+from ctlwire._testing.proc import JsonLinesChild
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")

@@ -270,7 +270,7 @@ def _child_env() -> dict:
 
 
 def _start_server(impl: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl],
+    proc = subprocess.Popen([sys.executable, "-m", "ctlwire._testing.katcp_peer", "--impl", impl],
                             stdout=subprocess.PIPE, env=_child_env())
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
