@@ -401,7 +401,7 @@ class Client(metaclass=ClientMeta):
         """Remove a callback added by :meth:`add_inform_callback`."""
         callbacks = self._inform_callbacks.get(name, [])
         for i, wrapped in enumerate(callbacks):
-            if wrapped._aiokatcp_orig_handler == callback:
+            if wrapped._aiokatcp_orig_handler == callback:  # type: ignore[attr-defined]
                 del callbacks[i]
                 if not callbacks:
                     del self._inform_callbacks[name]
@@ -698,11 +698,12 @@ class SensorWatcher(AbstractSensorWatcher):
         if type_name != "discrete":
             return self.SENSOR_TYPES[type_name]
         values = tuple(parameters)
-        made = self._enum_cache.get(values)
-        if made is None:
-            made = enum.Enum("discrete", [(f"ENUM{i}", v) for i, v in enumerate(values)],
-                             type=DiscreteMixin)  # type: ignore[call-overload]
-            self._enum_cache[values] = made
+        cached = self._enum_cache.get(values)
+        if cached is not None:
+            return cached
+        made: type = enum.Enum(  # type: ignore[misc]
+            "discrete", [(f"ENUM{i}", v) for i, v in enumerate(values)], type=DiscreteMixin)
+        self._enum_cache[values] = made
         return made
 
     def sensor_added(self, name: str, description: str, units: str, type_name: str,
@@ -910,8 +911,8 @@ class _SensorMonitor:
                         watcher.sensor_removed(info.name)
                         self.mirror.unwatch(info.name, watcher)
             for info in change.removed:
-                for watcher in old_watchers.get(info.name, {}):
-                    watcher.sensor_removed(info.name)
+                for gone in old_watchers.get(info.name, {}):
+                    gone.sensor_removed(info.name)  # type: ignore[attr-defined]
 
     async def _set_sampling(self, names: List[str], strategy: str) -> None:
         if "B" in self.client.protocol_flags and len(names) > 1:

@@ -75,10 +75,10 @@ _serve_read = load_extension("ctlwire.aiokatcp._serve").serve_read
 class ClientConnection(connection.Connection):
     """The server's side of one client connection."""
 
-    owner: "DeviceServer"
+    owner: "DeviceServer"  # type: ignore[assignment]
 
     def __init__(self, owner: "DeviceServer", limit: int) -> None:
-        super().__init__(owner, True, limit)
+        super().__init__(owner, True, limit)  # type: ignore[arg-type]
         self._samplers: Dict[sensor.Sensor, sensor.SensorSampler] = {}
         #: Held by ``?sensor-sampling`` while it changes this client's samplers.
         self.samplers_lock = asyncio.Lock()
@@ -280,7 +280,7 @@ class DeviceServerMeta(type):
                     raise TypeError(f"{key} must have a docstring")
                 wrapped = mcs._wrap_request(key[8:].replace("_", "-"), value)
                 wrapped._needs_task = (_needs_task(wrapped)  # type: ignore[attr-defined]
-                                       or not wrapped._is_coroutine_handler)
+                                       or not wrapped._is_coroutine_handler)  # type: ignore
                 handlers[key[8:].replace("_", "-")] = wrapped
         return cls
 
@@ -509,7 +509,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
         """Listening sockets (empty before :meth:`start`)."""
         if self._server is None:
             return ()
-        return tuple(self._server.sockets)
+        return tuple(self._server.sockets)  # type: ignore[attr-defined]
 
     @property
     def service_tasks(self) -> Tuple[asyncio.Task, ...]:
@@ -612,7 +612,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
             self._buffered_requests.append(ctx)
             return
         handler = self._request_handlers.get(msg.name)
-        if handler is None or handler._needs_task:
+        if handler is None or handler._needs_task:  # type: ignore[attr-defined]
             self._start_request(ctx)
             return
         try:
@@ -753,7 +753,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
 
     async def _handle_request(self, ctx: RequestContext, handler: Optional[Callable]) -> None:
         if handler is None:
-            ret = await self.unhandled_request(ctx, ctx.req)
+            ret = await self.unhandled_request(ctx, ctx.req)  # type: ignore[func-returns-value]
         else:
             ret = await handler(self, ctx, ctx.req)
         self._reply_with(ctx, ret)
