@@ -17,6 +17,7 @@ objects: their layout is ``server.py``'s, which this module follows.
 May import: ``ctlwire.katcp.core`` (the codec) and ``ctlwire.aiokatcp.core``.
 """
 from cpython.ref cimport PyObject, Py_XDECREF
+from cpython.unicode cimport PyUnicode_AsUTF8String
 
 from ctlwire.katcp.core import Message as _CMessage, encode_message as _encode_line
 from ctlwire.aiokatcp import core as _core
@@ -62,8 +63,14 @@ def serve_read(conn, data, RequestContext):
                 conn.logger.exception("Exception in message handler")
     finally:
         conn._dispatching = False
-        if conn._out:
-            conn._flush()
+        out = conn._out
+        if out:
+            # Connection._flush, inline
+            conn._flush_pending = False
+            conn._out = []
+            conn._out_bytes = 0
+            if not conn._closed:
+                conn._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 cdef _dispatch(server, conn, msg, raw_mid, RequestContext):
@@ -107,6 +114,8 @@ cdef _dispatch(server, conn, msg, raw_mid, RequestContext):
             args = [_OK] + _encode_all(value)
         elif type(value) is bytes:
             args = [_OK, value]
+        elif type(value) is str:
+            args = [_OK, PyUnicode_AsUTF8String(value)]
         else:
             enc = _encoders.get(type(value))
             if enc is None:
