@@ -39,7 +39,7 @@ import types
 from collections import deque
 
 import zmq
-from ctlwire._proc import free_base_port
+from ctlwire._testing.proc import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

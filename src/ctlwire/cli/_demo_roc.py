@@ -9,7 +9,7 @@ import time
 
 import zmq
 
-from .._proc import child_env, free_base_port
+from .._testing.proc import child_env, free_base_port
 
 # the shared object lives in a separate process, started with run_simple_server
 _SERVER = r'''
