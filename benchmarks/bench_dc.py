@@ -24,11 +24,6 @@ import tempfile
 import time
 from ctlwire._proc import JsonLinesChild
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(os.path.dirname(HERE), "src")
-if os.path.isdir(SRC) and SRC not in sys.path:
-    sys.path.insert(0, SRC)
-
 PAYLOAD = {"seq": 0, "value": 1.25, "name": "sensor-1"}
 
 
@@ -50,7 +45,7 @@ def role_group_receiver(root: str, idle: float) -> None:
     with Group("Bench", "rate", timings=Timings.fast(), discovery=DirectoryDiscovery(root),
                hwm=0) as g:
         emit(ev="ready")
-        count, first, last = 0, 0.0, 0.0
+        count, first, last, cpu0 = 0, 0.0, 0.0, 0.0
         while True:
             try:
                 msg = g.recv(timeout=idle if count else 30)
@@ -61,20 +56,22 @@ def role_group_receiver(root: str, idle: float) -> None:
                 break
             now = time.perf_counter()
             if not count:
-                first = now
+                first, cpu0 = now, time.process_time()
             count, last = count + 1, now
-        emit(ev="result", count=count, seconds=last - first)
+        emit(ev="result", count=count, seconds=last - first, cpu=time.process_time() - cpu0)
 
 
-def role_zmq_receiver(endpoint: str, idle: float) -> None:
+def role_zmq_receiver(endpoint: str, idle: float, codec: str = "pickle") -> None:
     import zmq
+    if codec == "msgpack":
+        return role_zmq_msgpack_receiver(endpoint, idle)
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(endpoint)
     emit(ev="ready")
-    count, first, last = 0, 0.0, 0.0
+    count, first, last, cpu0 = 0, 0.0, 0.0, 0.0
     while True:
         try:  # poll only when the queue is empty, as a fast receiver does
             obj = sub.recv_pyobj(zmq.NOBLOCK)  # the original's pickle; trusted, local
@@ -86,9 +83,39 @@ def role_zmq_receiver(endpoint: str, idle: float) -> None:
             break
         now = time.perf_counter()
         if not count:
-            first = now
+            first, cpu0 = now, time.process_time()
         count, last = count + 1, now
-    emit(ev="result", count=count, seconds=last - first)
+    emit(ev="result", count=count, seconds=last - first, cpu=time.process_time() - cpu0)
+    sub.close(0)
+    ctx.term()
+
+
+def role_zmq_msgpack_receiver(endpoint: str, idle: float) -> None:
+    import msgspec
+    import zmq
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    decode = msgspec.msgpack.Decoder().decode
+    emit(ev="ready")
+    count, first, last, cpu0 = 0, 0.0, 0.0, 0.0
+    while True:
+        try:  # poll only when the queue is empty, as a fast receiver does
+            data = sub.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            if sub.poll(int((idle if count else 30) * 1000)):
+                continue
+            break
+        obj = decode(data)
+        if obj == "end":
+            break
+        now = time.perf_counter()
+        if not count:
+            first, cpu0 = now, time.process_time()
+        count, last = count + 1, now
+    emit(ev="result", count=count, seconds=last - first, cpu=time.process_time() - cpu0)
     sub.close(0)
     ctx.term()
 
@@ -124,7 +151,15 @@ class Child(JsonLinesChild):
         return None if current is None else current[0]
 
 
-def rate_ours(n: int) -> tuple[float, float]:
+def summarise(results: list[dict], n: int) -> tuple[float, float, float]:
+    """Mean rate per receiver, loss fraction, and receiver CPU microseconds per message."""
+    rates = [r["count"] / r["seconds"] for r in results if r["seconds"] > 0]
+    lost = sum(n - r["count"] for r in results)
+    cpu = statistics.mean(1e6 * r["cpu"] / r["count"] for r in results if r["count"])
+    return statistics.mean(rates), lost / (4 * n), cpu
+
+
+def rate_ours(n: int) -> tuple[float, float, float]:
     from ctlwire.dc.discovery import DirectoryDiscovery
     from ctlwire.dc.election import Timings
     from ctlwire.dc.group import Group
@@ -148,36 +183,40 @@ def rate_ours(n: int) -> tuple[float, float]:
         finally:
             for k in kids:
                 k.kill()
-    rates = [r["count"] / r["seconds"] for r in results if r["seconds"] > 0]
-    lost = sum(n - r["count"] for r in results)
-    return statistics.mean(rates), lost / (4 * n)
+    return summarise(results, n)
 
 
-def rate_zmq(n: int) -> tuple[float, float]:
+def rate_zmq(n: int, codec: str = "pickle") -> tuple[float, float, float]:
+    import msgspec
     import zmq
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 0)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
-    kids = [Child("zmq-receiver", f"tcp://127.0.0.1:{port}") for _ in range(4)]
+    kids = [Child("zmq-receiver", f"tcp://127.0.0.1:{port}", codec) for _ in range(4)]
     try:
         for k in kids:
             k.wait("ready", 30)
         time.sleep(1.0)
         msg = dict(PAYLOAD)
-        for i in range(n):
-            msg["seq"] = i
-            pub.send_pyobj(msg)
-        pub.send_pyobj("end")
+        if codec == "msgpack":
+            encode = msgspec.msgpack.Encoder().encode
+            for i in range(n):
+                msg["seq"] = i
+                pub.send(encode(msg))
+            pub.send(encode("end"))
+        else:
+            for i in range(n):
+                msg["seq"] = i
+                pub.send_pyobj(msg)
+            pub.send_pyobj("end")
         results = [k.wait("result", 120) for k in kids]
     finally:
         for k in kids:
             k.kill()
         pub.close(0)
         ctx.term()
-    rates = [r["count"] / r["seconds"] for r in results if r["seconds"] > 0]
-    lost = sum(n - r["count"] for r in results)
-    return statistics.mean(rates), lost / (4 * n)
+    return summarise(results, n)
 
 
 def failover(timings: str, trials: int) -> list[float]:
@@ -219,31 +258,47 @@ def main() -> None:
     ap.add_argument("role", nargs="?", default="bench")
     ap.add_argument("args", nargs="*")
     ap.add_argument("--quick", action="store_true", help="smaller run")
+    ap.add_argument("--rate-only", action="store_true", help="only the message rate")
+    ap.add_argument("--rounds", type=int, default=0, help="rounds of the rate measure")
     ns = ap.parse_args()
     if ns.role == "group-receiver":
         return role_group_receiver(ns.args[0], idle=3.0)
     if ns.role == "zmq-receiver":
-        return role_zmq_receiver(ns.args[0], idle=3.0)
+        return role_zmq_receiver(ns.args[0], idle=3.0, codec=ns.args[1])
     if ns.role == "member":
         return role_member(ns.args[0], ns.args[1])
     n = 20_000 if ns.quick else 50_000
-    rounds = 1 if ns.quick else 3
+    rounds = ns.rounds or (1 if ns.quick else 5)
     print(f"group messages, 1 sender -> 4 receivers, {n} messages of a 3-field dict, "
           f"median of {rounds} alternating rounds")
-    ours_runs, peer_runs = [], []
-    for _ in range(rounds):  # alternate, so background load hits both alike
+    ours_runs, mp_runs, pk_runs = [], [], []
+    for _ in range(rounds):  # alternate, so background load hits all alike
         ours_runs.append(rate_ours(n))
-        peer_runs.append(rate_zmq(n))
-    ours = statistics.median(r for r, _ in ours_runs)
-    peer = statistics.median(r for r, _ in peer_runs)
-    ours_loss = max(loss for _, loss in ours_runs)
-    peer_loss = max(loss for _, loss in peer_runs)
-    print(f"  ctlwire Group (msgpack, framed)  : {ours:10,.0f} msg/s per receiver "
-          f"(loss {ours_loss:.1%})")
-    print(f"  bare pyzmq PUB/SUB + pickle      : {peer:10,.0f} msg/s per receiver "
-          f"(loss {peer_loss:.1%})")
-    print(f"  ratio ours/peer                  : {ours / peer:.2f}")
-    print(f"  deliveries/s (x4 receivers)      : {4 * ours:10,.0f} vs {4 * peer:,.0f}")
+        mp_runs.append(rate_zmq(n, "msgpack"))
+        pk_runs.append(rate_zmq(n, "pickle"))
+    def med(runs: list[tuple[float, float, float]], i: int) -> float:
+        return statistics.median(r[i] for r in runs)
+
+    def loss(runs: list[tuple[float, float, float]]) -> str:
+        return f"{max(r[1] for r in runs):.1%}"
+    ours, mp, pk = med(ours_runs, 0), med(mp_runs, 0), med(pk_runs, 0)
+    c_ours, c_mp, c_pk = med(ours_runs, 2), med(mp_runs, 2), med(pk_runs, 2)
+    print(f"  {'':36s} {'msg/s per receiver':>18s} {'receiver CPU us/msg':>20s}")
+    for name, rate, cpu, runs in (("ctlwire Group (msgpack, framed)", ours, c_ours, ours_runs),
+                                  ("bare pyzmq PUB/SUB + msgspec msgpack", mp, c_mp, mp_runs),
+                                  ("bare pyzmq PUB/SUB + pickle", pk, c_pk, pk_runs)):
+        print(f"  {name:36s} {rate:18,.0f} {cpu:20.2f}   (loss {loss(runs)})")
+    print(f"  ratio ours / bare msgpack: rate {ours / mp:.2f}, by CPU per message "
+          f"{c_mp / c_ours:.2f}  (target >= 0.8)")
+    print(f"  ratio ours / bare pickle : rate {ours / pk:.2f}, by CPU per message "
+          f"{c_pk / c_ours:.2f}")
+    print(f"  deliveries/s (x4 receivers): {4 * ours:,.0f} vs {4 * mp:,.0f} (msgpack) and "
+          f"{4 * pk:,.0f} (pickle)")
+    print("  rounds, msg/s (ours / msgpack / pickle): "
+          + "; ".join(f"{a[0]:,.0f} / {b[0]:,.0f} / {c[0]:,.0f}" for a, b, c
+                      in zip(ours_runs, mp_runs, pk_runs)))
+    if ns.rate_only:
+        return
     for name, timings, trials, bound in (
             ("fast (hb 50 ms, election 150-300 ms, peer 600 ms)", "0.05,0.15,0.3,0.6",
              3 if ns.quick else 8, 0.35),

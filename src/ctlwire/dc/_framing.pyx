@@ -267,6 +267,7 @@ def decode(frame, bint timed, bint native=False):
 # --- a received message -------------------------------------------------------------------
 
 @cython.freelist(512)
+@cython.no_gc  # holds only bytes, str, numbers and the codec: it can never be in a cycle
 cdef class GroupMessage:
     """A message received by a group member.
 
@@ -478,6 +479,7 @@ cdef class Receiver:
     cdef str _channel
     cdef object _codec, _dec
     cdef bytes _last
+    cdef object _known_sender
     cdef readonly bint raw
 
     def __init__(self, sock, bint timed, bint native, str channel, codec, bint router=False,
@@ -507,6 +509,7 @@ cdef class Receiver:
         """Handle one frame: 0 kept, 1 malformed, 2 filtered."""
         cdef int err = _check(p, n, self._want)
         cdef bytes sender
+        cdef bint known
         cdef object send_time = None, recv_time = None
         cdef Py_ssize_t start = HEADER
         cdef GroupMessage msg
@@ -522,11 +525,17 @@ cdef class Receiver:
                 verdicts[sender] = verdict
             if not verdict:
                 return 2
+        if sender is self._known_sender:
+            known = True  # looked up and marked heard earlier in this drain
+        else:
+            known = sender in peers
+            if known:
+                heard[sender] = None
+                self._known_sender = sender
         if self._timed:
             send_time = _get_time(p + HEADER, self._native)
             recv_time = _now()
             start += TIME_LEN
-        known = sender in peers
         if p[3] == b'A' and (known or not self._group):
             msg = GroupMessage.__new__(GroupMessage)
             msg.sender = sender
@@ -538,8 +547,6 @@ cdef class Receiver:
             msg.codec = self._codec
             msg._dec = self._dec
             batch.append(msg)
-            if known:
-                heard[sender] = None
         else:
             slow.append((<unsigned char>p[3], sender,
                          PyBytes_FromStringAndSize(p + start, n - start), send_time,
@@ -563,6 +570,7 @@ cdef class Receiver:
         cdef zmq_msg_t m, m2
         cdef dict verdicts = {}
         cdef void* h = self._h
+        self._known_sender = None  # membership may have changed since the last drain
         if self._sock is None:
             return (0, 0, 0)
         if h == NULL:
@@ -622,6 +630,7 @@ cdef class Receiver:
         cdef int i, got = 0, malformed = 0, filtered = 0, r
         cdef dict verdicts = {}
         cdef bytes f, ident
+        self._known_sender = None
         sock = self._sock
         for i in range(limit):
             try:

@@ -315,6 +315,7 @@ class Group:
         self._action_thread: threading.Thread | None = None
         self._action_seq = 0
         self._done_tallies: dict[str, _Tally] = {}
+        self._tick_due = True
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -852,7 +853,11 @@ class Group:
                     if now >= next_house:
                         next_house = now + self.timings.heartbeat
                         self._housekeeping(now)
-                    self._apply(election.tick(now))
+                    # Ticking only when due (or after the membership changed) keeps a
+                    # busy group's wake-ups cheap: most of them only drain messages.
+                    if self._tick_due or now >= election.next_wakeup():
+                        self._tick_due = False
+                        self._apply(election.tick(now))
                     if self._tallies:
                         self._count_votes(now)
                 except (zmq.ZMQError, OSError, PortError) as exc:
@@ -1033,6 +1038,7 @@ class Group:
         live = 1 + sum(1 for p in self._peers.values() if p.live)
         voters = 1 + sum(1 for p in self._peers.values() if p.voter)
         self._size = live
+        self._tick_due = True
         if self._election is not None:
             self._election.set_membership(max(voters, live), live)
 
