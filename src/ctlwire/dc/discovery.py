@@ -312,6 +312,8 @@ class RedisDiscovery(Discovery):
         self._record: MemberRecord | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._channel = ""
+        self._closed = False
         self._rx, self._tx = os.pipe()
         os.set_blocking(self._rx, False)
         os.set_blocking(self._tx, False)
@@ -330,6 +332,7 @@ class RedisDiscovery(Discovery):
         if self.advertise is not None:
             record = msgspec.structs.replace(record, host=self.advertise)
         self._record = record
+        self._channel = f"{self.prefix}:{record.group}"
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"dc-redis-{record.group}")
         self._thread.start()
@@ -347,6 +350,9 @@ class RedisDiscovery(Discovery):
             return list(self._known.values())
 
     def unregister(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -369,11 +375,6 @@ class RedisDiscovery(Discovery):
                 pass
 
     # --- the background thread -------------------------------------------------------------
-
-    @property
-    def _channel(self) -> str:
-        assert self._record is not None
-        return f"{self.prefix}:{self._record.group}"
 
     def _key(self, member: bytes) -> str:
         return f"{self._channel}:{member.hex()}"
