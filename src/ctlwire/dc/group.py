@@ -316,6 +316,7 @@ class Group:
         self._action_seq = 0
         self._done_tallies: dict[str, _Tally] = {}
         self._tick_due = True
+        self._presence_at: list[float] = []
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -834,6 +835,9 @@ class Group:
         if disc_fd is not None:
             poller.register(disc_fd, zmq.POLLIN)
         next_house = now
+        # Early presences right after joining: peers that discover us connect within
+        # milliseconds, and should not wait a whole heartbeat to hear from us.
+        self._presence_at = [now + d for d in (0.02, 0.05, 0.1) if d < self.timings.heartbeat]
         ready.set()
         try:
             while not self._stop.is_set():
@@ -841,6 +845,8 @@ class Group:
                 wake_at = min(next_house, election.next_wakeup())
                 if self._tallies:
                     wake_at = min(wake_at, min(t.deadline for t in self._tallies.values()))
+                if self._presence_at:
+                    wake_at = min(wake_at, self._presence_at[0])
                 try:
                     for sock, _ in poller.poll(max(0.0, (wake_at - now) * 1000)):
                         if isinstance(sock, int):  # a discovery beacon arrived
@@ -853,6 +859,10 @@ class Group:
                     if now >= next_house:
                         next_house = now + self.timings.heartbeat
                         self._housekeeping(now)
+                    if self._presence_at and now >= self._presence_at[0]:
+                        while self._presence_at and now >= self._presence_at[0]:
+                            self._presence_at.pop(0)
+                        self._pub_control(Presence(election.term))
                     # Ticking only when due (or after the membership changed) keeps a
                     # busy group's wake-ups cheap: most of them only drain messages.
                     if self._tick_due or now >= election.next_wakeup():
@@ -1092,6 +1102,10 @@ class Group:
                 continue
             if peer is None:
                 self._peers[rec.member] = _Peer(rec)
+                # Say we are here soon (once the new connection is up), rather than at
+                # the next heartbeat, so that the newcomer counts us without delay.
+                if not self._presence_at:
+                    self._presence_at = [now + 0.01, now + 0.05]
             else:
                 peer.record = rec
         return {rec.member for rec in records}
