@@ -10,8 +10,6 @@ after its peer timeout), keeps sending in its old term.
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any
 
 import pytest
 

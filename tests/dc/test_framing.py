@@ -14,7 +14,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ctlwire.dc import codec, ports  # noqa: F401  (ports binds the raw libzmq path)
+from ctlwire.dc import codec, ports  # noqa: F401  (importing ports binds raw libzmq)
 from ctlwire.dc.codec import _framing, make_codec
 
 from .test_codec import reference_decode, reference_frame

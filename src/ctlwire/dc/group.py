@@ -1,9 +1,12 @@
-"""A member of a group: its four ports, discovery, heartbeat and leader election.
+"""A member of a group: its four ports, discovery, heartbeat, leader election and votes.
 
 One background thread per :class:`Group` owns the sockets it polls (sub, query, answer)
-and runs the election state machine; the pub socket is shared with the caller's
-threads under a lock so that :meth:`Group.send` costs one socket send. Everything a user
-calls is thread-safe.
+and runs the election state machine; it receives bursts of messages through the
+compiled :class:`~ctlwire.dc._framing.Receiver`, which builds the
+:class:`GroupMessage` objects, so the only per-message Python work left is the user's.
+The pub socket is shared with the caller's threads through the compiled
+:class:`~ctlwire.dc._framing.Sender` (it has its own lock), so :meth:`Group.send` costs
+one encode and one socket send. Everything a user calls is thread-safe.
 
 Channels:
 
@@ -13,14 +16,19 @@ Channels:
   with ``channel == "answer"``).
 
 Housekeeping on the pub channel (control messages): every member's presence each
-heartbeat, the leader's heartbeat announcing its term and answer address, vote requests
-and votes, and a goodbye on :meth:`Group.leave`.
+heartbeat, the leader's heartbeat announcing its term and answer address, election vote
+requests and votes, group votes (:meth:`Group.request_vote`,
+:meth:`Group.request_action_vote`; counting in :mod:`ctlwire.dc.votes`), and a goodbye on
+:meth:`Group.leave`. Every message carries the sender's term, the fencing token of
+:meth:`Group.fence` and :class:`~ctlwire.dc.fencing.Fenced`.
+
+Imports: pyzmq and the rest of :mod:`ctlwire.dc` below it (codec, election, ports,
+discovery, security, votes).
 """
 from __future__ import annotations
 
 import collections
 import enum
-import heapq
 import logging
 import queue
 import random
@@ -43,6 +51,7 @@ from .election import (Effect, Election, LeaderElected, LeaderLost, SendHeartbea
 from .ports import (GroupAnsPort, GroupPubPort, GroupQryPort, GroupSpec, GroupSubPort,
                     PortError, PortTimeout)
 from .security import CurveSecurity
+from .votes import ActionScheduler, GroupVote, Tally, VoteOutcome
 
 __all__ = ["Group", "GroupMessage", "GroupEvent", "EventKind", "NoLeaderError", "GroupClosed",
            "GroupVote", "VoteOutcome"]
@@ -73,72 +82,6 @@ class EventKind(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class GroupVote:
-    """A vote some member asked the group for, as each member's vote callback sees it.
-
-    Attributes
-    ----------
-    ballot : str
-        Id of the vote (hex); :meth:`Group.send_vote` takes it.
-    topic : str
-        What the vote is about (for action votes: ``"action"``).
-    value : Any
-        The proposed value (for action votes: the action), decoded with the group's codec.
-    kind : str
-        ``"majority"`` or ``"consensus"``.
-    requester : bytes
-        Member id of the member that asked.
-    timeout : float
-        Seconds the requester waits for votes.
-    when : float or None
-        Action votes: the wall-clock time (``time.time()`` scale) to act at.
-    """
-
-    ballot: str
-    topic: str
-    value: Any
-    kind: str
-    requester: bytes
-    timeout: float
-    when: float | None = None
-
-    @property
-    def is_action(self) -> bool:
-        """True for an action vote (:meth:`Group.request_action_vote`)."""
-        return self.when is not None
-
-
-@dataclass(frozen=True)
-class VoteOutcome:
-    """The result of a group vote, returned to the requester and sent to every member.
-
-    ``electorate`` members were asked (the requester, who accepts its own proposal,
-    included); ``accepted + refused + abstained == electorate``. A majority vote passes
-    when more than half of the electorate accepts; a consensus vote when all of it does
-    (an abstention, including not answering in time, counts against both).
-    """
-
-    ballot: str
-    topic: str
-    value: Any
-    kind: str
-    passed: bool
-    accepted: int
-    refused: int
-    abstained: int
-    requester: bytes
-    when: float | None = None
-
-    @property
-    def electorate(self) -> int:
-        """Members the vote was put to."""
-        return self.accepted + self.refused + self.abstained
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-
-@dataclass(frozen=True)
 class GroupEvent:
     """A change in the group.
 
@@ -163,22 +106,6 @@ class GroupEvent:
     reason: str = ""
     time: float = 0.0
     vote: GroupVote | VoteOutcome | None = None
-
-
-class _Tally:
-    """The requester's count of one vote."""
-
-    __slots__ = ("ballot", "electorate", "votes", "deadline", "done", "outcome", "value")
-
-    def __init__(self, ballot: Ballot, electorate: set[bytes], value: Any,
-                 deadline: float) -> None:
-        self.ballot = ballot
-        self.electorate = electorate
-        self.votes: dict[bytes, bool] = {}
-        self.deadline = deadline
-        self.done = threading.Event()
-        self.outcome: VoteOutcome | None = None
-        self.value = value
 
 
 class _Peer:
@@ -308,15 +235,14 @@ class Group:
         self.dropped: dict[str, int] = {"malformed": 0, "unknown": 0, "filtered": 0}
         self._sender: Any = None
         self._receivers: dict[Any, tuple[Any, str]] = {}
-        self._tallies: dict[bytes, _Tally] = {}
+        self._tallies: dict[bytes, Tally] = {}
         self._ballots: dict[bytes, tuple[Ballot, bytes, float, bool | None]] = {}
-        self._actions: list[tuple[float, int, Any]] = []
-        self._action_cv = threading.Condition()
-        self._action_thread: threading.Thread | None = None
-        self._action_seq = 0
-        self._done_tallies: dict[str, _Tally] = {}
+        self._actions = ActionScheduler(self._action_callbacks,
+                                        f"dc-actions-{self.spec.groupName}")
+        self._done_tallies: dict[str, Tally] = {}
         self._tick_due = True
         self._presence_at: list[float] = []
+        self._decided: dict[bytes, None] = {}
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -628,8 +554,8 @@ class Group:
     def _open_ballot(self, ballot: Ballot, value: Any) -> None:
         # Runs on the group's thread: the electorate is who is live right now.
         electorate = {self.memberId} | {m for m, p in self._peers.items() if p.live}
-        tally = _Tally(ballot, electorate, value, time.monotonic() + ballot.timeout)
-        tally.votes[self.memberId] = True  # the requester accepts its own proposal
+        tally = Tally(ballot, electorate, value, time.monotonic() + ballot.timeout)
+        tally.add(self.memberId, True)  # the requester accepts its own proposal
         self._tallies[ballot.ballot] = tally
         self._ballots[ballot.ballot] = (ballot, self.memberId, time.monotonic(), True)
         self._pub_control(ballot)
@@ -662,6 +588,8 @@ class Group:
 
     def _cast(self, ballot_id: bytes, accept: bool) -> None:
         entry = self._ballots.get(ballot_id)
+        if entry is None and ballot_id in self._decided:
+            return  # decided without this answer: nothing left to count
         if entry is None:
             raise KeyError(f"group {self.spec.groupName}: no open vote {ballot_id.hex()}")
         ballot, requester, seen, mine = entry
@@ -675,27 +603,16 @@ class Group:
 
     def _on_ballot_vote(self, voter: bytes, vote: BallotVote) -> None:
         tally = self._tallies.get(vote.ballot)
-        if tally is None or voter not in tally.electorate or voter in tally.votes:
-            return  # not ours, not asked, or a repeat: the first answer counts
-        tally.votes[voter] = vote.accept
-        self._count_votes(time.monotonic())
+        # Not ours, not asked, or a repeat (the first answer counts): ignored.
+        if tally is not None and tally.add(voter, vote.accept):
+            self._count_votes(time.monotonic())
 
     def _count_votes(self, now: float) -> None:
         for key, tally in list(self._tallies.items()):
-            n = len(tally.electorate)
-            accepted = sum(1 for v in tally.votes.values() if v)
-            refused = len(tally.votes) - accepted
-            undecided = n - accepted - refused
-            if tally.ballot.kind == "majority":
-                passed = 2 * accepted > n
-                failed = 2 * (accepted + undecided) <= n
-            else:
-                passed = accepted == n
-                failed = refused > 0
-            if not (passed or failed or now >= tally.deadline):
+            result = tally.decide(now)
+            if result is None:
                 continue
             del self._tallies[key]
-            result = BallotResult(key, passed, accepted, refused, undecided)
             try:
                 self._pub_control(result)
             finally:
@@ -705,10 +622,14 @@ class Group:
                 self._on_ballot_result(self.memberId, result, tally)
 
     def _on_ballot_result(self, requester: bytes, result: BallotResult,
-                          tally: _Tally | None = None) -> None:
-        entry = self._ballots.pop(result.ballot, None)
+                          tally: Tally | None = None) -> None:
+        entry = self._ballots.get(result.ballot)
         if entry is None or entry[1] != requester:
             return  # a vote this member never saw, or a result from someone else
+        del self._ballots[result.ballot]
+        self._decided[result.ballot] = None
+        while len(self._decided) > 256:  # bounded: late answers to recent votes only
+            del self._decided[next(iter(self._decided))]
         ballot, _, _, mine = entry
         if tally is not None:
             value = tally.value
@@ -728,42 +649,8 @@ class Group:
                 log.warning("group %s: action vote %s passed after its time; not acting",
                             self.spec.groupName, outcome.ballot)
             else:
-                self._schedule(ballot.when, value)
+                self._actions.schedule(ballot.when, value)
         self._emit(EventKind.VOTE_RESULT, requester, self.term, vote=outcome)
-
-    def _schedule(self, when: float, action: Any) -> None:
-        with self._action_cv:
-            self._action_seq += 1
-            heapq.heappush(self._actions, (when, self._action_seq, action))
-            if self._action_thread is None:
-                self._action_thread = threading.Thread(
-                    target=self._action_loop, name=f"dc-actions-{self.spec.groupName}",
-                    daemon=True)
-                self._action_thread.start()
-            self._action_cv.notify()
-
-    def _action_loop(self) -> None:
-        """Run agreed actions at their wall-clock time (sleep, then spin the last ms)."""
-        while True:
-            with self._action_cv:
-                while not self._actions:
-                    if self._closed:
-                        return
-                    self._action_cv.wait(0.5)
-                when = self._actions[0][0]
-                left = when - time.time()
-                if left > 0.002:
-                    # Wake early: thread wake-up takes up to a millisecond or so.
-                    self._action_cv.wait(left - 0.002)
-                    continue
-                _, _, action = heapq.heappop(self._actions)
-            while time.time() < when:
-                pass  # spin the last ~2 ms: this is what makes members act together
-            for fn in list(self._action_callbacks):
-                try:
-                    fn(action, when)
-                except Exception:
-                    log.exception("group %s: action callback failed", self.spec.groupName)
 
     # --- fencing -----------------------------------------------------------------------------
 
@@ -889,9 +776,7 @@ class Group:
             rx.close()
         for port in (self.pub, self.sub, self.qry, self.ans):
             port.close()
-        with self._action_cv:
-            self._actions.clear()
-            self._action_cv.notify_all()
+        self._actions.close()
         for tally in self._tallies.values():
             tally.done.set()
         try:
