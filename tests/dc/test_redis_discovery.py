@@ -221,3 +221,28 @@ def test_group_survives_a_redis_restart(redis_server, groups, wait):
     for g in members:
         kinds = {ev.kind for ev in g.events(timeout=0.05)}
         assert EventKind.MEMBER_LEFT not in kinds and EventKind.LEADER_LOST not in kinds
+
+
+def test_group_announces_its_advertised_address(tmp_path, wait):
+    from ctlwire.dc.discovery import DirectoryDiscovery
+    with Group("Adv", "a", timings=TIMINGS, host="127.0.0.2", advertise="node7.example",
+               discovery=DirectoryDiscovery(tmp_path)) as g:
+        other = DirectoryDiscovery(tmp_path)
+        other.register(rec(9, group="Adv.a"))
+        found = wait(lambda: other.members(), timeout=10)
+        assert [(r.member, r.host) for r in found] == [(g.memberId, "node7.example")]
+        other.unregister()
+
+
+def test_group_takes_the_discoverys_advertised_address(redis_server):
+    disc = RedisDiscovery(redis_server.url, advertise="node8.example")
+    try:
+        assert Group("Adv", "b", host="127.0.0.3", discovery=disc).advertise == "node8.example"
+    finally:
+        disc.unregister()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "*"])
+def test_binding_every_interface_needs_advertise(host):
+    with pytest.raises(ValueError, match="pass advertise="):
+        Group("Adv", "c", host=host)
