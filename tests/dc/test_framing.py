@@ -181,3 +181,27 @@ def test_message_obj_raises_codec_error_for_bad_payload():
     assert msg.term == 3
     with pytest.raises(codec.CodecError, match="msgpack payload"):
         msg.obj()
+
+
+def test_inbox_hands_out_batches_in_order_and_times_out():
+    inbox = _framing.Inbox(KeyError, "g")
+    inbox.put([1, 2])
+    inbox.put([3])
+    assert [inbox.get(0), inbox.get(), inbox.get(1)] == [1, 2, 3]
+    t0 = time.monotonic()
+    with pytest.raises(KeyError, match="g: no message within 0.05 s"):
+        inbox.get(0.05)
+    assert time.monotonic() - t0 >= 0.04
+
+
+def test_inbox_wakes_a_blocked_reader():
+    import threading
+    inbox = _framing.Inbox()
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend([inbox.get(10), inbox.get(10)]))
+    reader.start()
+    time.sleep(0.05)  # let it block (an early put would be found without waiting)
+    inbox.put(["a"])
+    inbox.put(["b"])
+    reader.join(10)
+    assert got == ["a", "b"] and len(inbox) == 0

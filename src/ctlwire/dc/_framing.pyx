@@ -24,14 +24,23 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK,
                                NOWAIT_LOCK)
+from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport isfinite
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
+from collections import deque as _deque
+from time import monotonic as _monotonic
+
 from zmq import Again as _Again
 
 from ctlwire.dc.errors import CodecError
+
+cdef extern from "pythread.h":
+    ctypedef long long PY_TIMEOUT_T
+    int PyThread_acquire_lock_timed(PyThread_type_lock lock, PY_TIMEOUT_T microseconds,
+                                    int intr_flag) nogil
 
 DEF HEADER = 32
 DEF TIME_LEN = 8
@@ -657,3 +666,84 @@ cdef class Receiver:
         """Stop receiving (the socket is about to close)."""
         self._sock = None
         self._h = NULL
+
+
+# --- handing messages to the reader ---------------------------------------------------------
+
+cdef class Inbox:
+    """Received messages waiting for the user: batches in, one message out.
+
+    The group's thread :meth:`put` s whole bursts; :meth:`get` hands out one message
+    without any Python frame, blocking (without the GIL) only when the inbox is empty.
+
+    Parameters
+    ----------
+    timeout_error : type
+        Raised by :meth:`get` when nothing arrives in time.
+    what : str
+        Name used in error messages.
+    """
+    cdef object _items
+    cdef PyThread_type_lock _signal
+    cdef bint _signaled
+    cdef object _timeout_error
+    cdef str _what
+
+    def __cinit__(self):
+        self._signal = PyThread_allocate_lock()
+        if self._signal == NULL:
+            raise MemoryError("Inbox lock")
+        # Held means "nothing new": put() releases it, a waiting get() takes it back.
+        PyThread_acquire_lock(self._signal, WAIT_LOCK)
+
+    def __dealloc__(self):
+        if self._signal != NULL:
+            if self._signaled:
+                PyThread_acquire_lock(self._signal, NOWAIT_LOCK)
+            PyThread_release_lock(self._signal)
+            PyThread_free_lock(self._signal)
+
+    def __init__(self, timeout_error=TimeoutError, str what="inbox"):
+        self._items = _deque()
+        self._signaled = False
+        self._timeout_error = timeout_error
+        self._what = what
+
+    def __len__(self):
+        return len(self._items)
+
+    cpdef put(self, list batch):
+        """Append a burst of messages and wake a waiting reader."""
+        self._items.extend(batch)
+        if not self._signaled:
+            # The flag changes only with the GIL held, so the lock is released exactly
+            # while the flag is set.
+            self._signaled = True
+            PyThread_release_lock(self._signal)
+
+    cpdef object get(self, timeout=None):
+        """The next message; raises ``timeout_error`` after ``timeout`` seconds."""
+        cdef double deadline = 0.0, left
+        cdef PY_TIMEOUT_T micros
+        cdef int rc
+        items = self._items
+        if items:
+            return items.popleft()
+        if timeout is not None:
+            deadline = _monotonic() + <double>timeout
+        while True:
+            if items:
+                return items.popleft()
+            if timeout is None:
+                micros = -1
+            else:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    raise self._timeout_error(f"{self._what}: no message within {timeout} s")
+                micros = <PY_TIMEOUT_T>(left * 1e6)
+            with nogil:
+                rc = PyThread_acquire_lock_timed(self._signal, micros, 1)
+            if rc == 1:
+                self._signaled = False
+            elif rc == 2:
+                PyErr_CheckSignals()  # raises KeyboardInterrupt and the like
