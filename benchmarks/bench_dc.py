@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from ctlwire._proc import JsonLinesChild
+from ctlwire._testing.proc import JsonLinesChild
 
 PAYLOAD = {"seq": 0, "value": 1.25, "name": "sensor-1"}
 

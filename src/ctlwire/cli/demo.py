@@ -10,6 +10,8 @@ import importlib
 import sys
 import time
 
+from ._common import CommandParser, UsageError, run_command
+
 SECTIONS = [
     ("katcp", "KATCP codec, device server and clients"),
     ("roc", "ROC: a shared object through the Majordomo broker, logs and a status tree"),
@@ -18,17 +20,27 @@ SECTIONS = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ctlwire-demo", description=__doc__)
+def _parser() -> CommandParser:
+    parser = CommandParser("ctlwire-demo", description=__doc__ + """
+Exit status (docs/cli.md): 0 every section passed; 1 a section failed; 2 bad arguments.""")
     parser.add_argument("sections", nargs="*", metavar="SECTION",
                         help="sections to run (default: all): "
                         + ", ".join(name for name, _ in SECTIONS))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``ctlwire-demo``; returns the exit status (see docs/cli.md)."""
+    return run_command(_parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     wanted = args.sections or [name for name, _ in SECTIONS]
     known = {name for name, _ in SECTIONS}
     unknown = [s for s in wanted if s not in known]
     if unknown:
-        parser.error(f"unknown section(s): {', '.join(unknown)}")
+        raise UsageError(f"unknown section(s): {', '.join(unknown)} "
+                         f"(known: {', '.join(name for name, _ in SECTIONS)})")
     failed = 0
     for name, title in SECTIONS:
         if name not in wanted:

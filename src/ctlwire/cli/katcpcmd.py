@@ -1,13 +1,15 @@
-"""``katcpcmd``: send KATCP requests from the command line.
+"""``ctlwire-katcp``: send KATCP requests from the command line.
 
 One request::
 
-    katcpcmd 127.0.0.1:7147 sensor-value /temp/
-    katcpcmd localhost:7147 ?help
+    ctlwire-katcp 127.0.0.1:7147 sensor-value /temp/
+    ctlwire-katcp localhost:7147 ?help
 
-prints the request's informs and its reply, one per line in wire form, and exits 0 if the
-reply is ``ok``, 1 if it is ``fail`` or ``invalid``, 2 if the server cannot be reached or
-does not reply in time.
+prints the request's informs and its reply, one per line in wire form.
+
+Exit status (docs/cli.md): 0 the reply is ``ok``; 1 it is ``fail`` or ``invalid``; 2 bad
+arguments; 3 the server can't be reached or does not reply in time; 70 an internal error.
+(aiokatcp's ``katcpcmd`` uses other codes; these follow ctlwire's conventions on purpose.)
 
 Interactive (``-i``): each line of standard input is a request written as on the wire
 (``?sensor-value temp`` or just ``sensor-value temp``; escapes such as ``\\_`` work);
@@ -16,6 +18,8 @@ replies, informs and unsolicited informs from the server are printed as they arr
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
 import sys
 import threading
 from typing import Optional, TextIO
@@ -23,7 +27,12 @@ from typing import Optional, TextIO
 from ctlwire.katcp.client import BlockingClient, KatcpTimeoutError
 from ctlwire.katcp.core import KatcpClientError, KatcpSyntaxError, Message, MessageParser
 
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+from ._common import (EXIT_NEGATIVE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CommandParser,
+                      UnreachableError, UsageError, host_port, run_command, timeout)
+
+EXIT_FAIL = EXIT_NEGATIVE
+#: the command's name (``katcpcmd`` is aiokatcp's: two packages installing it would clash)
+PROG = "ctlwire-katcp"
 
 
 class _PrintingClient(BlockingClient):
@@ -51,17 +60,9 @@ class _PrintingClient(BlockingClient):
 
 def parse_address(text: str) -> tuple[str, int]:
     """Split ``host:port``, ``[v6]:port`` or a bare ``port`` (meaning 127.0.0.1)."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad address {text!r}: expected host:port") from None
-    if not 0 < number < 65536:
-        raise argparse.ArgumentTypeError(f"bad port {number} in {text!r}")
-    return host, number
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    return host_port(text)
 
 
 def _shown(msg: Message) -> str:
@@ -84,16 +85,11 @@ def _one_request(client: _PrintingClient, name: str, args: list, timeout: float)
     try:
         msg = Message.request(name, *args)
     except (ValueError, KatcpSyntaxError) as exc:
-        print(f"katcpcmd: bad request {name!r}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"bad request {name!r}: {exc}") from None
     try:
         reply, informs = client.blocking_request(msg, timeout=timeout)
-    except KatcpTimeoutError as exc:
-        print(f"katcpcmd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KatcpClientError as exc:
-        print(f"katcpcmd: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (KatcpTimeoutError, KatcpClientError) as exc:
+        raise UnreachableError(str(exc)) from None
     return _print_result(client, reply, informs)
 
 
@@ -118,36 +114,58 @@ def _interactive(client: _PrintingClient, timeout: float, stdin: TextIO) -> int:
         try:
             msg = parser.parse(line.encode())
         except KatcpSyntaxError as exc:
-            print(f"katcpcmd: {exc}", file=sys.stderr)
+            print(f"{PROG}: {exc}", file=sys.stderr)
             continue
         if msg.mtype != Message.REQUEST:
-            print("katcpcmd: only requests (?name ...) can be sent", file=sys.stderr)
+            print(f"{PROG}: only requests (?name ...) can be sent", file=sys.stderr)
             continue
         try:
             reply, informs = client.blocking_request(msg, timeout=timeout)
         except KatcpClientError as exc:
-            print(f"katcpcmd: {exc}", file=sys.stderr)
-            status = EXIT_ERROR
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            status = EXIT_UNREACHABLE
             continue
         status = _print_result(client, reply, informs)
 
 
-def main(argv: Optional[list] = None) -> int:
-    """Run ``katcpcmd``; returns the exit status."""
-    ap = argparse.ArgumentParser(
-        prog="katcpcmd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> CommandParser:
+    ap = CommandParser(PROG, description=__doc__)
     ap.add_argument("address", type=parse_address, help="server as host:port")
     ap.add_argument("request", nargs="?", help="request name (with or without '?')")
     ap.add_argument("arguments", nargs="*", help="request arguments")
     ap.add_argument("-i", "--interactive", action="store_true",
                     help="read requests from standard input, one per line")
-    ap.add_argument("-t", "--timeout", type=float, default=5.0,
+    ap.add_argument("-t", "--timeout", type=timeout, default=5.0,
                     help="seconds to wait for the connection and for each reply (default 5)")
     ap.add_argument("-u", "--unsolicited", action="store_true",
                     help="also print informs not tied to a request (always on with -i)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _why_unreachable(host: str, port: int, wait: float) -> str:
+    """The reason a connection fails, in the operating system's words."""
+    try:
+        with socket.create_connection((host, port), timeout=min(wait, 1.0)):
+            return f"no connection within {wait:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _run(args: argparse.Namespace) -> int:
     if not args.interactive and not args.request:
-        ap.error("give a request, or -i for interactive mode")
+        raise UsageError("give a request, or -i for interactive mode (see --help)")
+    library_log = logging.getLogger("ctlwire.katcp")
+    level = library_log.level
+    if not args.verbose:
+        # the tool reports a failed connection itself, as one line
+        library_log.setLevel(logging.CRITICAL)
+    try:
+        return _talk(args)
+    finally:
+        library_log.setLevel(level)
+
+
+def _talk(args: argparse.Namespace) -> int:
     host, port = args.address
     client = _PrintingClient(host, port, timeout=args.timeout, auto_reconnect=False,
                              connect_timeout=args.timeout, out=sys.stdout,
@@ -155,18 +173,24 @@ def main(argv: Optional[list] = None) -> int:
     client.start()
     try:
         if not client.wait_connected(args.timeout):
-            print(f"katcpcmd: could not connect to {host}:{port}", file=sys.stderr)
-            return EXIT_ERROR
+            raise UnreachableError(f"could not connect to {host}:{port}: "
+                                   f"{_why_unreachable(host, port, args.timeout)}")
         # Learn whether the server offers message ids before the first request.
         client.wait_protocol(min(args.timeout, 1.0))
         if args.interactive:
-            return _interactive(client, args.timeout, sys.stdin)
+            try:
+                return _interactive(client, args.timeout, sys.stdin)
+            except KeyboardInterrupt:
+                return EXIT_OK  # the end of an interactive session
         return _one_request(client, args.request, args.arguments, args.timeout)
-    except KeyboardInterrupt:
-        return 130  # the shell's convention for "interrupted"
     finally:
         client.stop()
         client.join(args.timeout)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run ``ctlwire-katcp``; returns the exit status (see docs/cli.md)."""
+    return run_command(_parser(), _run, argv)
 
 
 if __name__ == "__main__":
