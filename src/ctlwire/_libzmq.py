@@ -2,8 +2,10 @@
 
 Compiled fast paths call ``zmq_msg_*`` directly on sockets pyzmq created
 (``Socket.underlying``), skipping pyzmq's per-call Python bookkeeping. No libzmq header or
-link step is needed: the addresses are looked up here at run time. Imports only the
-standard library and pyzmq. ``CTLWIRE_NO_RAWZMQ=1`` turns the fast paths off.
+link step is needed: the addresses are looked up here at run time.
+``CTLWIRE_NO_RAWZMQ=1`` turns the fast paths off.
+
+Layering: shared plumbing; imports the standard library and pyzmq, no family.
 """
 from __future__ import annotations
 

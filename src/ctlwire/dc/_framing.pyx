@@ -17,7 +17,9 @@ described in :mod:`ctlwire.dc.codec`)::
 :class:`Sender` and :class:`Receiver` work on a pyzmq socket; they call libzmq's
 ``zmq_msg_*`` functions directly when :mod:`ctlwire._libzmq` found them (see :func:`bind`),
 else pyzmq's ``send``/``recv``. No policy lives here: the group decides what a message
-means. Imports: the standard library, pyzmq's ``Again``, :mod:`ctlwire.dc.errors`.
+means.
+
+Layering: imports the standard library, pyzmq's ``Again`` and ``ctlwire.dc.errors``.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE

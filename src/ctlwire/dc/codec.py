@@ -19,6 +19,9 @@ identity, which the answer port strips before decoding.
 Control messages (heartbeats, votes, presence, goodbye, group votes) travel as
 msgpack-encoded tagged structs in the payload of a ``C`` frame, so a member can tell them
 apart from application data without looking inside the application's payload.
+
+Layering: imports msgspec, ``ctlwire._ext``, ``ctlwire.dc.errors`` and the compiled
+``ctlwire.dc._framing``; no I/O.
 """
 from __future__ import annotations
 

@@ -17,8 +17,10 @@ extra server:
   ``127.255.255.255``, on a LAN the subnet's broadcast address.
 
 Anything else (another key-value store, a name service) plugs in by subclassing
-:class:`Discovery`. Imports: the standard library, msgspec, :mod:`ctlwire.dc.codec`, and
-the ``redis`` client (only when a :class:`RedisDiscovery` is made).
+:class:`Discovery`.
+
+Layering: imports the standard library, msgspec, ``ctlwire.dc.codec``, and the ``redis``
+client (only when a :class:`RedisDiscovery` is made).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Errors shared by the group codec (pure and compiled) and the layers above it.
 
-Imports nothing from ctlwire, so the compiled framing module can import it without a cycle.
+Layering: imports nothing from ctlwire, so the compiled framing can import it (no cycle).
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ go on sending commands meanwhile. Whatever drives hardware keeps the newest term
 seen and refuses anything older, so once a successor exists (in a newer term), the old
 leader's commands are refused.
 
-Imports: the standard library only; a :class:`~ctlwire.dc.group.Group` is used through
-its ``term`` and ``add_callback`` alone.
+Layering: imports the standard library only; a :class:`~ctlwire.dc.group.Group` is used
+through its ``term`` and ``add_callback`` alone.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ requests and votes, group votes (:meth:`Group.request_vote`,
 :meth:`Group.leave`. Every message carries the sender's term, the fencing token of
 :meth:`Group.fence` and :class:`~ctlwire.dc.fencing.Fenced`.
 
-Imports: pyzmq and the rest of :mod:`ctlwire.dc` below it (codec, election, ports,
+Layering: imports pyzmq and the rest of ``ctlwire.dc`` below it (codec, election, ports,
 discovery, security, votes).
 """
 from __future__ import annotations

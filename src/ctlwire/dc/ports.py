@@ -15,6 +15,9 @@ discovery reports peers. The frames on the wire are described in :mod:`ctlwire.d
 
 A port object is not thread-safe (neither is a zmq socket): use it from one thread, or
 guard it with a lock.
+
+Layering: imports pyzmq, ``ctlwire._zmq``, ``ctlwire._libzmq`` and ``ctlwire.dc.codec`` /
+``security``.
 """
 from __future__ import annotations
 

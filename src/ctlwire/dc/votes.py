@@ -4,8 +4,9 @@ The group (:mod:`ctlwire.dc.group`) carries ballots, answers and results as cont
 messages (:class:`~ctlwire.dc.codec.Ballot`, ``BallotVote``, ``BallotResult``); this
 module holds the parts with no sockets in them: the user-facing records, the counting
 rules (:class:`Tally`, pure) and the :class:`ActionScheduler` thread that runs agreed
-actions at their wall-clock time. Imports: the standard library and
-:mod:`ctlwire.dc.codec`.
+actions at their wall-clock time.
+
+Layering: imports the standard library and ``ctlwire.dc.codec``.
 """
 from __future__ import annotations
 
