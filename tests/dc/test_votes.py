@@ -168,3 +168,37 @@ def test_action_vote_members_act_together_at_when(five):
         assert action == {"open": "shutter"}
         # Precise figures come from the benchmark; on a loaded CI box allow 50 ms.
         assert -0.001 <= late < 0.05, f"acted {late * 1000:.1f} ms from when"
+
+
+def test_a_lost_answer_is_repeated_until_counted(tmp_path, wait):
+    """The requester repeats an undecided ballot; a member repeats its answer."""
+    deaf_to: set[bytes] = set()
+    requester = Group("Vote", "lost", timings=TIMINGS, host="127.0.0.2",
+                      discovery=DirectoryDiscovery(tmp_path),
+                      peer_filter=lambda m: m not in deaf_to)
+    answered = threading.Event()
+
+    def answer(v: GroupVote) -> bool:
+        answered.set()
+        return True
+    voter = Group("Vote", "lost", timings=TIMINGS, host="127.0.0.3",
+                  discovery=DirectoryDiscovery(tmp_path), on_vote=answer)
+    try:
+        requester.join()
+        voter.join()
+        wait(lambda: requester.size == 2 and voter.size == 2, timeout=30)
+        deaf_to.add(voter.memberId)  # its first answer is lost on the way
+
+        def heal() -> None:
+            answered.wait(10)
+            time.sleep(0.05)
+            deaf_to.clear()
+        healer = threading.Thread(target=heal)
+        healer.start()
+        out = requester.request_vote("x", 1, kind="consensus", timeout=10)
+        healer.join()
+        assert out.passed and out.accepted == 2
+        assert requester.dropped["filtered"] >= 1  # the lost answer was really dropped
+    finally:
+        requester.leave()
+        voter.leave()

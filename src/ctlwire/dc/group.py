@@ -545,9 +545,17 @@ class Group:
         self._tallies[ballot.ballot] = tally
         self._ballots[ballot.ballot] = (ballot, self.memberId, time.monotonic(), True)
         self._pub_control(ballot)
+        tally.resend_at = time.monotonic() + self.BALLOT_REPEAT[0]
         self._count_votes(time.monotonic())
 
     def _on_ballot(self, requester: bytes, ballot: Ballot) -> None:
+        entry = self._ballots.get(ballot.ballot)
+        if entry is not None or ballot.ballot in self._decided:
+            # The requester repeats a ballot until it is decided (any message can be
+            # lost, e.g. before a new subscription is up): repeat our answer, once asked.
+            if entry is not None and entry[1] == requester and entry[3] is not None:
+                self._pub_control(BallotVote(ballot.ballot, entry[3]))
+            return
         try:
             value = self.codec.decode(ballot.value)
         except CodecError as exc:
@@ -593,10 +601,18 @@ class Group:
         if tally is not None and tally.add(voter, vote.accept):
             self._count_votes(time.monotonic())
 
+    #: Delays between repeats of an undecided ballot (the last one repeats).
+    BALLOT_REPEAT = (0.01, 0.03, 0.1, 0.25)
+
     def _count_votes(self, now: float) -> None:
         for key, tally in list(self._tallies.items()):
             result = tally.decide(now)
             if result is None:
+                if now >= tally.resend_at:
+                    self._pub_control(tally.ballot)
+                    tally.resends += 1
+                    delays = self.BALLOT_REPEAT
+                    tally.resend_at = now + delays[min(tally.resends, len(delays) - 1)]
                 continue
             del self._tallies[key]
             try:
@@ -717,7 +733,8 @@ class Group:
                 now = time.monotonic()
                 wake_at = min(next_house, election.next_wakeup())
                 if self._tallies:
-                    wake_at = min(wake_at, min(t.deadline for t in self._tallies.values()))
+                    wake_at = min(wake_at, min(min(t.deadline, t.resend_at)
+                                               for t in self._tallies.values()))
                 if self._presence_at:
                     wake_at = min(wake_at, self._presence_at[0])
                 try:

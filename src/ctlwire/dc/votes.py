@@ -106,7 +106,8 @@ class Tally:
         Monotonic time at which silence becomes abstention.
     """
 
-    __slots__ = ("ballot", "electorate", "votes", "deadline", "done", "outcome", "value")
+    __slots__ = ("ballot", "electorate", "votes", "deadline", "done", "outcome", "value",
+                 "resend_at", "resends")
 
     def __init__(self, ballot: Ballot, electorate: set[bytes], value: Any,
                  deadline: float) -> None:
@@ -118,6 +119,10 @@ class Tally:
         self.done = threading.Event()
         self.outcome: VoteOutcome | None = None
         self.value = value
+        #: When the requester repeats the ballot next, and how often it did (the group
+        #: repeats it until decided, since any one message can be lost).
+        self.resend_at = deadline
+        self.resends = 0
 
     def add(self, voter: bytes, accept: bool) -> bool:
         """Count ``voter``'s answer; False if it was not asked or already answered."""
