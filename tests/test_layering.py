@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,10 @@ FAMILIES = ("katcp", "roc", "tcs", "ocd", "dc")
 # Family -> families it may import. ocd uses the TCS event transport; it is to move to
 # a module that loads no extension (issue 11's TCS/OCD part), and this entry with it.
 FAMILY_IMPORTS = {"ocd": {"tcs"}}
+# Single modules that speak another family's protocol by design: the replay's control port
+# is a KATCP device (issue 14). Nothing imports it but ``tcs-replay --katcp-port``, and
+# ``import ctlwire.tcs`` never loads KATCP (test_tcs_does_not_load_katcp below).
+MODULE_IMPORTS = {"ctlwire.tcs.control": {"katcp"}}
 
 # ctlwire.katcp, bottom up: a module may import modules of its own layer or below.
 KATCP_LAYERS = {
@@ -193,9 +199,18 @@ def test_families_import_only_shared_plumbing_and_themselves():
                     offenders.append(f"{module} imports {target}")
                 elif target.startswith(HARNESS):
                     offenders.append(f"{module} imports {target}")
-            elif other != family and other not in FAMILY_IMPORTS.get(family, ()):
+            elif (other != family and other not in FAMILY_IMPORTS.get(family, ())
+                  and other not in MODULE_IMPORTS.get(module, ())):
                 offenders.append(f"{module} imports {target}")
     assert not offenders, offenders
+
+
+def test_tcs_does_not_load_katcp():
+    code = ("import sys, ctlwire.tcs, ctlwire.tcs.server, ctlwire.tcs.record; "
+            "print(sorted(m for m in sys.modules if m.startswith('ctlwire.katcp')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _katcp_layer(module: str) -> int | None:
