@@ -30,6 +30,11 @@ trap cleanup EXIT
 # A sqlite3.h that fails any compilation including it, searched before the system's.
 mkdir -p "$WORK/poison"
 echo '#error "ctlwire must build without the sqlite3 headers"' > "$WORK/poison/sqlite3.h"
+# ...and make sure the compiler really sees it first (else the check below proves nothing).
+if echo '#include <sqlite3.h>' | CPATH="$WORK/poison" "${CC:-cc}" -x c -c - -o /dev/null \
+        2>/dev/null; then
+    fail "the compiler ignores CPATH: the sqlite3 headers cannot be put out of reach"
+fi
 
 say "build tools ($($PY --version))"
 rm -rf "$WORK/build-venv" "$WORK/dist" "$WORK/wheelhouse"
