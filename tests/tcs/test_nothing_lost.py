@@ -363,3 +363,43 @@ def test_stats_json_adds_up(tmp_path):
     doc = json.loads(stats.read_text())
     assert doc["sent"] == doc["delivered"] + doc["dropped"] == 200
     assert sum(b["events"] for b in doc["lateness_histogram_us"]) == doc["sent"]
+
+
+def _read_informs(port, line, timeout=20.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall((line + "\n").encode())
+        buf = b""
+        name = line.split()[0][1:]
+        while True:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+            lines = buf.decode().splitlines()
+            if any(ln.startswith(f"!{name} ") for ln in lines):
+                return lines
+
+
+def test_tcs_replay_serves_its_katcp_control_port(tmp_path):
+    db = generate_database(tmp_path / "k.sqlite", 2000, rate=100.0)  # 20 s at speed 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        kport = s.getsockname()[1]
+    proc = cmd("tcs-replay", db, "--url", "tcp://127.0.0.1:0", "--katcp-port", kport)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "KATCP control port" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert "KATCP control port" in line
+        assert _katcp(kport, "?pause") == "!pause ok"
+        lines = _read_informs(kport, "?sensor-value state")
+        assert any("state" in ln and "paused" in ln for ln in lines), lines
+        assert _katcp(kport, "?set-speedup 1000") == "!set-speedup ok"
+        assert _katcp(kport, "?resume") == "!resume ok"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "sent 2000 = delivered 2000 + dropped 0" in out
