@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .events import TCSDatabaseError
 from .server import TCSDBReplay, _encoder, _replay
 
 __all__ = ["SteeredReplay", "parse_time", "ReplayDatabaseError"]
@@ -111,8 +110,9 @@ class _Stream:
         self.sessions = _session_starts(path)
         try:
             self.count = self.replay._conn.execute("SELECT count(*) FROM event").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise TCSDatabaseError(f"TCS database {path!r} is damaged: {exc}") from None
+        except sqlite3.DatabaseError:
+            # damaged: the replay still sends what comes before the damage, then says so
+            self.count = 0
 
     def next(self):
         """(t, record) of the next accepted event, or None at the end."""
