@@ -403,3 +403,29 @@ def test_tcs_replay_serves_its_katcp_control_port(tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert "sent 2000 = delivered 2000 + dropped 0" in out
+
+
+@pytest.mark.parametrize("which", ["url", "katcp"])
+def test_a_port_in_use_is_one_line_and_exit_3(tmp_path, which):
+    db = generate_database(tmp_path / "a.sqlite", 5)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        args = (["--url", f"tcp://127.0.0.1:{port}"] if which == "url" else
+                ["--url", "tcp://127.0.0.1:0", "--katcp-port", port])
+        proc = cmd("tcs-replay", db, *args)
+        out, err = proc.communicate(timeout=60)
+    lines = one_error_line(proc, out, err, 3)
+    assert len(lines) == 1 and lines[0].startswith("tcs-replay: ") and str(port) in lines[0]
+
+
+@pytest.mark.parametrize("command", ["tcs-replay", "tcs-record", "tcs-info"])
+def test_version_and_unknown_options(command):
+    proc = cmd(command, "--version")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "ctlwire" in out
+    proc = cmd(command, "--no-such-option")
+    out, err = proc.communicate(timeout=30)
+    lines = one_error_line(proc, out, err, 2)
+    assert len(lines) == 1 and lines[0].startswith(f"{command}: ")
