@@ -32,7 +32,7 @@ import zmq
 
 from ctlwire.tcs.events import generate_database
 from ctlwire.tcs.server import TCSDBReplay, ZMQServer, use_realtime_scheduling
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 INF = float("inf")
 

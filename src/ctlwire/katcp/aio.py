@@ -12,6 +12,9 @@ The connection is an :class:`asyncio.Protocol` feeding the codec's ``StreamParse
 (no stream reader in between); replies are matched to requests by message id when the
 server offers ids, otherwise by name in order, so any number of requests may be awaited
 concurrently.
+
+Layering: imports ``ctlwire.katcp.core`` and ``exceptions`` only (never the threaded
+client).
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ import random
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Optional
 
-from ctlwire.katcp.client import KatcpTimeoutError
 from ctlwire.katcp.core import (
     FailReply,
     KatcpClientError,
@@ -29,8 +31,10 @@ from ctlwire.katcp.core import (
     Message,
     ProtocolFlags,
     StreamParser,
+    check_timeout,
     encode_message,
 )
+from ctlwire.katcp.exceptions import KatcpTimeoutError
 
 __all__ = ["AioClient", "SensorReading"]
 
@@ -153,7 +157,7 @@ class AioClient:
                  auto_reconnect: bool = False) -> None:
         self.host = host
         self.port = int(port)
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.protocol_flags: Optional[ProtocolFlags] = None
         self.versions: dict[str, tuple] = {}
         self._parser = StreamParser()
@@ -331,11 +335,11 @@ class AioClient:
                 log.warning("Bad line from %s:%s: %s", self.host, self.port, msg)
                 continue
             try:
-                self._dispatch(msg)
+                self._on_message(msg)
             except Exception:
                 log.exception("Error handling %r", msg)
 
-    def _dispatch(self, msg: Message) -> None:
+    def _on_message(self, msg: Message) -> None:
         mtype = msg.mtype
         mid = msg.mid
         if mtype == _REPLY:
@@ -502,7 +506,9 @@ class AioClient:
         msg : Message
             A request; a mid is assigned if the server offers ids and it has none.
         timeout : float, optional
-            Seconds to wait (default: the client's timeout).
+            Seconds to wait (default: the client's timeout); 0 does not wait
+            (:class:`KatcpTimeoutError` at once, nothing sent); negative or non-finite
+            values raise ``ValueError``.
 
         Returns
         -------
@@ -511,6 +517,8 @@ class AioClient:
 
         Raises
         ------
+        ValueError
+            ``timeout`` is negative or not finite.
         KatcpTimeoutError
             No reply in time.
         KatcpClientError
@@ -520,6 +528,12 @@ class AioClient:
             raise ValueError(f"Expected a request message, got {msg!r}")
         if timeout is None:
             timeout = self.timeout
+        else:
+            timeout = check_timeout(timeout)
+        if timeout == 0:
+            # "Don't wait": nothing could be read back, so nothing is sent either.
+            raise KatcpTimeoutError(f"Request ?{msg.name} to {self.host}:{self.port} "
+                                    "timed out: timeout is 0 s (not waiting)")
         future = self._send(msg)
         if timeout is None:
             return await future

@@ -1,10 +1,14 @@
 """KATCP core: messages, parsing, protocol flags and the exceptions of the protocol.
 
 The wire codec is compiled (``ctlwire.katcp._codec``); this module re-exports it with
-the pure-Python pieces around it.
+the pure-Python pieces around it. No I/O here or in the codec.
+
+Layering: imports ``exceptions`` and the compiled ``_codec``; everything else of
+``ctlwire.katcp`` builds on this module.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Iterable
 
@@ -22,8 +26,6 @@ encode_messages = _codec.encode_messages
 escape_argument = _codec.escape_argument
 unescape_argument = _codec.unescape_argument
 format_argument = _codec.format_argument
-send_nowait = _codec.send_nowait
-RoundTrip = _codec.RoundTrip
 
 #: Default protocol major version spoken by ctlwire's server and client.
 DEFAULT_KATCP_MAJOR = 5
@@ -156,3 +158,22 @@ class ProtocolFlags:
 
     def __repr__(self) -> str:
         return f"ProtocolFlags({self.major}, {self.minor}, {sorted(self.flags)!r})"
+
+
+def check_timeout(timeout: float | None, what: str = "timeout") -> float | None:
+    """``timeout`` if it is ``None`` or a finite number >= 0, else ``ValueError``.
+
+    The clients' rule for every timeout they are given: ``None`` waits for ever, ``0``
+    does not wait at all (the request fails with :class:`KatcpTimeoutError` at once),
+    and a negative or non-finite number is a mistake, reported rather than guessed at.
+    """
+    if timeout is None:
+        return None
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds or None, "
+                         f"not {timeout!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be finite and >= 0 seconds, not {timeout!r}")
+    return value

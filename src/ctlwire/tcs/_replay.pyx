@@ -1,5 +1,4 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-# distutils: libraries = sqlite3
 """Engine room of the TCS replay: rows to events, events to JSON, and pacing.
 
 Reads the event database through the sqlite3 C API (no tuple per row), converts
