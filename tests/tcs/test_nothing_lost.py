@@ -429,3 +429,28 @@ def test_version_and_unknown_options(command):
     out, err = proc.communicate(timeout=30)
     lines = one_error_line(proc, out, err, 2)
     assert len(lines) == 1 and lines[0].startswith(f"{command}: ")
+
+
+def test_a_recorder_with_nothing_to_connect_to_exits_3_and_leaves_no_file(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    out = tmp_path / "none.sqlite"
+    proc = cmd("tcs-record", f"tcp://127.0.0.1:{port}", "-o", out, "--duration", "1")
+    o, err = proc.communicate(timeout=60)
+    lines = one_error_line(proc, o, err, 3)
+    assert lines[-1].startswith("tcs-record: ") and "nothing to connect to" in lines[-1]
+    assert not out.exists()
+
+
+def test_a_recorder_told_to_stop_exits_0_even_with_nothing_received(tmp_path):
+    server = ZMQServer("tcp://127.0.0.1:0")
+    proc = cmd("tcs-record", server.endpoint, "-o", tmp_path / "quiet.sqlite")
+    try:
+        assert server.wait_for_subscriber(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        o, err = proc.communicate(timeout=60)
+    finally:
+        server.close()
+    assert proc.returncode == 0, err
+    assert "recorded 0 events" in o and "SIGTERM" in o
