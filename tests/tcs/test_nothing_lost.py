@@ -454,3 +454,14 @@ def test_a_recorder_told_to_stop_exits_0_even_with_nothing_received(tmp_path):
         server.close()
     assert proc.returncode == 0, err
     assert "recorded 0 events" in o and "SIGTERM" in o
+
+
+def test_plot_draws_the_lateness_and_the_rate(tmp_path):
+    pytest.importorskip("matplotlib")
+    db = generate_database(tmp_path / "a.sqlite", 300, rate=1000.0)
+    png = tmp_path / "p.png"
+    proc = cmd("tcs-replay", db, tmp_path / "a.sqlite", "--url", "tcp://127.0.0.1:0",
+               "--speedup", "1", "--plot", png)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
