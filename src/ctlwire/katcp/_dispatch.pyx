@@ -1,15 +1,24 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Compiled hot path of the device server: a client's bytes in, handlers run, replies out.
 
-``ConnectionCore`` is the base of :class:`ctlwire.katcp.server.ClientConnection` (the
-asyncio protocol of one client): its ``data_received`` splits the stream into messages
-and runs request handlers at once, in the loop thread; the replies of one read go out in
-one ``transport.write``. ``handle_request`` is ``DeviceServerBase.handle_request``.
-``ClientRequestConnection`` is what a handler gets as ``req``.
+``ConnectionCore`` is the base of :class:`ctlwire.katcp._connection.ClientConnection`
+(the asyncio protocol of one client): its ``data_received`` splits the stream into
+messages and runs request handlers at once, in the loop thread; the replies of one read
+go out in one ``transport.write``. ``handle_request`` is
+``DeviceServerBase.handle_request``. ``ClientRequestConnection`` is what a handler gets
+as ``req``.
 
-Kept to what runs per request; everything else of the server stays in Python
-(``server.py``, ``_server_conn.py``). Measured against the same code in Python: about
-2 us less server CPU per ``?watchdog`` round trip (``benchmarks/bench_katcp_server.py``).
+Everything this code needs from the server comes in a :class:`DispatchState` (declared
+in ``_dispatch.pxd``) that the server fills in and keeps up to date; the few server
+methods it calls (``handle_request``, ``_route``, ``_bad_line``, ``_send_fail``,
+``_exception_text``, ``_other_return``) are those of the ``ConnectionOwner`` protocol
+in ``_connection.py``.
+
+Kept to what runs per request; everything else of the server stays in Python. Measured
+against the same code in Python: about 2 us less server CPU per ``?watchdog`` round
+trip (``benchmarks/bench_katcp_server.py``).
+
+Layering: cimports ``ctlwire.katcp._codec``; imports ``ctlwire.katcp.exceptions``.
 """
 import logging
 import sys
@@ -26,85 +35,106 @@ cdef int INFORM = 2
 cdef object log = logging.getLogger("ctlwire.katcp.server")
 
 
+cdef class DispatchState:
+    """What the compiled request path needs from the server, as declared C fields.
+
+    The server makes one, fills it in when it starts and keeps it up to date (loop
+    thread, handler thread), and hands it to every connection it accepts.
+
+    Parameters
+    ----------
+    owner : ConnectionOwner
+        The server; request handlers get it as ``self``.
+    handlers : dict
+        Request name -> handler function.
+    logger : logging.Logger
+        The server's logger.
+    fast : bool
+        Whether the owner's ``handle_request`` is the compiled one.
+    """
+
+    def __init__(self, owner, dict handlers, logger, bint fast):
+        self.owner = owner
+        self.handlers = handlers
+        self.logger = logger
+        self.loop_tid = 0
+        self.threaded = False
+        self.fast = fast
+
+
 cdef class ConnectionCore:
     """State of one client connection that the hot path uses (see ClientConnection).
 
     Parameters
     ----------
-    server : DeviceServerBase
-        The server of this connection.
+    state : DispatchState
+        What the connection needs from the server that accepted it.
     parser : StreamParser
         Splits the client's byte stream into messages.
     """
-    cdef public object _server
-    cdef public object _transport
-    cdef public object _parser
-    cdef public list _out         # wire bytes owed to the client, written once per read
-    cdef public bint _dirty       # _out is written at the end of this loop iteration
-    cdef public bint _closing
-    # Whether the server's handle_request is ours (a subclass may override it).
-    cdef public bint _fast_dispatch
-    cdef object __weakref__
 
-    def __init__(self, server, parser):
-        self._server = server
+    def __init__(self, DispatchState state, parser):
+        self._state = state
         self._transport = None
         self._parser = parser
         self._out = []
-        self._dirty = False
+        self._in_read = False
+        self._flush_queued = False
         self._closing = False
-        self._fast_dispatch = bool(getattr(server, "_fast_dispatch", False))
+        self.address = "?"
 
     def data_received(self, data):
         """asyncio: bytes from the client. Each message is handled at once."""
-        cdef object server = self._server
-        cdef bint was_dirty = self._dirty
+        cdef DispatchState state = self._state
+        cdef object owner = state.owner
         cdef list items
         cdef list out
         cdef Message m
-        # Marked dirty for the whole batch: replies queued now are written once at the
-        # end, without scheduling a flush callback for the next loop iteration.
-        self._dirty = True
-        items = self._parser.feed(data)
-        for item in items:
-            if isinstance(item, Message):
-                m = <Message>item
-                try:
-                    if m.mtype == REQUEST and server._handler_executor is None:
-                        if self._fast_dispatch:
-                            _handle(server, self, m)
+        # Replies queued while this batch is handled are written once at the end,
+        # without scheduling a flush callback for the next loop iteration.
+        self._in_read = True
+        try:
+            items = self._parser.feed(data)
+            for item in items:
+                if isinstance(item, Message):
+                    m = <Message>item
+                    try:
+                        if m.mtype == REQUEST and not state.threaded:
+                            if state.fast:
+                                _handle(state, self, m)
+                            else:
+                                owner.handle_request(self, m)
                         else:
-                            server.handle_request(self, m)
-                    else:
-                        server._dispatch(self, m)
-                except Exception:  # a broken handler hook must not kill the connection
-                    log.exception("Error handling %r from %s", m, self.address)
-            else:
-                server._bad_line(self, item)
-            if self._closing:
-                break
-        out = self._out
-        if out:
-            transport = self._transport
-            if transport is not None:
-                self._out = []
-                if not self._closing:
-                    transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if not was_dirty:
-            self._dirty = False
+                            owner._route(self, m)
+                    except Exception:  # a broken handler hook must not kill the connection
+                        log.exception("Error handling %r from %s", m, self.address)
+                else:
+                    owner._bad_line(self, item)
+                if self._closing:
+                    break
+            out = self._out
+            if out:
+                transport = self._transport
+                if transport is not None:
+                    self._out = []
+                    if not self._closing:
+                        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        finally:
+            self._in_read = False
 
 
-def handle_request(server, ConnectionCore connection, Message msg):
+def handle_request(ConnectionCore connection, Message msg):
     """Run the handler of request ``msg`` and send its reply (DeviceServerBase's)."""
-    _handle(server, connection, msg)
+    _handle(connection._state, connection, msg)
 
 
-cdef _handle(server, ConnectionCore connection, Message msg):
+cdef _handle(DispatchState state, ConnectionCore connection, Message msg):
     cdef ClientRequestConnection req
+    cdef object server = state.owner
     name = msg.name
-    handler = server._request_handlers.get(name)
+    handler = state.handlers.get(name)
     if handler is None:
-        server._logger.debug("%s INVALID: Unknown request.", name)
+        state.logger.debug("%s INVALID: Unknown request.", name)
         connection._send(encode_message(REPLY, name, (b"invalid", b"Unknown request."),
                                         msg.mid))
         return
@@ -127,9 +157,10 @@ cdef _handle(server, ConnectionCore connection, Message msg):
             req._replied = True
             data = encode_message(REPLY, (<Message>reply).name,
                                   (<Message>reply).arguments, msg.mid)
-            if (connection._dirty and not connection._closing
-                    and get_ident() == server._loop_tid):
-                # Inside data_received: the batch is written when it returns.
+            if ((connection._in_read or connection._flush_queued)
+                    and not connection._closing and get_ident() == state.loop_tid):
+                # A write of _out is already due (end of data_received or of this loop
+                # iteration): join it.
                 connection._out.append(data)
             else:
                 connection._send(data)

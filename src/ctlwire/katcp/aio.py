@@ -21,7 +21,6 @@ import random
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Optional
 
-from ctlwire.katcp.client import KatcpTimeoutError
 from ctlwire.katcp.core import (
     FailReply,
     KatcpClientError,
@@ -29,8 +28,10 @@ from ctlwire.katcp.core import (
     Message,
     ProtocolFlags,
     StreamParser,
+    check_timeout,
     encode_message,
 )
+from ctlwire.katcp.exceptions import KatcpTimeoutError
 
 __all__ = ["AioClient", "SensorReading"]
 
@@ -153,7 +154,7 @@ class AioClient:
                  auto_reconnect: bool = False) -> None:
         self.host = host
         self.port = int(port)
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self.protocol_flags: Optional[ProtocolFlags] = None
         self.versions: dict[str, tuple] = {}
         self._parser = StreamParser()
@@ -502,7 +503,9 @@ class AioClient:
         msg : Message
             A request; a mid is assigned if the server offers ids and it has none.
         timeout : float, optional
-            Seconds to wait (default: the client's timeout).
+            Seconds to wait (default: the client's timeout); 0 does not wait
+            (:class:`KatcpTimeoutError` at once, nothing sent); negative or non-finite
+            values raise ``ValueError``.
 
         Returns
         -------
@@ -511,6 +514,8 @@ class AioClient:
 
         Raises
         ------
+        ValueError
+            ``timeout`` is negative or not finite.
         KatcpTimeoutError
             No reply in time.
         KatcpClientError
@@ -520,6 +525,12 @@ class AioClient:
             raise ValueError(f"Expected a request message, got {msg!r}")
         if timeout is None:
             timeout = self.timeout
+        else:
+            timeout = check_timeout(timeout)
+        if timeout == 0:
+            # "Don't wait": nothing could be read back, so nothing is sent either.
+            raise KatcpTimeoutError(f"Request ?{msg.name} to {self.host}:{self.port} "
+                                    "timed out: timeout is 0 s (not waiting)")
         future = self._send(msg)
         if timeout is None:
             return await future

@@ -5,6 +5,7 @@ the pure-Python pieces around it.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Iterable
 
@@ -156,3 +157,22 @@ class ProtocolFlags:
 
     def __repr__(self) -> str:
         return f"ProtocolFlags({self.major}, {self.minor}, {sorted(self.flags)!r})"
+
+
+def check_timeout(timeout: float | None, what: str = "timeout") -> float | None:
+    """``timeout`` if it is ``None`` or a finite number >= 0, else ``ValueError``.
+
+    The clients' rule for every timeout they are given: ``None`` waits for ever, ``0``
+    does not wait at all (the request fails with :class:`KatcpTimeoutError` at once),
+    and a negative or non-finite number is a mistake, reported rather than guessed at.
+    """
+    if timeout is None:
+        return None
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds or None, "
+                         f"not {timeout!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be finite and >= 0 seconds, not {timeout!r}")
+    return value

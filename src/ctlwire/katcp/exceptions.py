@@ -1,10 +1,14 @@
-"""Exceptions of the KATCP layer, shared by the codec, the server and the clients."""
+"""Exceptions of the KATCP layer, shared by the codec, the server and the clients.
+
+Layering: the bottom of ``ctlwire.katcp``; imports nothing from ctlwire.
+"""
 from __future__ import annotations
 
 __all__ = [
     "KatcpError",
     "KatcpSyntaxError",
     "KatcpClientError",
+    "KatcpTimeoutError",
     "KatcpVersionError",
     "KatcpDeviceError",
     "KatcpTypeError",
@@ -48,6 +52,14 @@ class KatcpClientError(KatcpError):
     """A client-side failure: not connected, connection lost, timed out."""
 
 
+class KatcpTimeoutError(KatcpClientError, TimeoutError):
+    """A request got no reply within its timeout.
+
+    Subclass of both :class:`KatcpClientError` (the katcp-python convention: client
+    failures raise it) and the built-in :class:`TimeoutError`.
+    """
+
+
 class KatcpVersionError(KatcpError):
     """The peer's protocol version does not support what was asked (e.g. message ids)."""
 
@@ -66,3 +78,4 @@ class FailReply(KatcpError):
 
 class AsyncReply(KatcpError):
     """Raise in a request handler to reply later through the request object."""
+

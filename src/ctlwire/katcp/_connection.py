@@ -1,7 +1,6 @@
 """Transport of the KATCP device server: one asyncio ``Protocol`` per client.
 
-Kept apart from :mod:`ctlwire.katcp.server` (the documented classes) so the hot path
-reads on its own:
+Kept apart from the documented server classes so the hot path reads on its own:
 
 - bytes in: asyncio's selector transport reads up to ``max_size`` bytes per ``recv``,
   256 KiB by default; a buffer that big is allocated with mmap by malloc and costs
@@ -17,6 +16,13 @@ reads on its own:
   ``data_received`` for replies, or in one flush callback per iteration for informs);
 - a client whose kernel and transport buffers fill past ``max_write_buffer`` is sent
   ``#disconnect`` and closed, so it cannot stall the server or the other clients.
+
+What a connection needs from the server that accepted it is declared here, once:
+:class:`ConnectionOwner` (the methods it calls) and the compiled ``DispatchState``
+(the data its hot path reads, declared in ``_dispatch.pxd``). The server implements
+the first and fills in the second; this module never imports the server.
+
+Layering: imports ``ctlwire.katcp.core`` and the compiled ``ctlwire.katcp._dispatch``.
 """
 from __future__ import annotations
 
@@ -24,19 +30,20 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
 from .._ext import load_extension
 from .core import Message, StreamParser, encode_message
 
-_dispatch = load_extension("ctlwire.katcp._dispatch")
-ConnectionCore = _dispatch.ConnectionCore
-ClientRequestConnection = _dispatch.ClientRequestConnection
+_compiled = load_extension("ctlwire.katcp._dispatch")
+ConnectionCore = _compiled.ConnectionCore
+ClientRequestConnection = _compiled.ClientRequestConnection
+DispatchState = _compiled.DispatchState
+#: The compiled ``DeviceServerBase.handle_request``.
+handle_request = _compiled.handle_request
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import DeviceServerBase
-
-__all__: list[str] = []
+__all__ = ["ClientConnection", "ClientRequestConnection", "ConnectionOwner",
+           "DispatchState"]
 
 log = logging.getLogger("ctlwire.katcp.server")
 
@@ -44,6 +51,62 @@ _REPLY = Message.REPLY
 _INFORM = Message.INFORM
 _get_ident = threading.get_ident
 _READ_SIZE = 64 * 1024
+
+
+class ConnectionOwner(Protocol):
+    """What a :class:`ClientConnection` (and its compiled core) needs from its server.
+
+    ``DeviceServerBase`` implements it. The compiled request path also reads the
+    owner's ``DispatchState`` (handed to each connection), never its attributes.
+    """
+
+    #: Bytes that may wait in the transport for one client before it is too slow.
+    _max_write_buffer: int
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs in."""
+
+    def _call_in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop thread (from another thread)."""
+
+    def _queue_flush(self, conn: "ClientConnection") -> None:
+        """Call ``conn._flush()`` at the end of this loop iteration."""
+
+    def _connection_made(self, conn: "ClientConnection") -> None:
+        """A client connected (its transport is set)."""
+
+    def _connection_lost(self, conn: "ClientConnection", exc: Exception | None) -> None:
+        """A client's transport closed."""
+
+    def _too_slow(self, conn: "ClientConnection") -> None:
+        """A client's output passed ``_max_write_buffer``."""
+
+    def _disconnect(self, conn: "ClientConnection", reason: str, valid: bool) -> None:
+        """Close a client's connection (``#disconnect reason`` first if ``valid``)."""
+
+    def mass_inform(self, msg: Message) -> None:
+        """Send an inform to every client."""
+
+    # -- called by the compiled request path (ctlwire.katcp._dispatch) -------------------
+    def handle_request(self, connection: "ClientConnection", msg: Message) -> None:
+        """Run a request's handler (called only when a subclass overrides it)."""
+
+    def _route(self, connection: "ClientConnection", msg: Message) -> None:
+        """A message that is not run at once: an inform, a reply, or a request for the
+        handler thread."""
+
+    def _bad_line(self, connection: "ClientConnection", error: Exception) -> None:
+        """A line from the client that did not parse."""
+
+    def _send_fail(self, req: Any, reason: str) -> None:
+        """Reply ``fail reason`` to a request (or log it if it was answered)."""
+
+    def _exception_text(self, msg: Message, exc_info: Any) -> str:
+        """The text of a ``fail`` reply for a handler's exception."""
+
+    def _other_return(self, req: Any, reply: Any) -> None:
+        """A handler returned something other than a reply message."""
 
 
 def _address_text(peer: Any) -> str:
@@ -62,16 +125,16 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
         ``host:port`` of the client.
     """
 
-    # (_server, _transport, _parser, _out, _dirty and _closing live in ConnectionCore,
-    # the compiled part, with data_received)
-    __slots__ = ("_disconnect_called", "_slow", "address", "_sock", "strategies",
+    # (_state, _transport, _parser, _out, _in_read, _flush_queued, _closing and address
+    # live in ConnectionCore, the compiled part, with data_received)
+    __slots__ = ("_owner", "_disconnect_called", "_slow", "_sock", "strategies",
                  "_queue_fn")
 
-    def __init__(self, server: "DeviceServerBase", max_line_length: int):
-        ConnectionCore.__init__(self, server, StreamParser(max_line_length))
+    def __init__(self, owner: ConnectionOwner, state: Any, max_line_length: int):
+        ConnectionCore.__init__(self, state, StreamParser(max_line_length))
+        self._owner = owner
         self._disconnect_called = False
         self._slow = False
-        self.address = "?"
         self._sock: Any = None
         # Sampling strategies of this client: sensor -> strategy.
         self.strategies: dict = {}
@@ -86,13 +149,13 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
         self.address = _address_text(transport.get_extra_info("peername"))
         # pause_writing() fires once the transport buffer passes this mark: the client
         # is not reading fast enough.
-        transport.set_write_buffer_limits(high=self._server._max_write_buffer)
+        transport.set_write_buffer_limits(high=self._owner._max_write_buffer)
         # See the module docstring: smaller reads are much cheaper than 256 KiB ones.
         # (asyncio's selector transports only; uvloop reads into its own 256 KiB
         # buffer, allocated once per loop, and has no such attribute.)
         if hasattr(transport, "max_size"):
             transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
-        self._server._connection_made(self)
+        self._owner._connection_made(self)
 
     def eof_received(self) -> bool:
         # Answers to what was already read still go out; then the transport closes.
@@ -100,13 +163,13 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self._server._connection_lost(self, exc)
+        self._owner._connection_lost(self, exc)
 
     def pause_writing(self) -> None:
         if not self._slow:
             self._slow = True
             # Called from inside transport.write(): finish that call first.
-            self._server.loop.call_soon(self._server._too_slow, self)
+            self._owner.loop.call_soon(self._owner._too_slow, self)
 
     def resume_writing(self) -> None:
         pass
@@ -117,12 +180,12 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
         if self._closing:
             return
         self._out.append(data)
-        if not self._dirty:
-            self._dirty = True
-            self._server._mark_dirty(self)
+        if not (self._in_read or self._flush_queued):
+            self._flush_queued = True
+            self._owner._queue_flush(self)
 
     def _flush(self) -> None:
-        self._dirty = False
+        self._flush_queued = False
         self._write_out()
 
     def _write_out(self) -> None:
@@ -136,11 +199,10 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
 
     def _send(self, data: bytes) -> None:
         """Queue wire bytes from any thread."""
-        server = self._server
-        if _get_ident() == server._loop_tid:
+        if _get_ident() == self._state.loop_tid:
             self._queue(data)
         else:
-            server._call_in_loop(self._queue, data)
+            self._owner._call_in_loop(self._queue, data)
 
     # -- the katcp-python ClientConnection API ---------------------------------------------
     def inform(self, msg: Message) -> None:
@@ -165,15 +227,15 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
 
     def mass_inform(self, msg: Message) -> None:
         """Send an inform to every client of the server."""
-        self._server.mass_inform(msg)
+        self._owner.mass_inform(msg)
 
     def disconnect(self, reason: str) -> None:
         """Send ``#disconnect reason`` and close this connection (thread-safe)."""
-        server = self._server
-        if _get_ident() == server._loop_tid:
-            server._disconnect(self, reason, True)
+        owner = self._owner
+        if _get_ident() == self._state.loop_tid:
+            owner._disconnect(self, reason, True)
         else:
-            server._call_in_loop(server._disconnect, self, reason, True)
+            owner._call_in_loop(owner._disconnect, self, reason, True)
 
     @property
     def client_disconnect_called(self) -> bool:
