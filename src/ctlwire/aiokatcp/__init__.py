@@ -1,0 +1,39 @@
+"""aiokatcp's API on ctlwire's KATCP engine: change ``import aiokatcp`` to
+``from ctlwire import aiokatcp`` and a device or client runs on ctlwire.
+
+Submodules hold what aiokatcp's modules of the same names hold (``core``,
+``connection``, ``sensor``, ``server``, ``client``, ``time_sync``); everything public
+is re-exported here. See ``docs/aiokatcp.md`` for the migration guide.
+
+May import: its own submodules only.
+"""
+from __future__ import annotations
+
+from .. import __version__ as _ctlwire_version
+from .client import (AbstractSensorWatcher, Client, ProtocolError, SensorWatcher,
+                     SyncState)
+from .connection import Connection, FailReply, InvalidReply
+from .core import (Address, DeviceStatus, KatcpSyntaxError, LogLevel, Message, Now,
+                   Timestamp, TimestampOrNow, TypeInfo, decode, encode, get_type,
+                   register_type)
+from .sensor import (AggregateSensor, Reading, Sensor, SensorSampler, SensorSet,
+                     SimpleAggregateSensor)
+from .server import DeviceServer, RequestContext
+from .time_sync import ClockState, TimeSyncUpdater
+
+#: Version of ctlwire (this package follows aiokatcp 2.x's API).
+__version__ = _ctlwire_version
+
+__all__ = [
+    "Address", "DeviceStatus", "KatcpSyntaxError", "LogLevel", "Message", "Now",
+    "Timestamp", "TimestampOrNow", "TypeInfo", "decode", "encode", "get_type",
+    "register_type", "Connection", "FailReply", "InvalidReply", "AggregateSensor",
+    "Reading", "Sensor", "SensorSampler", "SensorSet", "SimpleAggregateSensor",
+    "DeviceServer", "RequestContext", "AbstractSensorWatcher", "Client", "ProtocolError",
+    "SensorWatcher", "SyncState", "ClockState", "TimeSyncUpdater",
+]
+
+
+def minor_version() -> str:
+    """``major.minor`` of :data:`__version__`."""
+    return ".".join(__version__.split(".")[:2])

@@ -1,0 +1,339 @@
+"""The state of a mirrored KATCP device, without I/O: what a client knows of a server.
+
+A :class:`DeviceMirror` learns a device's sensors from ``?sensor-list`` informs and
+(optionally) its requests from ``?help`` informs, applies ``#sensor-status`` and
+``#interface-changed``, keeps which sensors someone is interested in and which the
+device has been asked to sample, and says what the client should do next
+(:meth:`DeviceMirror.next_action`) to get back in sync. The caller does the requests,
+on any transport and in any concurrency model (asyncio, threads), and reports the
+results back; nothing here blocks, sleeps or touches a socket.
+
+It serves ``ctlwire.aiokatcp``'s ``SensorWatcher`` and is meant for the
+katcp-python-style inspecting clients too.
+
+Lifecycle::
+
+    DISCONNECTED --connected()--> SYNCING --next_action() is None--> SYNCED
+         ^                           ^  |                              |
+         +------disconnected()-------+--+----interface_changed()-------+
+    close() --> CLOSED (from any state)
+
+May import: the standard library only.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple
+
+__all__ = ["SyncState", "SensorInfo", "SensorReading", "MirroredSensor", "ListChange",
+           "Action", "DeviceMirror", "Subscribed"]
+
+
+class SyncState(enum.Enum):
+    """How far the mirror is in step with the device."""
+
+    DISCONNECTED = 1
+    SYNCING = 2
+    SYNCED = 3
+    CLOSED = 4
+
+
+class Subscribed(enum.Enum):
+    """Whether the device is known to sample a sensor for this client."""
+
+    NO = 0
+    YES = 1
+    UNKNOWN = 2
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """The static description of a sensor, as ``#sensor-list`` gives it."""
+
+    name: str
+    description: str
+    units: str
+    type_name: str
+    params: Tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class SensorReading:
+    """A reading as received: ``status`` is the status word (``nominal``...), ``value``
+    the raw (unescaped) value bytes."""
+
+    timestamp: float
+    status: str
+    value: bytes
+
+
+@dataclass
+class MirroredSensor:
+    """One sensor of the device as the mirror knows it."""
+
+    info: SensorInfo
+    reading: Optional[SensorReading] = None
+    subscribed: Subscribed = Subscribed.NO
+    watchers: Dict[Hashable, None] = field(default_factory=dict)
+
+
+@dataclass
+class ListChange:
+    """What a new list (of sensors or requests) changed: names added, whose
+    description changed (old, new), and removed."""
+
+    added: List = field(default_factory=list)
+    changed: List[Tuple] = field(default_factory=list)
+    removed: List = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A request the client should make next.
+
+    ``kind`` is ``"sensor-list"``, ``"help"`` or ``"sample"``; for ``"sample"``,
+    ``names`` (sorted) and ``strategy`` (``"auto"`` or ``"none"``) say what to set.
+    """
+
+    kind: str
+    names: Tuple[str, ...] = ()
+    strategy: str = ""
+
+
+class DeviceMirror:
+    """What a client knows of a device's sensors (and requests), kept in sync.
+
+    Parameters
+    ----------
+    track_requests : bool
+        Also learn the requests from ``?help`` (an inspecting client does; a sensor
+        watcher does not need to).
+    on_state : callable, optional
+        Called with the new :class:`SyncState` on every change of state.
+
+    Notes
+    -----
+    The driver loop is::
+
+        mirror.connected()
+        while (action := mirror.next_action()) is not None:
+            ...do the request...; then mirror.sensor_list(...) / mirror.help(...) /
+            mirror.sampling_done(names, strategy, ok)
+
+    and, as messages arrive, :meth:`sensor_status`, :meth:`interface_changed`,
+    :meth:`disconnected`. When :meth:`next_action` returns ``None`` the state is
+    ``SYNCED``.
+    """
+
+    def __init__(self, *, track_requests: bool = False,
+                 on_state: Optional[Callable[[SyncState], None]] = None) -> None:
+        self.track_requests = track_requests
+        self.on_state = on_state
+        self.state = SyncState.DISCONNECTED
+        self.sensors: Dict[str, MirroredSensor] = {}
+        self.requests: Dict[str, str] = {}
+        self._need_sensor_list = False
+        self._need_help = False
+        # sensors whose wanted and actual sampling differ
+        self._need_sampling: Set[str] = set()
+        # a sensor-list reply in flight when the interface changed is already stale
+        self._list_generation = 0
+
+    # -- state ------------------------------------------------------------------------------
+    def _set_state(self, state: SyncState) -> None:
+        if state is not self.state:
+            self.state = state
+            if self.on_state is not None:
+                self.on_state(state)
+
+    def _want_sync(self) -> None:
+        if self.state is SyncState.SYNCED:
+            self._set_state(SyncState.SYNCING)
+
+    def connected(self) -> None:
+        """A (new) connection is up: everything is to be learnt again."""
+        if self.state is SyncState.CLOSED:
+            return
+        for s in self.sensors.values():
+            s.subscribed = Subscribed.NO
+            s.reading = None
+            self._check_sampling(s)
+        self._need_sensor_list = True
+        self._need_help = self.track_requests
+        self._list_generation += 1
+        self._set_state(SyncState.SYNCING)
+
+    def disconnected(self) -> None:
+        """The connection is gone."""
+        if self.state is not SyncState.CLOSED:
+            self._set_state(SyncState.DISCONNECTED)
+
+    def close(self) -> None:
+        """Stop mirroring; the mirror forgets every sensor."""
+        self._set_state(SyncState.CLOSED)
+        self.sensors.clear()
+        self.requests.clear()
+        self._need_sampling.clear()
+
+    # -- what to do next ------------------------------------------------------------------------
+    def next_action(self) -> Optional[Action]:
+        """The next request that brings the mirror in sync, or ``None`` when it is.
+
+        While disconnected or closed there is nothing to do (``None``).
+        """
+        if self.state in (SyncState.DISCONNECTED, SyncState.CLOSED):
+            return None
+        if self._need_sensor_list:
+            return Action("sensor-list")
+        if self._need_help:
+            return Action("help")
+        add = sorted(n for n in self._need_sampling
+                     if self.sensors[n].watchers
+                     and self.sensors[n].subscribed is not Subscribed.YES)
+        if add:
+            return Action("sample", tuple(add), "auto")
+        remove = sorted(n for n in self._need_sampling
+                        if not self.sensors[n].watchers
+                        and self.sensors[n].subscribed is not Subscribed.NO)
+        if remove:
+            return Action("sample", tuple(remove), "none")
+        self._set_state(SyncState.SYNCED)
+        return None
+
+    @property
+    def list_generation(self) -> int:
+        """Changes when the interface does: pass the value read before a
+        ``?sensor-list`` to :meth:`sensor_list` so a stale list is not applied."""
+        return self._list_generation
+
+    # -- results of requests --------------------------------------------------------------------
+    def sensor_list(self, entries: Iterable[SensorInfo],
+                    generation: Optional[int] = None) -> ListChange:
+        """Apply a complete ``?sensor-list`` (one :class:`SensorInfo` per inform).
+
+        Returns what changed: :class:`SensorInfo` added, ``(old, new)`` changed, and
+        removed. A sensor whose description changed keeps its watchers; whether the
+        device still samples it is then unknown, so it is set again.
+        """
+        change = ListChange()
+        if self.state is SyncState.CLOSED:
+            return change
+        if generation is not None and generation != self._list_generation:
+            return change  # the interface changed while this list was in flight
+        self._need_sensor_list = False
+        seen: Set[str] = set()
+        for info in entries:
+            seen.add(info.name)
+            old = self.sensors.get(info.name)
+            if old is None:
+                s = MirroredSensor(info)
+                self.sensors[info.name] = s
+                change.added.append(info)
+            elif old.info != info:
+                change.changed.append((old.info, info))
+                old.info = info
+                old.reading = None
+                old.subscribed = Subscribed.UNKNOWN
+                self._check_sampling(old)
+        for name in [n for n in self.sensors if n not in seen]:
+            s = self.sensors.pop(name)
+            self._need_sampling.discard(name)
+            change.removed.append(s.info)
+        return change
+
+    def sensor_list_failed(self) -> None:
+        """The ``?sensor-list`` failed: it is asked for again."""
+        self._need_sensor_list = True
+
+    def help(self, entries: Iterable[Tuple[str, str]]) -> ListChange:
+        """Apply a complete ``?help`` (``(name, description)`` per inform)."""
+        change = ListChange()
+        self._need_help = False
+        seen: Set[str] = set()
+        for name, description in entries:
+            seen.add(name)
+            old = self.requests.get(name)
+            if old is None:
+                change.added.append(name)
+            elif old != description:
+                change.changed.append((name, description))
+            self.requests[name] = description
+        for name in [n for n in self.requests if n not in seen]:
+            del self.requests[name]
+            change.removed.append(name)
+        return change
+
+    def sampling_done(self, names: Sequence[str], strategy: str, ok: bool = True) -> None:
+        """The device was asked to sample ``names`` with ``strategy``.
+
+        Whether or not it succeeded, the sensors count as (un)subscribed: a failure
+        usually means the sensor vanished, which the next ``?sensor-list`` settles,
+        and asking again at once would only fail again.
+        """
+        state = Subscribed.NO if strategy == "none" else Subscribed.YES
+        for name in names:
+            s = self.sensors.get(name)
+            if s is not None:
+                s.subscribed = state
+                self._check_sampling(s)
+
+    # -- asynchronous informs ---------------------------------------------------------------------
+    def interface_changed(self, *args: bytes) -> None:
+        """``#interface-changed [what...]``: relearn the sensors (and requests)."""
+        self._list_generation += 1
+        kinds = {a.split(b" ")[0] for a in args}
+        if not kinds or b"sensor-list" in kinds or not (kinds & {b"request-list"}):
+            self._need_sensor_list = True
+        if self.track_requests and (not kinds or b"request-list" in kinds):
+            self._need_help = True
+        if self.state is SyncState.SYNCED:
+            self._set_state(SyncState.SYNCING)
+
+    def sensor_status(self, timestamp: float, name: str, status: str,
+                      value: bytes) -> Optional[MirroredSensor]:
+        """Apply one sensor's part of ``#sensor-status``; returns the sensor, or
+        ``None`` for a sensor the mirror does not know."""
+        s = self.sensors.get(name)
+        if s is None:
+            return None
+        s.reading = SensorReading(timestamp, status, value)
+        if s.subscribed is not Subscribed.YES:
+            # the device is evidently sampling it
+            s.subscribed = Subscribed.YES
+            self._check_sampling(s)
+        return s
+
+    # -- interest ----------------------------------------------------------------------------------
+    def watch(self, name: str, watcher: Hashable) -> None:
+        """Say ``watcher`` wants updates of sensor ``name`` (it is then sampled)."""
+        s = self.sensors[name]
+        if watcher not in s.watchers:
+            s.watchers[watcher] = None
+            self._check_sampling(s)
+
+    def unwatch(self, name: str, watcher: Hashable) -> None:
+        """Withdraw ``watcher``'s interest (sampling stops when nobody is left)."""
+        s = self.sensors.get(name)
+        if s is not None and watcher in s.watchers:
+            del s.watchers[watcher]
+            self._check_sampling(s)
+
+    def _check_sampling(self, s: MirroredSensor) -> None:
+        if s.subscribed is Subscribed.YES:
+            need = not s.watchers
+        elif s.subscribed is Subscribed.NO:
+            need = bool(s.watchers)
+            s.reading = None
+        else:
+            need = True
+            s.reading = None
+        name = s.info.name
+        if need:
+            self._need_sampling.add(name)
+            self._want_sync()
+        else:
+            self._need_sampling.discard(name)
