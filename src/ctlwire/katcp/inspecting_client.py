@@ -36,12 +36,13 @@ May import: the standard library and ``ctlwire.katcp`` (client, core, sensor, mi
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from ._client_requests import BlockingClient
 from .core import KatcpClientError, Message
@@ -49,7 +50,7 @@ from .mirror import DeviceMirror, MirroredSensor, SensorInfo, SensorReading, Syn
 from .sensor import Reading, Sensor
 
 __all__ = ["ClientState", "InspectingClient", "InspectedSensor", "ModelChange",
-           "SensorWaitTimeout"]
+           "SensorWaitTimeout", "reading_test"]
 
 log = logging.getLogger("ctlwire.katcp.inspecting_client")
 
@@ -369,7 +370,9 @@ class InspectingClient:
         """Whether the link is up."""
         return self._link.is_connected()
 
-    is_connected = connected
+    def is_connected(self) -> bool:
+        """Whether the link is up."""
+        return self._link.is_connected()
 
     @property
     def bind_address(self) -> tuple[str, int]:
@@ -589,24 +592,7 @@ class InspectingClient:
         """Block until sensor ``name`` satisfies a predicate or equals a value
         (see :meth:`InspectedSensor.wait`)."""
         sensor = self.get_sensor(name)
-        if callable(condition_or_value):
-            pred = condition_or_value
-            whole = bool(getattr(pred, "reading", False))
-            test: Callable[[Reading], bool] = (
-                (lambda r: bool(pred(r))) if whole else (lambda r: bool(pred(r.value))))
-        else:
-            target = condition_or_value
-            test = lambda r: r.value == target  # noqa: E731
-        # a sensor nobody samples gets auto sampling while this thread waits
-        token = object()
-        temporary = False
-        with self._lock:
-            mirrored = self._mirror.sensors.get(name)
-            if mirrored is not None and not mirrored.watchers:
-                self._mirror.watch(name, token)
-                temporary = True
-        self._flush_callbacks()
-        self._kick.set()
+        test = reading_test(condition_or_value)
         deadline = None if timeout is None else time.monotonic() + timeout
         last: list = [None]
 
@@ -615,7 +601,7 @@ class InspectingClient:
             last[0] = reading
             return reading is not None and test(reading)
 
-        try:
+        with self.sampled(name):
             with self._cond:
                 while not reached():
                     left = None if deadline is None else deadline - time.monotonic()
@@ -626,6 +612,26 @@ class InspectingClient:
                             f"{timeout} s (last value: {seen})")
                     self._cond.wait(left)
                 return last[0]
+
+    @contextlib.contextmanager
+    def sampled(self, name: str) -> Iterator[InspectedSensor]:
+        """Keep sensor ``name`` sampled (``auto``) inside the ``with`` block, unless it
+        already has a strategy; afterwards the device stops sampling it again.
+
+        Readings arrive in the sensor's listeners and :meth:`InspectedSensor.get_reading`.
+        """
+        sensor = self.get_sensor(name)
+        token = object()
+        temporary = False
+        with self._lock:
+            mirrored = self._mirror.sensors.get(name)
+            if mirrored is not None and not mirrored.watchers:
+                self._mirror.watch(name, token)
+                temporary = True
+        self._flush_callbacks()
+        self._kick.set()
+        try:
+            yield sensor
         finally:
             if temporary:
                 with self._lock:
@@ -831,6 +837,18 @@ class InspectingClient:
             reply, _ = future.result()
             (ok if reply.reply_ok() else failed).append(name)
         return ok, failed
+
+
+def reading_test(condition_or_value: Any) -> Callable[[Reading], bool]:
+    """A test of a :class:`Reading`: a predicate of the value (or, if the callable has a
+    true ``reading`` attribute, of the whole reading), or equality with a value."""
+    if callable(condition_or_value):
+        pred = condition_or_value
+        if getattr(pred, "reading", False):
+            return lambda r: bool(pred(r))
+        return lambda r: bool(pred(r.value))
+    target = condition_or_value
+    return lambda r: r.value == target
 
 
 def _reason(reply: Message) -> str:
