@@ -168,6 +168,47 @@ def serve_ctlwire(port: int, n: int) -> None:
     threading.Event().wait()
 
 
+class Peer:
+    """This script in a child process, restartable on the same port (used by the tests).
+
+    ``impl`` is ``aiokatcp``, ``katcp`` or ``ctlwire``; ``port`` 0 picks a free one.
+    """
+
+    def __init__(self, impl: str, sensors: int = 0, port: int = 0,
+                 timeout: float = 20.0) -> None:
+        import selectors
+        import subprocess
+
+        from ctlwire._proc import child_env
+
+        self.impl, self.sensors, self.timeout = impl, sensors, timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--impl", impl, "--port", str(port),
+             "--sensors", str(sensors)], stdout=subprocess.PIPE, env=child_env())
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            line = self.proc.stdout.readline().decode() if sel.select(timeout) else ""
+        if not line.startswith("PORT "):
+            self.kill()
+            raise RuntimeError(f"{impl} peer did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def kill(self) -> None:
+        """Kill the child and reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(self.timeout)
+        self.proc.stdout.close()
+
+    def restart(self) -> None:
+        """Kill the device and start a fresh one on the same port."""
+        self.kill()
+        port = self.port
+        self.__init__(self.impl, self.sensors, port, self.timeout)  # type: ignore[misc]
+        if self.port != port:
+            raise RuntimeError(f"restarted on port {self.port}, not {port}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--impl", choices=("aiokatcp", "katcp", "ctlwire"), required=True)

@@ -1,15 +1,12 @@
 """InspectingClient against ctlwire's, aiokatcp's and katcp-python's servers over loopback."""
 from __future__ import annotations
 
+import importlib.util
 import os
-import selectors
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from ctlwire._proc import child_env
 from ctlwire.katcp import Message, Sensor
 from ctlwire.katcp.inspecting_client import (ClientState, InspectingClient, SensorWaitTimeout)
 from ctlwire.katcp.testutils import DeviceTestServer, DeviceTestServerWithTimeoutHints
@@ -19,35 +16,17 @@ PEER_SCRIPT = os.path.join(os.path.dirname(__file__), "_mirror_peer.py")
 IMPLS = ["ctlwire", "aiokatcp", "katcp"]
 
 
-class Peer:
-    """``_mirror_peer.py`` in a child process (restartable on the same port)."""
+def _load_peer_module():
+    spec = importlib.util.spec_from_file_location("_mirror_peer", PEER_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def __init__(self, impl: str, sensors: int = 0, port: int = 0) -> None:
-        if impl == "katcp":
-            pytest.importorskip("katcp")
-        self.impl, self.sensors = impl, sensors
-        self.proc = subprocess.Popen(
-            [sys.executable, PEER_SCRIPT, "--impl", impl, "--port", str(port),
-             "--sensors", str(sensors)], stdout=subprocess.PIPE, env=child_env())
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            line = self.proc.stdout.readline().decode() if sel.select(TIMEOUT) else ""
-        if not line.startswith("PORT "):
-            self.kill()
-            raise RuntimeError(f"{impl} peer did not start: {line!r}")
-        self.port = int(line.split()[1])
 
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(TIMEOUT)
-        self.proc.stdout.close()
-
-    def restart(self) -> None:
-        self.kill()
-        port = self.port
-        self.__init__(self.impl, self.sensors, port)  # type: ignore[misc]
-        assert self.port == port
+def Peer(impl: str, sensors: int = 0):
+    if impl == "katcp":
+        pytest.importorskip("katcp")
+    return _load_peer_module().Peer(impl, sensors, timeout=TIMEOUT)
 
 
 @pytest.fixture(params=IMPLS)

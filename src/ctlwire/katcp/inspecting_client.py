@@ -796,7 +796,21 @@ class InspectingClient:
             pending.requests_removed.extend(change.removed)
 
     def _sample(self, names: list[str], strategy: str) -> None:
-        ok_names, failed = self._set_strategy_on_device(names, (strategy,))
+        # The mirror only knows "sampled (auto) or not": a sensor with a strategy of its
+        # own gets that strategy straight away instead (one reading, not two).
+        groups: dict[tuple, list[str]] = {(strategy,): []}
+        with self._lock:
+            for name in names:
+                own = self._strategies.get(name) if strategy == "auto" else None
+                groups.setdefault(own or (strategy,), []).append(name)
+                if own:
+                    self._strategies_due.discard(name)
+        ok_names: list[str] = []
+        failed: list[str] = []
+        for group_strategy, group in groups.items():
+            ok, bad = self._set_strategy_on_device(group, group_strategy)
+            ok_names += ok
+            failed += bad
         with self._lock:
             self._mirror.sampling_done(ok_names, strategy, True)
             self._mirror.sampling_done(failed, strategy, False)
