@@ -47,7 +47,7 @@ def spawn():
 @pytest.fixture
 def spawn_replay(spawn):
     """Start ``tcs-replay ARGS --url tcp://127.0.0.1:0`` and return (process, endpoint),
-    the endpoint read from its "publishing on" line: no port is guessed in advance."""
+    the endpoint read from its "publishing on" line (stdout): no port is guessed."""
     import selectors
     import subprocess
     import time
@@ -56,13 +56,13 @@ def spawn_replay(spawn):
         proc = spawn("ctlwire.cli.tcs_replay", *args, "--url", "tcp://127.0.0.1:0",
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         sel = selectors.DefaultSelector()
-        sel.register(proc.stderr, selectors.EVENT_READ)
+        sel.register(proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
                     continue
-                line = proc.stderr.readline()
+                line = proc.stdout.readline()
                 if not line:
                     break
                 if "publishing on " in line:

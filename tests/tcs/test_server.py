@@ -124,3 +124,76 @@ def test_mock_event_yields_lrs2_status_at_the_given_pace():
     assert time.monotonic() - t0 >= 0.099
     assert {m[0] for m in msgs} == {"lrs2.hardware.status"}
     assert json.loads(msgs[0][1])["__source"] == "hardware"
+
+
+def _numbered(i):
+    return [b"a.b.c", json.dumps({"i": i}).encode()]
+
+
+def test_a_full_subscriber_is_counted_as_dropped_never_lost_silently():
+    srv = ZMQServer(URL, hwm=10)
+    sub = TCSSubscriber(srv.endpoint, hwm=10)
+    try:
+        assert srv.wait_for_subscriber(timeout=5.0)
+        sent = 0
+        while srv.dropped == 0 and sent < 2_000_000:  # the subscriber is not reading
+            srv.send_frames(_numbered(sent))
+            sent += 1
+        assert srv.dropped > 0
+        assert srv.delivered + srv.dropped == sent
+        got = []
+        while (item := sub.recv(timeout=2.0)) is not None:
+            got.append(item[1]["i"])
+        # exactly what the socket took arrives, in order; the refused ones are counted
+        assert len(got) == srv.delivered
+        assert got == sorted(got)
+    finally:
+        sub.close()
+        srv.close(linger=0)
+
+
+def test_blocking_sends_wait_for_a_slow_subscriber_and_lose_nothing():
+    import threading
+    srv = ZMQServer(URL, on_full="block", hwm=10)
+    sub = TCSSubscriber(srv.endpoint, hwm=10)
+    n = 20_000
+    try:
+        assert srv.wait_for_subscriber(timeout=5.0)
+        sender = threading.Thread(target=lambda: [srv.send_frames(_numbered(i))
+                                                   for i in range(n)])
+        sender.start()
+        got = [sub.recv(timeout=10.0)[1]["i"] for _ in range(n)]
+        sender.join(10)
+        assert got == list(range(n))
+        assert srv.dropped == 0 and srv.delivered == n
+    finally:
+        sub.close()
+        srv.close(linger=0)
+
+
+def test_close_lets_queued_events_leave_before_the_context_ends():
+    import threading
+    ctx = zmq.Context()
+    srv = ZMQServer(URL, context=ctx, on_full="block", hwm=50_000)
+    sub = TCSSubscriber(srv.endpoint, hwm=10)  # its own context outlives srv's
+    n = 30_000
+    got = []
+    try:
+        assert srv.wait_for_subscriber(timeout=5.0)
+        pad = "x" * 1000  # 30 MB: far more than the kernel's socket buffers hold
+        for i in range(n):  # mostly queued, not yet read, when the server closes
+            srv.send_frames([b"a.b.c", json.dumps({"i": i, "pad": pad}).encode()])
+        reader = threading.Thread(target=lambda: got.extend(
+            item[1]["i"] for item in iter(lambda: sub.recv(timeout=5.0), None)))
+        reader.start()
+        srv.close(linger=20.0)
+        ctx.term()  # waits (bounded by the linger) for the queue to drain
+        reader.join(30)
+    finally:
+        sub.close()
+    assert got == list(range(n))
+
+
+def test_wait_for_subscriber_rejects_a_negative_timeout(server):
+    with pytest.raises(ValueError, match="timeout"):
+        server.wait_for_subscriber(timeout=-5)

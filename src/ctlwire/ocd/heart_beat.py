@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..tcs.server import ZMQServer
+from ..tcs.transport import ZMQServer
 from .utils import SendAndListen, get_zmq_server
 
 __all__ = ["ENQUIRY_TOPIC", "REPLY_TOPIC", "HeartBeatQuery", "HeartBeatHandler"]

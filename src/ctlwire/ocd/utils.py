@@ -1,8 +1,9 @@
 """OCD utilities: named ZMQ servers from a configuration, send-and-listen queries,
 and a small dispatcher that feeds subscribed TCS events to handlers.
 
-Drop-in for ``ocd.utils``.  Transport is :class:`ctlwire.tcs.server.ZMQServer` (PUB)
-plus a SUB listener; events are ``[topic, json object]``.
+Drop-in for ``ocd.utils``.  Transport is :mod:`ctlwire.tcs.transport`
+(:class:`~ctlwire.tcs.transport.ZMQServer` to publish, :class:`TCSSubscriber` to
+listen); events are ``[topic, json object]``.  Imports no compiled extension.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Any, Protocol
 import zmq
 
 from .. import _json
-from .._zmq import get_context, make_socket
-from ..tcs.server import ZMQServer
+from .._zmq import get_context
+from ..tcs.transport import TCSSubscriber, ZMQServer
 
 __all__ = [
     "SendAndListen", "init_zmq_servers", "get_zmq_server", "get_zmq_urls",
@@ -150,36 +151,6 @@ def close_zmq_servers() -> None:
         _urls.clear()
 
 
-def _connect_sub(ctx: zmq.Context | None, addresses: Sequence[str],
-                 topics: Sequence[str]) -> zmq.Socket:
-    sock = make_socket(ctx, zmq.SUB)
-    for t in topics:
-        sock.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
-    try:
-        for addr in addresses:
-            if addr.startswith("tcp://["):
-                sock.setsockopt(zmq.IPV6, 1)
-            sock.connect(addr)
-    except zmq.ZMQError:
-        sock.close()
-        raise
-    return sock
-
-
-def _decode(frames: list[bytes]) -> tuple[str, dict[str, Any]] | None:
-    """``(topic, event)`` of a TCS message, or None (logged) when it is malformed."""
-    try:
-        if len(frames) != 2:
-            raise ValueError(f"expected 2 frames, got {len(frames)}")
-        event = _json.loads(frames[1])
-        if not isinstance(event, dict):
-            raise ValueError("payload is not a JSON object")
-        return frames[0].decode("utf-8"), event
-    except (ValueError, UnicodeDecodeError, _json.DecodeError) as exc:
-        _log.warning("ignoring malformed TCS message %r: %s", frames[:2], exc)
-        return None
-
-
 class SendAndListen:
     """Send an event on a server and wait for the matching reply on a listener.
 
@@ -233,12 +204,9 @@ class SendAndListen:
         self.max_resend_interval = max_resend_interval
         self.owns_server = owns_server
         self.sends = 0
-        self._listener = _connect_sub(context if context is not None else server.context,
-                                      self.listener_addresses, [topic])
-        # one Poller for the life of the object: Socket.poll() builds one per call,
-        # a measurable share of a ~200 µs round trip
-        self._poller = zmq.Poller()
-        self._poller.register(self._listener, zmq.POLLIN)
+        self._sub = TCSSubscriber(self.listener_addresses, [topic],
+                                  context=context if context is not None else server.context)
+        self._listener = self._sub.socket
 
     @classmethod
     def from_addresses(cls, server_address: str, listener_addresses: str | Sequence[str],
@@ -279,7 +247,7 @@ class SendAndListen:
         """
         self._drain()
         payload = [self.send_topic.encode("utf-8"), _json.dumps(self.event)]
-        sock = self.server.socket
+        send = self.server.send_frames
         start = time.monotonic()
         deadline = start + self.timeout
         interval = self.resend_interval
@@ -289,20 +257,19 @@ class SendAndListen:
             if now >= deadline:
                 return self.NO_ANSWER
             if now >= next_send:
-                sock.send_multipart(payload)
+                send(payload)
                 self.sends += 1
                 next_send = now + interval
                 interval = min(interval * 2, self.max_resend_interval)
             wait = min(next_send, deadline) - now
-            if self._poller.poll(max(1, int(wait * 1000 + 0.999))):
-                # one message per wake-up; the next poll returns at once if more wait
-                got = _decode(self._listener.recv_multipart(zmq.NOBLOCK))
-                if got is not None and got[0] == self.topic and self.is_answer(*got):
-                    return got
+            # one message per wake-up; the next call returns at once if more wait
+            got = self._sub.recv(wait)
+            if got is not None and got[0] == self.topic and self.is_answer(*got):
+                return got
 
     def close(self) -> None:
         """Close the listener (and the server if this object created it)."""
-        self._listener.close(linger=0)
+        self._sub.close()
         if self.owns_server:
             self.server.close()
 
@@ -341,9 +308,8 @@ class EventDispatcher:
             addresses = [addresses]
         self.handlers = list(handlers)
         topics = sorted({t for h in self.handlers for t in h.topics})
-        self._sock = _connect_sub(get_context(context), list(addresses), topics)
-        self._poller = zmq.Poller()  # reused: Socket.poll() builds one per call
-        self._poller.register(self._sock, zmq.POLLIN)
+        self._sub = TCSSubscriber(list(addresses), topics or [""],
+                                  context=get_context(context))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.handled = 0
@@ -354,9 +320,7 @@ class EventDispatcher:
         Returns the number of handlers that handled it.
         """
         n = 0
-        if not self._poller.poll(max(0, int(timeout * 1000))):
-            return 0
-        got = _decode(self._sock.recv_multipart(zmq.NOBLOCK))
+        got = self._sub.recv(timeout)
         if got is None:
             return 0
         topic, event = got
@@ -387,4 +351,4 @@ class EventDispatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self._sock.close(linger=0)
+        self._sub.close()

@@ -38,6 +38,8 @@ cdef enum:
 @cython.final
 cdef class ReplayStats:
     cdef public long long sent
+    cdef public long long delivered
+    cdef public long long dropped
     cdef public long long filtered
     cdef public long long skipped
     cdef public long long timed
@@ -75,6 +77,7 @@ cdef class Replayer:
     cdef dict _topic_bytes
     cdef public ReplayStats stats
     cdef public list errors
+    cdef public long long last_event_id
     cdef public long long max_errors
 
     cdef void _release(self) noexcept

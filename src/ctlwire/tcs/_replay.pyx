@@ -295,13 +295,26 @@ def monotonic():
     return _mono()
 
 
-cdef int _wait_until(double deadline, double spin) except -1:
+def wait_until(double deadline, double spin=0.0, interrupt=None):
+    """Wait until ``deadline`` (:func:`monotonic` seconds) as the replay does.
+
+    Returns True at the deadline, False when ``interrupt.is_set()`` became true
+    first (checked at least every 50 ms).
+    """
+    if interrupt is not None and interrupt.is_set():
+        return False
+    return _wait_until(deadline, spin, interrupt) == 0
+
+
+cdef int _wait_until(double deadline, double spin, object interrupt=None) except -1:
     """Wait until ``deadline`` on the monotonic clock.
 
     Sleeps without the GIL for all but the last ``spin`` seconds, in chunks of at
     most 50 ms so that Ctrl-C is noticed, then spins for the rest: a kernel sleep
     overshoots, a spin does not.  On Linux the thread's timer slack (50 µs by
     default, the kernel's licence to wake late) is cut to 1 µs while sleeping here.
+    ``interrupt`` (an object with ``is_set()``, e.g. a ``threading.Event``) is
+    checked between chunks: returns 1 if it was set before the deadline, else 0.
     """
     cdef double rem, chunk
     cdef timespec ts
@@ -325,6 +338,8 @@ cdef int _wait_until(double deadline, double spin) except -1:
             with nogil:
                 nanosleep(&ts, NULL)
             PyErr_CheckSignals()
+            if interrupt is not None and interrupt.is_set():
+                return 1
     finally:
         if slack > 1000:
             ctlwire_set_slack(slack)
@@ -341,8 +356,12 @@ cdef int _wait_until(double deadline, double spin) except -1:
 cdef class ReplayStats:
     """Counters of one replay pass: events sent, filtered, skipped, and lateness.
 
-    Lateness is how long after its deadline an event was handed over, kept in a
-    1-microsecond histogram (constant memory however long the replay runs).
+    ``sent`` counts events the replay put out; when a socket sends them
+    (:meth:`Replayer.run`), each is either ``delivered`` (the socket took it) or
+    ``dropped`` (refused: a subscriber's queue was full), so ``sent == delivered +
+    dropped`` there.  Lateness is how long after its deadline an event was handed
+    over, kept in a 1-microsecond histogram (constant memory however long the replay
+    runs).
     """
 
     def __cinit__(self):
@@ -352,8 +371,13 @@ cdef class ReplayStats:
         """Zero every counter."""
         memset(self._bins, 0, sizeof(self._bins))
         self.sent = self.filtered = self.skipped = self.timed = 0
+        self.delivered = self.dropped = 0
         self.lateness_sum = 0.0
         self.lateness_max = 0.0
+
+    def record(self, double late):
+        """Count one paced event handed over ``late`` seconds after its deadline."""
+        self._record(late)
 
     cdef void _record(self, double late) noexcept:
         cdef long long b
@@ -398,7 +422,8 @@ cdef class ReplayStats:
     def as_dict(self):
         """Plain dict of the counters and lateness summary (seconds)."""
         return {
-            "sent": self.sent, "filtered": self.filtered, "skipped": self.skipped,
+            "sent": self.sent, "delivered": self.delivered, "dropped": self.dropped,
+            "filtered": self.filtered, "skipped": self.skipped,
             "lateness_mean": self.lateness_mean,
             "lateness_p50": self.lateness_percentile(50),
             "lateness_p99": self.lateness_percentile(99),
@@ -520,6 +545,7 @@ cdef class Replayer:
         self.stats = ReplayStats()
         self.errors = []
         self.max_errors = 1000
+        self.last_event_id = 0
         self.reset()
 
     def __dealloc__(self):
@@ -880,6 +906,7 @@ cdef class Replayer:
             break
         if r is None:
             raise StopIteration
+        self.last_event_id = r[0]
         event = r[2]
         if event is None:
             self.stats.filtered += 1
@@ -940,6 +967,35 @@ cdef class Replayer:
         self.stats.sent += 1
         return msg
 
+    def read_next(self):
+        """Next accepted event, unpaced and with its times untouched.
+
+        Returns ``(event_id, topic, event, t_data, t_wire, have)`` (``have`` bit 1/2
+        when ``__data_time``/``__wire_time`` are numbers), or None at the end.
+        Filtered and corrupt events are counted (``stats.filtered``/``skipped``) and
+        passed over, as the paced iteration does.
+        """
+        cdef tuple r
+        if self._stmt == NULL:
+            return None
+        while True:
+            try:
+                r = self._read_event(self._stmt, False)
+            except _Corrupt as exc:
+                self.stats.skipped += 1
+                if len(self.errors) < self.max_errors:
+                    self.errors.append((exc.args[0], exc.args[1]))
+                _log.warning("TCS database %s: skipping corrupt event %s: %s",
+                             self._path.decode("utf-8", "replace"), exc.args[0], exc.args[1])
+                continue
+            if r is None:
+                return None
+            self.last_event_id = r[0]
+            if r[2] is None:
+                self.stats.filtered += 1
+                continue
+            return r
+
     def next_message(self):
         """Next ``[topic, json]`` as str (waiting for its deadline), or None for an
         event whose topic is not accepted; StopIteration at the end."""
@@ -952,7 +1008,9 @@ cdef class Replayer:
     def run(self, send, long long limit=-1):
         """Send every remaining event with ``send([topic_bytes, json_bytes])``.
 
-        Returns the number of events sent; ``limit`` >= 0 stops after that many.
+        ``send`` returning False means the event was dropped (counted in
+        ``stats.dropped``); anything else, delivered.  Returns the number of events
+        sent; ``limit`` >= 0 stops after that many.
         """
         cdef long long n = 0
         cdef object msg
@@ -962,6 +1020,15 @@ cdef class Replayer:
             except StopIteration:
                 break
             if msg is not None:
-                send(msg)
+                try:
+                    r = send(msg)
+                except BaseException:
+                    # interrupted before the socket took it: not sent after all
+                    self.stats.sent -= 1
+                    raise
+                if r is False:
+                    self.stats.dropped += 1
+                else:
+                    self.stats.delivered += 1
                 n += 1
         return n

@@ -1,9 +1,11 @@
-"""TCS events and the event database: schema, checks, writing, mock events.
+"""TCS events and the event database: schema, checks, writing, mock events, and the
+two-frame message codec.
 
-No sockets here.  A TCS event is a topic ``system.source.key`` plus a JSON object
-carrying ``__system``, ``__source``, ``__key``, ``__data``, ``__data_time`` and
-``__wire_time``; the database keeps one ``event`` row per event and one ``attribute``
-row per key of its object.
+No sockets here; imports only the standard library and ``ctlwire._json`` (no compiled
+extension), so every layer above may use it.  A TCS event is a topic
+``system.source.key`` plus a JSON object carrying ``__system``, ``__source``,
+``__key``, ``__data``, ``__data_time`` and ``__wire_time``; the database keeps one
+``event`` row per event and one ``attribute`` row per key of its object.
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .. import _json
+
 __all__ = [
     "SCHEMA", "TCSDatabaseError", "open_database", "check_schema", "create_database",
     "EventWriter", "data_type_of", "mock_event", "MOCK_TOPIC", "make_event",
-    "generate_database",
+    "generate_database", "decode_message",
 ]
 
 #: The database schema (see ``docs/tcs-ocd.md``).
@@ -187,6 +191,30 @@ class EventWriter:
         """Flush and close the connection."""
         self.flush()
         self.conn.close()
+
+
+def decode_message(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
+    """Read a TCS message ``[topic, json object]`` (two frames) as ``(topic, event)``.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong: frame count, topic not UTF-8, payload not a JSON object.
+    """
+    if len(frames) != 2:
+        raise ValueError(f"expected 2 frames [topic, json], got {len(frames)}")
+    try:
+        topic = bytes(frames[0]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"topic is not valid UTF-8 ({exc.reason} at byte {exc.start})") \
+            from None
+    try:
+        event = _json.loads(frames[1])
+    except _json.DecodeError as exc:
+        raise ValueError(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise ValueError(f"payload is a JSON {type(event).__name__}, not an object")
+    return topic, event
 
 
 def make_event(system: str, source: str, key: str, data: Any = None, *,

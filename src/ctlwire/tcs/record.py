@@ -1,23 +1,179 @@
 """Record TCS events from publishers into a database that :class:`TCSDBReplay` replays.
 
-Every event received is written (in batches, flushed at least every
-``flush_interval`` seconds and on stop) with one ``attribute`` row per key: numbers as
-``'number'``, booleans as ``'boolean'`` (``"true"``/``"false"``), text and null as
-``'string'``, nested values as their JSON text with type ``'json'``.
+Every event received is written, in batches committed at least every
+``flush_interval`` seconds or ``batch`` events (whichever comes first) and on stop, with
+one ``attribute`` row per key: numbers as ``'number'``, booleans as ``'boolean'``
+(``"true"``/``"false"``), text and null as ``'string'``, nested values as their JSON
+text with type ``'json'``.  A crash (SIGKILL) loses at most the batch not yet committed.
+
+Each recording session is noted in the table ``ctlwire_session`` (first event id and
+start time), so a replay of a file appended to over several sessions does not wait
+through the idle time between them.  Rotation (``split_every``/``max_size``) writes
+``night-0001.sqlite``, ``night-0002.sqlite``, ... that replay together as one night.
+
+May import: ``ctlwire.tcs.events`` (database), ``ctlwire.tcs.transport`` (sockets),
+pyzmq and the standard library; no compiled extension.
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 
-from .events import EventWriter, create_database
-from .server import TCSSubscriber
+from .events import (EventWriter, TCSDatabaseError, check_schema, create_database)
+from .transport import TCSSubscriber
 
-__all__ = ["TCSRecorder"]
+__all__ = ["TCSRecorder", "RecordingExistsError", "prepare_output", "part_path",
+           "DEFAULT_BATCH", "DEFAULT_FLUSH_INTERVAL"]
+
+_log = logging.getLogger("ctlwire.tcs.record")
+
+#: Events per committed batch at most.
+DEFAULT_BATCH = 2000
+#: Longest time (seconds) a received event waits in memory before being committed.
+DEFAULT_FLUSH_INTERVAL = 0.5
+
+SESSION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ctlwire_session (
+    session        INTEGER PRIMARY KEY,
+    first_event_id INTEGER NOT NULL,
+    started        REAL NOT NULL);
+"""
+
+
+class RecordingExistsError(TCSDatabaseError):
+    """The output already holds a TCS recording and neither append nor overwrite was asked."""
+
+
+def part_path(path: str, n: int) -> str:
+    """``night.sqlite`` -> ``night-0001.sqlite`` for part ``n`` of a rotated recording."""
+    root, ext = os.path.splitext(path)
+    return f"{root}-{n:04d}{ext or '.sqlite'}"
+
+
+def _existing_parts(path: str) -> list[tuple[int, str]]:
+    root, ext = os.path.splitext(os.path.abspath(path))
+    folder, base = os.path.split(root)
+    pat = re.compile(re.escape(base) + r"-(\d{4,})" + re.escape(ext or ".sqlite") + "$")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted((int(m.group(1)), os.path.join(folder, n))
+                  for n in names if (m := pat.match(n)))
+
+
+def _kind_of(path: str) -> str:
+    """'new' (missing or empty), 'tcs' (a TCS event database); raises for anything else."""
+    if not os.path.exists(path):
+        return "new"
+    if os.path.isdir(path):
+        raise TCSDatabaseError(f"output {path!r} is a directory, not a file")
+    if os.path.getsize(path) == 0:
+        return "new"
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head != b"SQLite format 3\x00":
+        raise TCSDatabaseError(f"output {path!r} exists and is not a sqlite database; "
+                               "refusing to write into it")
+    from urllib.parse import quote
+    # read-only: a file that is not ours is never touched, not even its journal
+    uri = "file:" + quote(os.path.abspath(path), safe="/") + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise TCSDatabaseError(f"cannot open output {path!r}: {exc}") from None
+    try:
+        check_schema(conn, f"output {path!r}")
+    except TCSDatabaseError as exc:
+        raise TCSDatabaseError(f"{exc}; refusing to write into it") from None
+    finally:
+        conn.close()
+    return "tcs"
+
+
+def _remove_db(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def prepare_output(path: str, mode: str = "new", rotate: bool = False) -> int:
+    """Check the output of a recording before anything is connected.
+
+    Parameters
+    ----------
+    path : str
+        The database (or, with ``rotate``, the name its parts derive from).
+    mode : {'new', 'append', 'overwrite'}
+        ``new`` refuses an existing recording; ``append`` adds to it (a new session);
+        ``overwrite`` replaces it.  A file that is not a TCS event database is always
+        refused and left untouched.
+    rotate : bool
+        Whether parts ``path-NNNN.sqlite`` are written.
+
+    Returns
+    -------
+    int
+        With ``rotate``: the number of the first part to write; else 0.
+
+    Raises
+    ------
+    TCSDatabaseError
+        Naming the file and what it is.
+    RecordingExistsError
+        An existing recording without ``append``/``overwrite``.
+    """
+    if mode not in ("new", "append", "overwrite"):
+        raise ValueError(f"mode must be 'new', 'append' or 'overwrite', got {mode!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise TCSDatabaseError(f"cannot write {path!r}: no such directory {folder!r}")
+    if not rotate:
+        kind = _kind_of(path)
+        if kind == "tcs":
+            if mode == "new":
+                raise RecordingExistsError(
+                    f"output {path!r} already holds a TCS recording; give --append to add "
+                    "to it or --overwrite to replace it")
+            if mode == "overwrite":
+                _remove_db(path)
+        return 0
+    parts = _existing_parts(path)
+    for _, p in parts:
+        _kind_of(p)  # every existing part must be ours
+    if not parts:
+        return 1
+    if mode == "new":
+        raise RecordingExistsError(
+            f"parts of a rotated recording exist ({os.path.basename(parts[0][1])} ...); "
+            "give --append to continue it or --overwrite to replace it")
+    if mode == "overwrite":
+        for _, p in parts:
+            _remove_db(p)
+        return 1
+    return parts[-1][0] + 1
+
+
+def _open_writer(path: str, batch: int) -> EventWriter:
+    conn = create_database(path, check_same_thread=False)
+    # WAL: a commit is one append, and a killed recorder leaves every committed batch
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SESSION_SCHEMA)
+    writer = EventWriter(conn, batch=batch)
+    with conn:
+        conn.execute("INSERT INTO ctlwire_session (first_event_id, started) VALUES (?, ?)",
+                     (writer._next_id, time.time()))
+    return writer
 
 
 class TCSRecorder:
@@ -28,77 +184,226 @@ class TCSRecorder:
     urls : str or list of str
         Publishers to subscribe to.
     db_name : str
-        Database file; created with the TCS schema if needed, appended to otherwise.
+        Database file; created with the TCS schema if needed.  Checked with
+        :func:`prepare_output` (``mode``).
     topics : list of str, optional
         Topic prefixes to record (default all).
     flush_interval : float, optional
-        Longest time an accepted event waits in memory before being written.
+        Longest time a received event waits in memory before being committed.
     context : zmq.Context, optional
+    mode : {'append', 'new', 'overwrite'}, optional
+        Keyword only.  What to do with an existing recording (the library default
+        appends, as before; ``tcs-record`` asks for ``new``).
+    batch : int, optional
+        Keyword only.  Events per committed batch at most.
+    split_every : float, optional
+        Keyword only.  Start a new part after this many seconds.
+    max_size : float, optional
+        Keyword only.  Start a new part once a part reaches this many bytes.
 
     Attributes
     ----------
     recorded : int
-        Events written so far.
+        Events committed so far (all parts).
+    received : int
+        Events received (committed or about to be).
     subscriber : TCSSubscriber
         The listening side (``subscriber.bad`` counts malformed messages dropped).
+    files : list of str
+        Database files written, in order.
+    connected : set of str
+        Publisher endpoints a connection was made to at some point.
     """
 
     def __init__(self, urls: str | Sequence[str], db_name: str | os.PathLike[str],
-                 topics: Sequence[str] | None = None, flush_interval: float = 0.5,
-                 context: zmq.Context | None = None) -> None:
+                 topics: Sequence[str] | None = None,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 context: zmq.Context | None = None, *, mode: str = "append",
+                 batch: int = DEFAULT_BATCH, split_every: float | None = None,
+                 max_size: float | None = None) -> None:
+        if not flush_interval > 0:
+            raise ValueError(f"flush_interval must be > 0, got {flush_interval!r}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch!r}")
+        for name, v in (("split_every", split_every), ("max_size", max_size)):
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v!r}")
         self.db_name = os.fspath(db_name)
-        self.subscriber = TCSSubscriber(urls, topics=topics, context=context)
-        # run() often lives in a worker thread while close() comes from the creator
-        self._writer = EventWriter(create_database(self.db_name, check_same_thread=False),
-                                   batch=2000)
+        self.rotate = split_every is not None or max_size is not None
+        self._part = prepare_output(self.db_name, mode, self.rotate)
+        self.split_every = split_every
+        self.max_size = max_size
+        self.batch = batch
         self.flush_interval = flush_interval
+        self.files: list[str] = []
+        self._done_written = 0
+        self._writer = self._open_next()
+        try:
+            self.subscriber = TCSSubscriber(urls, topics=topics, context=context)
+        except BaseException:
+            self._writer.close()
+            raise
+        self._monitor = self.subscriber.socket.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.connected: set[str] = set()
         self._stop = threading.Event()
         self._received = 0
+        self._closed = False
+
+    def _open_next(self) -> EventWriter:
+        if self.rotate:
+            path = part_path(self.db_name, self._part)
+            self._part += 1
+        else:
+            path = self.db_name
+        writer = _open_writer(path, self.batch)
+        self.files.append(path)
+        self._part_started = time.monotonic()
+        return writer
+
+    def _maybe_rotate(self) -> None:
+        w = self._writer
+        if not w.written:
+            return
+        due = (self.split_every is not None
+               and time.monotonic() - self._part_started >= self.split_every)
+        if not due and self.max_size is not None:
+            path = self.files[-1]
+            size = sum(os.path.getsize(path + s) for s in ("", "-wal")
+                       if os.path.exists(path + s))
+            due = size >= self.max_size
+        if due:
+            w.close()
+            self._done_written += w.written
+            self._writer = self._open_next()
 
     @property
     def recorded(self) -> int:
-        """Events written to the database."""
-        return self._writer.written
+        """Events committed to the database(s)."""
+        return self._done_written + self._writer.written
 
     @property
     def received(self) -> int:
-        """Events received (written or queued)."""
+        """Events received (committed or queued for the next batch)."""
         return self._received
 
-    def run(self, duration: float | None = None, count: int | None = None) -> int:
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+        while True:
+            try:
+                msg = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            endpoint = msg.get("endpoint", b"")
+            if isinstance(endpoint, bytes):
+                endpoint = endpoint.decode("utf-8", "replace")
+            if msg["event"] == zmq.EVENT_CONNECTED:
+                self.connected.add(endpoint)
+
+    def _flush(self) -> None:
+        self._writer.flush()
+        if self.rotate:
+            self._maybe_rotate()
+
+    def run(self, duration: float | None = None, count: int | None = None,
+            on_tick: Callable[["TCSRecorder"], None] | None = None) -> int:
         """Record until :meth:`stop`, ``duration`` seconds, or ``count`` events.
 
-        Returns the number of events recorded by this call.
+        Events already queued when asked to stop are still written (read without
+        waiting, for at most a second), then everything is committed.
+
+        Parameters
+        ----------
+        duration : float, optional
+            Seconds to record.
+        count : int, optional
+            Events to record.
+        on_tick : callable, optional
+            Called with the recorder about every 0.1 s (progress lines, warnings).
+
+        Returns
+        -------
+        int
+            The number of events recorded by this call.
         """
         start = time.monotonic()
+        end = None if duration is None else start + duration
         first = self._received
+        want = None if count is None else first + count
         last_flush = start
+        sock = self.subscriber.socket
+        decode = self.subscriber.decode
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        stop = self._stop
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
+                # a burst: read what is queued without waiting
+                n = 0
+                while n < 4096:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    got = decode(frames)
+                    if got is not None:
+                        self._writer.add(got[0], got[1])
+                        self._received += 1
+                        if want is not None and self._received >= want:
+                            break
+                    n += 1
                 now = time.monotonic()
-                if duration is not None and now - start >= duration:
+                if now - last_flush >= self.flush_interval:
+                    self._flush()
+                    last_flush = now
+                if want is not None and self._received >= want:
                     break
-                if count is not None and self._received - first >= count:
+                if end is not None and now >= end:
                     break
-                item = self.subscriber.recv(timeout=0.05)
-                if item is not None:
-                    self._writer.add(*item)
-                    self._received += 1
-                if time.monotonic() - last_flush >= self.flush_interval:
-                    self._writer.flush()
-                    last_flush = time.monotonic()
+                self._read_monitor()
+                if on_tick is not None:
+                    on_tick(self)
+                if n == 0:
+                    wait = 0.1 if end is None else max(0.0, min(0.1, end - now))
+                    poller.poll(int(wait * 1000) + 1)
+            if stop.is_set():
+                self._drain(want)
         finally:
-            self._writer.flush()
+            self._flush()
         return self._received - first
 
+    def _drain(self, want: int | None) -> None:
+        sock = self.subscriber.socket
+        decode = self.subscriber.decode
+        limit = time.monotonic() + 1.0
+        while time.monotonic() < limit and (want is None or self._received < want):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            got = decode(frames)
+            if got is not None:
+                self._writer.add(got[0], got[1])
+                self._received += 1
+
     def stop(self) -> None:
-        """Ask :meth:`run` (in another thread) to return after flushing."""
+        """Ask :meth:`run` to return after writing what it has (thread- and signal-safe)."""
         self._stop.set()
 
     def close(self) -> None:
-        """Flush, close the database and the subscriber."""
-        self._writer.close()
-        self.subscriber.close()
+        """Commit, close the database and the subscriber."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        finally:
+            try:
+                self.subscriber.socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
+            self.subscriber.close()
 
     def __enter__(self) -> "TCSRecorder":
         return self

@@ -14,12 +14,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import zmq
-
 from .. import _json
 from .._ext import load_extension
-from .._zmq import get_context, make_socket
 from .events import MOCK_TOPIC, TCSDatabaseError, mock_event, open_database
+from .transport import TCSSubscriber, ZMQServer, string_to_bytes
 
 _replay = load_extension("ctlwire.tcs._replay")
 _log = logging.getLogger("ctlwire.tcs")
@@ -54,171 +52,6 @@ def use_realtime_scheduling(priority: int = 1) -> bool:
     except (AttributeError, OSError):
         return False
     return True
-
-
-def string_to_bytes(value: str | bytes | bytearray | memoryview) -> bytes:
-    """Return ``value`` as bytes, encoding text as UTF-8."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"event frames must be str or bytes, got {type(value).__name__}")
-
-
-class ZMQServer:
-    """Create a ZeroMQ server that publishes content on the given url.
-
-    The socket is an XPUB socket: it publishes exactly like PUB, and it also lets
-    :meth:`wait_for_subscriber` see subscriptions arrive, so a replay can start when
-    the first subscriber is listening rather than after a guessed sleep.  A socket is
-    not thread-safe: use one server per thread.
-
-    Parameters
-    ----------
-    url : str
-        URL to bind to, e.g. ``tcp://127.0.0.1:5556`` (``tcp://127.0.0.1:0`` picks a
-        free port; read :attr:`endpoint`).
-    context : zmq.Context, optional
-        Context for the socket; defaults to ``zmq.Context.instance()``.  It is not
-        closed by :meth:`close`.
-    """
-
-    def __init__(self, url: str, context: zmq.Context | None = None) -> None:
-        self.url = url
-        self.context = get_context(context)
-        self._socket = make_socket(self.context, zmq.XPUB)
-        if url.startswith("tcp://[") or url.startswith("tcp://::"):
-            self._socket.setsockopt(zmq.IPV6, 1)
-        try:
-            self._socket.bind(url)
-        except zmq.ZMQError as exc:
-            self._socket.close()
-            raise zmq.ZMQError(exc.errno, f"cannot bind TCS server to {url!r}: {exc}") from None
-        self.subscriptions: list[bytes] = []
-
-    @property
-    def socket(self) -> zmq.Socket:
-        """The underlying XPUB socket."""
-        return self._socket
-
-    @property
-    def endpoint(self) -> str:
-        """The endpoint actually bound (resolves a ``:0`` port)."""
-        return self._socket.getsockopt(zmq.LAST_ENDPOINT).decode()
-
-    def send_event(self, event: Sequence[str | bytes]) -> None:
-        """Send the event via the socket.
-
-        Parameters
-        ----------
-        event : list of str or bytes
-            Frames sent with ``zmq.Socket.send_multipart``; text is encoded as UTF-8.
-        """
-        self._socket.send_multipart([string_to_bytes(f) for f in event])
-
-    def send_tcs_event(self, tcs_topic: str, tcs_event: dict[str, Any] | str | bytes) -> None:
-        """Version of :meth:`send_event` specialised to send TCS-like events.
-
-        Sets ``__wire_time`` in ``tcs_event`` to ``time.time()``.
-
-        Parameters
-        ----------
-        tcs_topic : str
-            Topic of the event.
-        tcs_event : dict or str
-            Event to send; a JSON string is decoded into a dictionary first.
-        """
-        if isinstance(tcs_event, (str, bytes, bytearray)):
-            try:
-                tcs_event = _json.loads(tcs_event)
-            except _json.DecodeError as exc:
-                raise ValueError(f"tcs_event for topic {tcs_topic!r} is not valid JSON: "
-                                 f"{exc}") from None
-        if not isinstance(tcs_event, dict):
-            raise TypeError(f"tcs_event must be a dict or a JSON object, got "
-                            f"{type(tcs_event).__name__}")
-        tcs_event["__wire_time"] = time.time()
-        self._socket.send_multipart([string_to_bytes(tcs_topic), _json.dumps(tcs_event)])
-
-    def start(self, events: Iterable[Sequence[str | bytes] | None]) -> int:
-        """Start serving events via the socket.
-
-        Parameters
-        ----------
-        events : iterable of list of str or bytes
-            Each item is sent with :meth:`send_event`; ``None`` items are skipped.
-            Returns when the iterable ends.
-
-        Returns
-        -------
-        int
-            Number of events sent.
-        """
-        if isinstance(events, TCSDBReplay):
-            # compiled loop: no per-event Python iteration, frames already bytes
-            return events._replayer.run(self._socket.send_multipart)
-        n = 0
-        send = self.send_event
-        for event in events:
-            if event is not None:
-                send(event)
-                n += 1
-        return n
-
-    def wait_for_subscriber(self, timeout: float | None = None,
-                            topic: str | Sequence[str] | None = None) -> bool:
-        """Block until a subscriber has subscribed (to something ``topic`` covers).
-
-        Parameters
-        ----------
-        timeout : float, optional
-            Seconds to wait at most (None: forever).
-        topic : str or list of str, optional
-            Topic prefix(es) about to be sent: only a subscription that would receive
-            some of them counts (one is a prefix of the other).  None: any.
-
-        Returns
-        -------
-        bool
-            True once such a subscription has reached the socket (events sent from
-            now on reach that subscriber), False when ``timeout`` passed first.
-        """
-        if isinstance(topic, str):
-            topic = [topic]
-        wants = None if topic is None else [t.encode("utf-8") for t in topic]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            for sub in self.subscriptions:
-                if wants is None or any(w.startswith(sub) or sub.startswith(w) for w in wants):
-                    return True
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if wait is not None and wait == 0.0:
-                return False
-            ms = 100 if wait is None else max(1, int(min(wait, 0.1) * 1000))
-            if self._socket.poll(ms, zmq.POLLIN):
-                self._drain_subscriptions()
-
-    def _drain_subscriptions(self) -> None:
-        while True:
-            try:
-                msg = self._socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] == b"\x01":
-                if msg[1:] not in self.subscriptions:
-                    self.subscriptions.append(msg[1:])
-            elif msg[:1] == b"\x00" and msg[1:] in self.subscriptions:
-                self.subscriptions.remove(msg[1:])
-
-    def close(self) -> None:
-        """Close the socket (the context is left alone)."""
-        self._socket.close(linger=0)
-
-    def __enter__(self) -> "ZMQServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _encoder(json_compat: bool):
@@ -385,6 +218,26 @@ class TCSDBReplay:
         """Corrupt events skipped in this pass, as ``(event_id, reason)``."""
         return self._replayer.errors
 
+    def _run_on(self, server: ZMQServer) -> int:
+        """Send the rest of this pass on ``server`` with the compiled loop.
+
+        Unpaced (``speedup=inf``) the sends wait for room (back-pressure: a
+        subscriber that keeps reading gets every event); paced, an event refused by a
+        full subscriber is counted in ``stats.dropped`` and the schedule goes on.
+        """
+        if math.isinf(self.speedup):
+            before = self.stats.delivered
+            try:
+                return self._replayer.run(server.socket.send_multipart)
+            finally:
+                server.delivered += self.stats.delivered - before
+        old = server.on_full
+        server.on_full = "drop"
+        try:
+            return self._replayer.run(server.send_frames)
+        finally:
+            server.on_full = old
+
     def frames(self) -> Iterator[list[bytes]]:
         """Iterate accepted events as ``[topic, json]`` bytes frames (None skipped)."""
         nxt = self._replayer.next_frames
@@ -513,105 +366,3 @@ class TCSMockEvent:
         return [topic, _json.dumps(event).decode("utf-8")]
 
     next = __next__
-
-
-class TCSSubscriber:
-    """Subscribe to one or more TCS servers and yield ``(topic, event)``.
-
-    Parameters
-    ----------
-    urls : str or list of str
-        Server URLs to connect to.
-    topics : str or list of str, optional
-        Topic prefixes to subscribe to; None or ``[]`` subscribes to everything.
-    context : zmq.Context, optional
-        Defaults to ``zmq.Context.instance()``.
-    timeout : float, optional
-        For iteration: stop after this many seconds without a message (None waits
-        forever).
-
-    Attributes
-    ----------
-    bad : int
-        Messages dropped because they were not ``[topic, json object]`` (each also
-        logged).
-    """
-
-    def __init__(self, urls: str | Sequence[str], topics: str | Sequence[str] | None = None,
-                 context: zmq.Context | None = None, timeout: float | None = None) -> None:
-        self.urls = [urls] if isinstance(urls, str) else list(urls)
-        self.topics = [topics] if isinstance(topics, str) else list(topics or [])
-        self.timeout = timeout
-        self.bad = 0
-        self._socket = make_socket(context, zmq.SUB)
-        for t in self.topics or [""]:
-            self._socket.setsockopt(zmq.SUBSCRIBE, t.encode("utf-8"))
-        try:
-            for url in self.urls:
-                if url.startswith("tcp://["):
-                    self._socket.setsockopt(zmq.IPV6, 1)
-                self._socket.connect(url)
-        except zmq.ZMQError:
-            self._socket.close()
-            raise
-
-    @property
-    def socket(self) -> zmq.Socket:
-        """The underlying SUB socket."""
-        return self._socket
-
-    def recv_frames(self, timeout: float | None = None) -> list[bytes] | None:
-        """Next raw message (list of frames), or None after ``timeout`` seconds."""
-        ms = None if timeout is None else max(0, int(timeout * 1000))
-        if not self._socket.poll(ms, zmq.POLLIN):
-            return None
-        return self._socket.recv_multipart()
-
-    def recv(self, timeout: float | None = None) -> tuple[str, dict[str, Any]] | None:
-        """Next ``(topic, event)``, or None when ``timeout`` seconds pass first.
-
-        Malformed messages are logged, counted in :attr:`bad` and skipped.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            frames = self.recv_frames(left)
-            if frames is None:
-                return None
-            decoded = self._decode(frames)
-            if decoded is not None:
-                return decoded
-            if left == 0.0:
-                return None
-
-    def _decode(self, frames: list[bytes]) -> tuple[str, dict[str, Any]] | None:
-        try:
-            if len(frames) != 2:
-                raise ValueError(f"expected 2 frames, got {len(frames)}")
-            topic = frames[0].decode("utf-8")
-            event = _json.loads(frames[1])
-            if not isinstance(event, dict):
-                raise ValueError("payload is not a JSON object")
-        except (ValueError, UnicodeDecodeError, _json.DecodeError) as exc:
-            self.bad += 1
-            _log.warning(
-                "dropping malformed TCS message %r: %s", frames[:2], exc)
-            return None
-        return topic, event
-
-    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        while True:
-            item = self.recv(self.timeout)
-            if item is None:
-                return
-            yield item
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._socket.close(linger=0)
-
-    def __enter__(self) -> "TCSSubscriber":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
