@@ -230,6 +230,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
 def wait_parser(prog: str) -> CommandParser:
     ap = CommandParser(f"{prog} wait", description=_WAIT_HELP)
+    ap.set_defaults(prog=f"{prog} wait")
     ap.add_argument("address", type=host_port, help="the device, as host:port")
     ap.add_argument("sensor", help="the sensor's exact name")
     ap.add_argument("value", help="the value to wait for")

@@ -15,10 +15,12 @@ Interactive (``-i``): each line of standard input is a request written as on the
 (``?sensor-value temp`` or just ``sensor-value temp``; escapes such as ``\\_`` work);
 replies, informs and unsolicited informs from the server are printed as they arrive.
 
-Sensors (``ctlwire-katcp watch --help``, ``ctlwire-katcp wait --help``)::
+Sensors, recordings (``ctlwire-katcp watch --help``, ``wait --help``, ...)::
 
     ctlwire-katcp watch 127.0.0.1:7147 '^psu[.]'       # print readings as they arrive
     ctlwire-katcp wait 127.0.0.1:7147 mode ready -t 30  # exit 0 reached, 1 timeout
+    ctlwire-katcp record 127.0.0.1:7147 -o night.sqlite # sensors and #log, until Ctrl-C
+    ctlwire-katcp replay night.sqlite --port 7148       # serve the night again
 
 aiokatcp's ``katcpcmd`` options ``--connect-timeout`` and ``--request-timeout`` are
 accepted (each overrides ``-t`` for its part).
@@ -39,6 +41,7 @@ from ctlwire.katcp.core import KatcpClientError, KatcpSyntaxError, Message, Mess
 from ._common import (EXIT_NEGATIVE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CommandParser,
                       UnreachableError, UsageError, host_port, run_command, timeout)
 
+from ._katcp_record import record_parser, replay_parser, run_record, run_replay
 from ._katcp_sensors import run_wait, run_watch, wait_parser, watch_parser
 
 EXIT_FAIL = EXIT_NEGATIVE
@@ -200,6 +203,8 @@ def _run(args: argparse.Namespace) -> int:
 SUBCOMMANDS = {
     "watch": (watch_parser, run_watch),
     "wait": (wait_parser, run_wait),
+    "record": (record_parser, run_record),
+    "replay": (replay_parser, run_replay),
 }
 # options of the whole command that may come before a subcommand's name
 _LEADING_FLAG = re.compile(r"-v+|--verbose|-q|--quiet")
