@@ -22,12 +22,9 @@ import statistics
 import sys
 import tempfile
 import time
-from ctlwire._proc import JsonLinesChild
+from ctlwire._testing.proc import JsonLinesChild
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(os.path.dirname(HERE), "src")
-if os.path.isdir(SRC) and SRC not in sys.path:
-    sys.path.insert(0, SRC)
 
 PAYLOAD = {"seq": 0, "value": 1.25, "name": "sensor-1"}
 

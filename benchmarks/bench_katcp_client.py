@@ -261,16 +261,14 @@ MEASURE = {"ctlwire": _measure_ctlwire, "aiokatcp": _measure_aiokatcp,
 
 # ---------------------------------------------------------------------- driver (parent)
 def _child_env() -> dict:
+    # The children import the same ctlwire as this process (never the checkout's src/).
     env = dict(os.environ)
-    src = os.path.join(os.path.dirname(HERE), "src")
-    paths = [src] if os.path.isdir(src) else []
-    paths += [p for p in sys.path if p]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
 
 
 def _start_server(impl: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl],
+    proc = subprocess.Popen([sys.executable, "-m", "ctlwire._testing.katcp_peer", "--impl", impl],
                             stdout=subprocess.PIPE, env=_child_env())
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)

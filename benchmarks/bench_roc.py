@@ -1,7 +1,11 @@
 """ROC call throughput: ctlwire vs majortomo vs a bare ``zmq.proxy`` relay.
 
 Run: ``python benchmarks/bench_roc.py [--seconds S] [--rounds N] [--window W] [--mdp-ceiling]``
-(with ``PYTHONPATH=src`` from a source checkout).
+(with ``PYTHONPATH=src`` from a source checkout).  Three more measures, each alone:
+``--features BASELINE_SRC`` (the cost of once-only calls and of a standby broker,
+against an earlier ctlwire's built ``src/`` folder, in the same run), ``--failover
+KILLS`` (SIGKILL the active broker of a pair KILLS times; how long calls stop) and
+``--streaming`` (progress values per second from one generator method).
 
 Every path runs the same echo object in a separate worker process behind a separate
 broker/relay process, on loopback, with the client in this process:
@@ -35,7 +39,7 @@ import types
 from collections import deque
 
 import zmq
-from ctlwire._proc import free_base_port
+from ctlwire._testing.proc import free_base_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,13 +72,18 @@ class Echo:
     def echo(self, x):
         return x
 
+    def count(self, n):
+        """Stream 0..n-1 (the progress benchmark)."""
+        yield from range(n)
+        return n
+
 
 
 # -- child processes ---------------------------------------------------------------
 def child(argv: list[str]) -> None:
     kind, base = argv[0], int(argv[1])
     if kind == "roc-broker":
-        from ctlwire.roc.broker import main
+        from ctlwire.cli.rocbroker import main
         main(["--address", "127.0.0.1", "--base-port", str(base), "--no-relay"])
     elif kind == "roc-server":
         from ctlwire.roc import Endpoints, RocServer
@@ -112,8 +121,70 @@ def child(argv: list[str]) -> None:
             frames = s.recv_multipart()
             frames[-1] = execute(obj, frames[-1])
             s.send_multipart(frames)
+    elif kind == "fb-broker":
+        # argv: fb-broker VARIANT BASE [has-standby | standby-for PRIMARY]
+        variant = argv[2]
+        args = ["--address", "127.0.0.1", "--base-port", str(base), "--no-relay"]
+        if len(argv) > 3:
+            args += ["--has-standby"] if argv[3] == "has-standby" else \
+                ["--standby-for", f"127.0.0.1:{argv[4]}"]
+        if variant == "baseline":
+            from ctlwire.roc.broker import main as broker_main  # the code before
+        else:
+            from ctlwire.cli.rocbroker import main as broker_main
+        broker_main(args)
+    elif kind == "fb-server":
+        # argv: fb-server VARIANT BASE [BASE2]
+        from ctlwire.roc import Endpoints, RocServer
+        variant = argv[2]
+        eps = [Endpoints("127.0.0.1", int(b)) for b in [base, *argv[3:]]]
+        if variant == "baseline":
+            RocServer(eps[0], "echo", Echo()).run()
+        elif variant == "off":
+            RocServer(eps[0], "echo", Echo(), reply_cache=False).run()
+        else:
+            RocServer(eps, "echo", Echo()).run()
+    elif kind == "fb-client":
+        feature_client(argv[2], [int(b) for b in [base, *argv[3:]]])
     else:
         raise SystemExit(f"unknown child {kind}")
+
+
+def feature_client(variant: str, bases: list[int]) -> None:
+    """Child: a RocClient of one variant measuring on command (stdin) and printing
+    calls per second (stdout): ``sync S`` or ``window S W``."""
+    from ctlwire.roc import Endpoints, RocClient
+    eps = [Endpoints("127.0.0.1", b) for b in bases]
+    if variant == "baseline":
+        client = RocClient(eps[0], timeout=10.0)
+    elif variant == "off":
+        client = RocClient(eps[0], timeout=10.0, retry=False)
+    else:
+        client = RocClient(eps, timeout=10.0)
+    echo = client["echo"].echo
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            echo(0)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        seconds = float(cmd[1])
+        if cmd[0] == "sync":
+            fn = lambda n: [echo(i) for i in range(n)]  # noqa: E731
+        else:
+            w = int(cmd[2])
+
+            def fn(n: int, w: int = w) -> None:
+                q: deque = deque()
+                keep_in_flight(n, w, lambda i: q.append(echo.call_async(i)),
+                               lambda: q.popleft().result())
+        rate, us = timed(fn, seconds, [])
+        print(f"{rate:.1f} {us[0]:.2f}", flush=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,11 +197,199 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def spawn(kind: str, base: int) -> subprocess.Popen:
+def spawn(kind: str, base: int, *extra: str, pythonpath: str | None = None,
+          stdio: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["PYTHONPATH"] = pythonpath or os.pathsep.join(p for p in sys.path if p)
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", kind,
-                             str(base)], env=env, stdout=subprocess.DEVNULL)
+                             str(base), *extra], env=env,
+                            stdout=subprocess.PIPE if stdio else subprocess.DEVNULL,
+                            stdin=subprocess.PIPE if stdio else None, text=stdio)
+
+
+def features(baseline_src: str, seconds: float, rounds: int, w: int) -> None:
+    """The new features' cost: the code before them (``baseline_src``), the new code
+    with them off (client ``retry=False``, server ``reply_cache=False``), on (the
+    defaults), and on with a standby broker running, interleaved in one run."""
+    procs: list[subprocess.Popen] = []
+    clients: dict[str, subprocess.Popen] = {}
+    pids: dict[str, list[int]] = {}
+    try:
+        for variant in ("baseline", "off", "on", "standby"):
+            pp = os.path.join(baseline_src) if variant == "baseline" else None
+            b = free_base_port()
+            if variant == "standby":
+                s_base = free_base_port()
+                procs += [spawn("fb-broker", b, variant, "has-standby"),
+                          spawn("fb-broker", s_base, variant, "standby-for", str(b)),
+                          spawn("fb-server", b, variant, str(s_base))]
+                bases = [str(s_base)]
+            else:
+                procs += [spawn("fb-broker", b, variant, pythonpath=pp),
+                          spawn("fb-server", b, variant, pythonpath=pp)]
+                bases = []
+            pids[variant] = [p.pid for p in procs[-3 if variant == "standby" else -2:]]
+            c = spawn("fb-client", b, variant, *bases, pythonpath=pp, stdio=True)
+            procs.append(c)
+            clients[variant] = c
+        for c in clients.values():
+            assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+        res: dict[str, dict[str, list[float]]] = {
+            v: {"one at a time": [], "in flight": []} for v in clients}
+        cpu: dict[str, dict[str, list[float]]] = {
+            v: {"one at a time": [], "in flight": []} for v in clients}
+        for r in range(rounds):
+            for mode, cmd in (("one at a time", f"sync {seconds}\n"),
+                              ("in flight", f"window {seconds} {w}\n")):
+                for v, c in clients.items():
+                    c0 = sum(cpu_seconds(p) for p in pids[v])
+                    c.stdin.write(cmd)  # type: ignore[union-attr]
+                    c.stdin.flush()  # type: ignore[union-attr]
+                    rate, client_us = map(float, c.stdout.readline().split())  # type: ignore
+                    # broker(s) and server CPU over the whole command (warm-up included),
+                    # per call at the measured rate: an estimate, but load-independent
+                    calls = rate * seconds + 200
+                    others = (sum(cpu_seconds(p) for p in pids[v]) - c0) / calls * 1e6
+                    res[v][mode].append(rate)
+                    cpu[v][mode].append(client_us + others)
+            print(f"features round {r + 1}: " + "  ".join(
+                f"{v} {res[v]['one at a time'][-1]:,.0f}/{res[v]['in flight'][-1]:,.0f}"
+                for v in clients), flush=True)
+        print(f"\nnew features, calls per second (median of {rounds} interleaved rounds; "
+              f"in flight: window {w}):")
+        base = {m: statistics.median(res["baseline"][m]) for m in res["baseline"]}
+        cbase = {m: statistics.median(cpu["baseline"][m]) for m in cpu["baseline"]}
+        print(f"  {'':<9}{'one at a time':>16}{'in flight':>18}"
+              f"{'CPU us/call (1 / in flight)':>34}")
+        for v in clients:
+            parts = []
+            for m in ("one at a time", "in flight"):
+                med = statistics.median(res[v][m])
+                parts.append(f"{med:>9,.0f} ({med / base[m]:.2f})")
+            c1, c2 = (statistics.median(cpu[v][m]) for m in ("one at a time", "in flight"))
+            print(f"  {v:<9}" + "   ".join(parts) +
+                  f"      {c1:,.0f} / {c2:,.0f} ({cbase['one at a time'] / c1:.2f} / "
+                  f"{cbase['in flight'] / c2:.2f})")
+        print("  (ratios to baseline, CPU as baseline/variant so higher is better; "
+              "targets: off >= 0.95, standby >= 0.85)")
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait(10)
+
+
+def failover(kills: int) -> None:
+    """Kill the active broker of a primary/standby pair ``kills`` times (SIGKILL) while
+    a client calls in a loop; print how long calls stopped each time."""
+    import threading
+
+    from ctlwire.roc import Endpoints, RocClient
+    p_base, s_base = free_base_port(), free_base_port()
+    brokers = {"primary": spawn("fb-broker", p_base, "on", "has-standby"),
+               "standby": spawn("fb-broker", s_base, "on", "standby-for", str(p_base))}
+    server = spawn("fb-server", p_base, "on", str(s_base))
+    eps = [Endpoints("127.0.0.1", p_base), Endpoints("127.0.0.1", s_base)]
+    client = RocClient(eps, timeout=10.0)
+    done: list[float] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                client.call("echo", "echo", i)
+                done.append(time.monotonic())
+                i += 1
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def state(base: int) -> str:
+        c = RocClient(Endpoints("127.0.0.1", base), timeout=0.5, retry=False)
+        try:
+            return c.broker_state()
+        except Exception:  # noqa: BLE001
+            return "down"
+        finally:
+            c.close()
+
+    t = threading.Thread(target=loop, daemon=True)
+    gaps = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.call("echo", "echo", 0)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+        t.start()
+        for k in range(kills):
+            active = "primary" if state(p_base) == "active" else "standby"
+            time.sleep(0.5)
+            brokers[active].kill()
+            killed = time.monotonic()
+            brokers[active].wait()
+            while not errors and not [x for x in done if x > killed]:
+                if time.monotonic() - killed > 15:
+                    raise RuntimeError("calls did not resume")
+                time.sleep(0.001)
+            gaps.append(min(x for x in done if x > killed) - killed)
+            print(f"kill {k + 1} ({active}): calls resumed after {gaps[-1]:.3f} s",
+                  flush=True)
+            # the killed broker comes back as the passive one
+            brokers[active] = spawn("fb-broker", p_base, "on", "has-standby") \
+                if active == "primary" else \
+                spawn("fb-broker", s_base, "on", "standby-for", str(p_base))
+            back = p_base if active == "primary" else s_base
+            while state(back) != "passive":
+                time.sleep(0.05)
+        stop.set()
+        t.join(15)
+        if errors:
+            raise errors[0]
+        print(f"\nfailover over {kills} kills: median {statistics.median(gaps):.3f} s, "
+              f"max {max(gaps):.3f} s (target: within 1 s); "
+              f"{client.failovers} switches, {client.resends} resends")
+    finally:
+        stop.set()
+        client.close()
+        for p in [*brokers.values(), server]:
+            p.kill()
+            p.wait(10)
+
+
+def streaming(seconds: float, rounds: int) -> None:
+    """Progress values per second from one generator method to its caller."""
+    from ctlwire.roc import Endpoints, RocClient
+    b = free_base_port()
+    procs = [spawn("fb-broker", b, "on"), spawn("fb-server", b, "on")]
+    client = RocClient(Endpoints("127.0.0.1", b), timeout=10.0)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.call("echo", "echo", 0)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+        count = client["echo"].count
+        rates = []
+        for _ in range(rounds):
+            n = 20_000
+            t0 = time.perf_counter()
+            got = sum(1 for _ in count(n))
+            rates.append(got / (time.perf_counter() - t0))
+        print(f"\nstreaming: {statistics.median(rates):,.0f} progress values/s from one "
+              f"generator method (median of {rounds} x 20,000; target >= 20,000)")
+    finally:
+        client.close()
+        for p in procs:
+            p.kill()
+            p.wait(10)
 
 
 # -- clients -----------------------------------------------------------------------
@@ -338,7 +597,23 @@ def main() -> int:
                     help="worker processes per path (1); MDP gives each one call at a time")
     ap.add_argument("--connections", type=int, default=0,
                     help="RocServer worker connections (default: RocServer's default)")
+    ap.add_argument("--features", metavar="BASELINE_SRC",
+                    help="only measure the new features against the code in "
+                         "BASELINE_SRC (a src/ folder of the earlier ctlwire, built)")
+    ap.add_argument("--failover", type=int, metavar="KILLS",
+                    help="only measure failover over KILLS broker kills")
+    ap.add_argument("--streaming", action="store_true",
+                    help="only measure progress values per second")
     args = ap.parse_args()
+    if args.features:
+        features(args.features, args.seconds, args.rounds, args.window)
+        return 0
+    if args.failover:
+        failover(args.failover)
+        return 0
+    if args.streaming:
+        streaming(args.seconds, args.rounds)
+        return 0
     if args.connections:
         os.environ["ROC_BENCH_CONNECTIONS"] = str(args.connections)
 

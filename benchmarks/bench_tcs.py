@@ -32,7 +32,7 @@ import zmq
 
 from ctlwire.tcs.events import generate_database
 from ctlwire.tcs.server import TCSDBReplay, ZMQServer, use_realtime_scheduling
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 INF = float("inf")
 
@@ -264,6 +264,160 @@ def bench_paced(db, rate_in_db, n_paced, rate):
 
 
 # ---------------------------------------------------------------------------------
+# Delivery: back-pressure into a recorder process, paced into a recorder, control port
+# ---------------------------------------------------------------------------------
+
+COUNT = r"""
+import sys, zmq
+ctx = zmq.Context(); s = ctx.socket(zmq.SUB); s.setsockopt(zmq.SUBSCRIBE, b"")
+s.connect(sys.argv[1]); n = 0; want = int(sys.argv[2])
+while n < want and s.poll(20000):
+    s.recv_multipart(); n += 1
+print(n)
+"""
+
+
+def _recorder(url, out, n, extra=()):
+    return subprocess.Popen([sys.executable, "-m", "ctlwire.cli.tcs_record", url, "-o", out,
+                             "--count", str(n), "--duration", "600", "-q", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
+
+
+def _unpaced_into(db, n, child_args, tmp):
+    """Seconds for the replay to hand every event over (back-pressure) and for the
+    child to have them all."""
+    ctx = zmq.Context()
+    server = ZMQServer("tcp://127.0.0.1:0", context=ctx, on_full="block", hwm=1000)
+    child = None
+    try:
+        if child_args == "record":
+            out = os.path.join(tmp, f"rec{time.monotonic_ns()}.sqlite")
+            child = _recorder(server.endpoint, out, n)
+        elif child_args == "count":
+            child = subprocess.Popen([sys.executable, "-c", COUNT, server.endpoint, str(n)],
+                                     stdout=subprocess.PIPE, text=True, env=child_env())
+        if child is not None and not server.wait_for_subscriber(timeout=30):
+            raise RuntimeError("subscriber did not connect")
+        replay = TCSDBReplay(db, speedup=INF, convert_number=True, convert_bool=True)
+        t0 = time.perf_counter()
+        sent = server.start(replay)
+        t_send = time.perf_counter() - t0
+        server.close(linger=60)
+        ctx.term()
+        if child is not None:
+            child.wait(timeout=600)
+        t_all = time.perf_counter() - t0
+        replay.close()
+        if child_args == "record":
+            conn = sqlite3.connect(out)
+            got = conn.execute("SELECT count(*) FROM event").fetchone()[0]
+            conn.close()
+            assert got == sent == n, (got, sent, n)
+        elif child_args == "count":
+            assert int(child.stdout.read()) == n
+        return t_send, t_all
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def bench_delivery(db, n, repeats, tmp):
+    print(f"\n== unpaced replay with back-pressure ({n} events, best of {repeats}) ==")
+    rows = {}
+    for name, child in (("no subscriber", None), ("bare counting SUB process", "count"),
+                        ("tcs-record process", "record")):
+        best = None
+        for _ in range(repeats):
+            r = _unpaced_into(db, n, child, tmp)
+            best = r if best is None or r[1] < best[1] else best
+        rows[name] = best
+        print(f"  {name:26s} replay hands over in {best[0]:6.2f} s ({n / best[0]:9.0f}/s); "
+              f"all received in {best[1]:6.2f} s ({n / best[1]:9.0f}/s)")
+    base = n / rows["no subscriber"][0]
+    rec = n / rows["tcs-record process"][1]
+    print(f"  into the recorder: {rec / base:.2f} of the rate with no subscriber "
+          f"(target >= 0.8); bare SUB: {n / rows['bare counting SUB process'][1] / base:.2f}")
+    return rec / base
+
+
+def bench_paced_record(db, n, rate_in_db, rate, tmp):
+    print(f"\n== paced {rate:,.0f} events/s into a tcs-record process ({n} events) ==")
+    ctx = zmq.Context()
+    server = ZMQServer("tcp://127.0.0.1:0", context=ctx)
+    out = os.path.join(tmp, "paced-rec.sqlite")
+    child = _recorder(server.endpoint, out, n)
+    try:
+        if not server.wait_for_subscriber(timeout=30):
+            raise RuntimeError("recorder did not connect")
+        replay = TCSDBReplay(db, speedup=rate / rate_in_db, convert_number=True,
+                             convert_bool=True)
+        server.start(replay)
+        st = replay.stats
+        server.close(linger=60)
+        ctx.term()
+        child.wait(timeout=600)
+        conn = sqlite3.connect(out)
+        got = conn.execute("SELECT count(*) FROM event").fetchone()[0]
+        conn.close()
+        print(f"  sent {st.sent} = delivered {st.delivered} + dropped {st.dropped}; "
+              f"recorded {got}; lateness p99 {st.lateness_percentile(99) * 1e6:.0f} µs  "
+              f"{'MET' if st.dropped == 0 and got == st.sent else 'NOT MET'} "
+              "(target: nothing dropped)")
+        return st.dropped == 0 and got == st.sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def bench_paced_control(db, rate_in_db, rate):
+    from ctlwire.tcs.control import ReplayControl
+    from ctlwire.tcs.steer import SteeredReplay
+    print(f"\n== paced {rate:,.0f} events/s with the KATCP control port open ==")
+    out = {}
+    for name in ("compiled loop, no control port", "steered, control port open + client"):
+        server = ZMQServer("tcp://127.0.0.1:0")
+        child = subprocess.Popen([sys.executable, "-c", DRAIN, server.endpoint],
+                                 stdout=subprocess.PIPE, env=child_env(), text=True)
+        ctl = None
+        try:
+            if not server.wait_for_subscriber(timeout=30):
+                raise RuntimeError("subscriber did not connect")
+            if name.startswith("compiled"):
+                replay = TCSDBReplay(db, speedup=rate / rate_in_db, convert_number=True,
+                                     convert_bool=True)
+                server.start(replay)
+                st = replay.stats
+            else:
+                replay = SteeredReplay([db], speedup=rate / rate_in_db, convert_number=True,
+                                       convert_bool=True)
+                ctl = ReplayControl(replay, "127.0.0.1", 0)
+                ctl.start(timeout=10)
+                import socket as _s
+                cli = _s.create_connection(ctl.bind_address)  # a client stays connected
+                cli.sendall(b"?sensor-sampling fraction-done period 0.5\n")
+                replay.run(server.send_frames)
+                cli.close()
+                st = replay.stats
+            out[name] = (st.lateness_percentile(50), st.lateness_percentile(99),
+                         st.lateness_max, st.sent)
+        finally:
+            if ctl is not None:
+                ctl.stop()
+            server.close(linger=0)
+            child.kill()
+            child.wait()
+    for name, (p50, p99, mx, n) in out.items():
+        print(f"  {name:38s} sent {n:7d}  p50 {p50 * 1e6:7.1f} µs  p99 {p99 * 1e6:8.1f} µs  "
+              f"max {mx * 1e6:9.1f} µs")
+    p99 = out["steered, control port open + client"][1]
+    print(f"  target p99 < 200 µs with the control port: {'MET' if p99 < 200e-6 else 'NOT MET'}")
+    return p99
+
+
+# ---------------------------------------------------------------------------------
 # Heartbeat round trip
 # ---------------------------------------------------------------------------------
 
@@ -356,7 +510,23 @@ def main(argv=None):
     p.add_argument("--rate", type=float, default=20_000.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--heartbeats", type=int, default=2000)
+    p.add_argument("--only", choices=["delivery"], default=None,
+                   help="run only the issue-14 delivery measures")
     args = p.parse_args(argv)
+    if args.only == "delivery":
+        with tempfile.TemporaryDirectory(prefix="bench_tcs_") as tmp:
+            db = os.path.join(tmp, "events.sqlite")
+            generate_database(db, args.events, rate=1000.0)
+            paced_db = os.path.join(tmp, "paced.sqlite")
+            generate_database(paced_db, args.paced_events, rate=1000.0)
+            share = bench_delivery(db, args.events, args.repeats, tmp)
+            kept = bench_paced_record(paced_db, args.paced_events, 1000.0, args.rate, tmp)
+            ctl_p99 = bench_paced_control(paced_db, 1000.0, args.rate)
+        print(f"\n== summary ==\n  into recorder {share:.2f} of no-subscriber rate "
+              f"(>= 0.8: {'MET' if share >= 0.8 else 'NOT MET'}); paced record nothing "
+              f"dropped: {'MET' if kept else 'NOT MET'}; control-port p99 "
+              f"{ctl_p99 * 1e6:.0f} µs ({'MET' if ctl_p99 < 200e-6 else 'NOT MET'})")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench_tcs_") as tmp:
         db = os.path.join(tmp, "events.sqlite")
         t0 = time.perf_counter()
@@ -369,6 +539,10 @@ def main(argv=None):
             paced_db = os.path.join(tmp, "paced.sqlite")
             generate_database(paced_db, args.paced_events, rate=1000.0)
         p99s = bench_paced(paced_db, 1000.0, min(args.paced_events, args.events), args.rate)
+        share = bench_delivery(db, args.events, args.repeats, tmp)
+        kept = bench_paced_record(paced_db, min(args.paced_events, args.events), 1000.0,
+                                  args.rate, tmp)
+        ctl_p99 = bench_paced_control(paced_db, 1000.0, args.rate)
     median = bench_heartbeat(args.heartbeats)
     print("\n== summary ==")
     print(f"  unpaced speedup vs pure Python join: {ratio:.1f}x wall, {cpu_ratio:.1f}x cpu   "
@@ -378,6 +552,12 @@ def main(argv=None):
             p99 = p99s[name]
             print(f"  paced p99 lateness @ {args.rate:,.0f}/s, {name}: {p99 * 1e6:.0f} µs   "
                   f"(target < 200 µs)  {'MET' if p99 < 200e-6 else 'NOT MET'}")
+    print(f"  unpaced into a tcs-record process: {share:.2f} of the rate with no subscriber "
+          f"(target >= 0.8)  {'MET' if share >= 0.8 else 'NOT MET'}")
+    print(f"  recorder keeps up with paced {args.rate:,.0f}/s, nothing dropped: "
+          f"{'MET' if kept else 'NOT MET'}")
+    print(f"  paced p99 with the KATCP control port: {ctl_p99 * 1e6:.0f} µs (target < 200 µs)"
+          f"  {'MET' if ctl_p99 < 200e-6 else 'NOT MET'}")
     print(f"  heartbeat median RTT: {median * 1e6:.0f} µs   (target < 300 µs)  "
           f"{'MET' if median < 300e-6 else 'NOT MET'}")
     return 0

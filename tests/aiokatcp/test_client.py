@@ -287,3 +287,53 @@ def test_sensor_watcher_rewrites_names_and_uses_given_enums(lib):
         await client.wait_closed()
         await server.stop()
     run(main())
+
+
+def test_connection_with_an_owner_of_our_own():
+    """``Connection`` on its own: an owner that records what the connection reports."""
+    class Owner:
+        def __init__(self):
+            self.messages = []
+            self.made = asyncio.Event()
+            self.lost = asyncio.Event()
+            self.conn = None
+
+        def handle_message(self, conn, msg):
+            self.messages.append(msg)
+
+        def _connection_made(self, conn):
+            self.conn = conn
+            self.made.set()
+
+        def _connection_lost(self, conn, exc):
+            self.lost.set()
+
+        def _eof_received(self, conn):
+            return False
+
+    async def main():
+        owner = Owner()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: ck.Connection(owner, True, 1024), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.wait_for(owner.made.wait(), TIMEOUT)
+        assert owner.conn.address.port == writer.get_extra_info("sockname")[1]
+        writer.write(b"?one[1] a\\_b\n#two x\n?" + b"x" * 2000 + b"\n!three ok\n")
+        owner.conn.write_messages([ck.Message.reply("one", "ok", mid=1),
+                                   ck.Message.inform("hello")])
+        assert await reader.readline() == b"!one[1] ok\n"
+        assert await reader.readline() == b"#hello\n"
+        # the over-long line is answered with #log error (server side) and skipped
+        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        assert line.startswith(b"#log error ")
+        await until(lambda: len(owner.messages) == 3)
+        assert [m.name for m in owner.messages] == ["one", "two", "three"]
+        assert owner.messages[0].arguments == [b"a b"] and owner.messages[0].mid == 1
+        await owner.conn.drain()
+        writer.close()
+        await asyncio.wait_for(owner.lost.wait(), TIMEOUT)
+        await owner.conn.wait_closed()
+        owner.conn.write_message(ck.Message.inform("late"))  # logged, dropped
+        server.close()
+    run(main())

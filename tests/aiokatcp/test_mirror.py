@@ -51,14 +51,16 @@ def test_interface_change_relearns_and_reports_differences():
     generation = m.list_generation
     m.interface_changed(b"sensor-list")
     assert m.state is SyncState.SYNCING and m.next_action() == Action("sensor-list")
-    # a list fetched before the change is stale and ignored
-    assert not m.sensor_list([info("a")], generation)
+    # a list fetched before the change is applied, but a fresh one is asked for
+    change = m.sensor_list([info("a"), info("b"), info("c"), info("e")], generation)
+    assert [i.name for i in change.added] == ["e"]
+    assert m.next_action() == Action("sensor-list")
     change = m.sensor_list([info("a"), info("b", "new description"), info("d")],
                            m.list_generation)
     assert [i.name for i in change.added] == ["d"]
     assert [(old.description, new.description) for old, new in change.changed] == [
         ("d", "new description")]
-    assert [i.name for i in change.removed] == ["c"]
+    assert [i.name for i in change.removed] == ["c", "e"]
     # b changed: whether it is sampled is unknown, so it is set again
     assert m.sensors["b"].subscribed is Subscribed.UNKNOWN
     assert m.next_action() == Action("sample", ("b",), "auto")

@@ -288,3 +288,48 @@ def test_server_samples_on_a_simulated_clock(loop):
         await client.wait_closed()
         await server.stop()
     loop.run_until_complete(asyncio.wait_for(main(), 10000))
+
+
+def test_observer_with_a_positional_old_reading_gets_it():
+    s = ck.Sensor(int, "n")
+    seen = []
+
+    def change_aware(sensor, reading, old_reading):
+        seen.append((old_reading.value, reading.value))
+
+    s.attach(change_aware)
+    s.value = 3
+    assert seen == [(0, 3)]
+
+
+def test_unclosed_sampler_warns(loop):
+    s = ck.Sensor(int, "n")
+    sampler = ck.SensorSampler.factory(s, lambda sensor, reading: None, loop,
+                                       ck.SensorSampler.Strategy.EVENT)
+    with pytest.warns(ResourceWarning, match="unclosed SensorSampler"):
+        del s, sampler
+        for _ in range(3):
+            gc.collect()
+
+
+def test_aggregate_and_removed_sensors_can_be_collected():
+    import weakref
+    sensors = ck.SensorSet()
+    kept = ck.Sensor(int, "kept")
+    sensors.add(kept)
+    total = Total(sensors)
+    dead = weakref.ref(total)
+    del total
+    for _ in range(3):
+        gc.collect()
+    assert dead() is None
+    kept.value = 1  # no error from the collected aggregate's observer
+    live = Total(sensors)
+    gone = ck.Sensor(int, "gone")
+    sensors.add(gone)
+    sensors.remove(gone)
+    dead_sensor = weakref.ref(gone)
+    del gone
+    for _ in range(3):
+        gc.collect()
+    assert dead_sensor() is None and live.value == 1

@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from ctlwire.dc.ports import GroupSpec, Port
-from ctlwire._proc import JsonLinesChild
+from ctlwire._testing.proc import JsonLinesChild
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctlwire.katcp._client_peer import PeerServer
+from ctlwire._testing.katcp_peer import PeerServer
 
 SERVERS = ("aiokatcp", "ctlwire")  # aiokatcp's DeviceServer and ctlwire's own
 

@@ -9,7 +9,7 @@ import pytest
 from ctlwire.katcp.aio import AioClient, SensorReading
 from ctlwire.katcp.client import KatcpTimeoutError
 from ctlwire.katcp.core import FailReply, KatcpClientError, Message
-from ctlwire.katcp._client_peer import PeerServer
+from ctlwire._testing.katcp_peer import PeerServer
 
 TIMEOUT = 10.0
 

@@ -1,6 +1,6 @@
 """Threaded KATCP clients against real servers on 127.0.0.1.
 
-Two kinds of server: aiokatcp's ``DeviceServer`` (``ctlwire.katcp._client_peer``) in a
+Two kinds of server: aiokatcp's ``DeviceServer`` (``ctlwire._testing.katcp_peer``) in a
 child process, and a raw-socket fake driven line by line from the test, for katcp v4
 behaviour and for exact control over what the client sees.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from ctlwire.katcp.client import BlockingClient, CallbackClient, DeviceClient, KatcpTimeoutError
 from ctlwire.katcp.core import KatcpClientError, KatcpVersionError, Message, ProtocolFlags
-from ctlwire.katcp._client_peer import PeerServer
+from ctlwire._testing.katcp_peer import PeerServer
 
 TIMEOUT = 10.0  # bound on every wait; generous for a loaded CI box
 

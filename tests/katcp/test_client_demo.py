@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ctlwire.cli._demo_katcp_client import run_client_session
-from ctlwire.katcp._client_peer import PeerServer
+from ctlwire._testing.katcp_peer import PeerServer
 
 TIMEOUT = 10.0
 

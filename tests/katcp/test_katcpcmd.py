@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from ctlwire.cli.katcpcmd import main, parse_address
-from ctlwire._proc import child_env
-from ctlwire.katcp._client_peer import PeerServer
+from ctlwire._testing.proc import child_env
+from ctlwire._testing.katcp_peer import PeerServer
 
 TIMEOUT = 10.0
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ctlwire.ocd import utils
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import pytest
 
 from ctlwire.roc import Broker, Endpoints, RocServer
-from ctlwire._proc import child_env as _child_env, free_base_port
+from ctlwire._testing.proc import child_env as _child_env, free_base_port
 
 CHILD = str(Path(__file__).with_name("roc_child.py"))
 #: Heartbeat used by tests: short, so faults are detected fast.

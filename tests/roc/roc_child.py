@@ -29,13 +29,60 @@ class Shared:
         return os.getpid()
 
 
+class Counter:
+    """Counts calls: a call that ran twice shows as a gap in the caller's numbers."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.seen: list = []
+
+    def increment(self, tag) -> int:
+        """Add one and remember who asked."""
+        self.value += 1
+        self.seen.append(tag)
+        return self.value
+
+    def history(self) -> list:
+        return self.seen
+
+    def steps(self, n: int, pause: float = 0.0):
+        """Yield 0..n-1, then return n."""
+        for i in range(n):
+            if pause:
+                time.sleep(pause)
+            yield i
+        return n
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "broker":
-        from ctlwire.roc.broker import main as broker_main
+        from ctlwire.cli.rocbroker import main as broker_main
         base, hb = argv[1], argv[2]
         sys.exit(broker_main(["--address", "127.0.0.1", "--base-port", base,
                               "--heartbeat", hb, "--unknown-grace", "0.2"]))
+    if mode == "standby":
+        # a standby broker: base port, heartbeat, primary's base port
+        from ctlwire.cli.rocbroker import main as broker_main
+        base, hb, primary = argv[1], argv[2], argv[3]
+        sys.exit(broker_main(["--address", "127.0.0.1", "--base-port", base,
+                              "--heartbeat", hb, "--unknown-grace", "0.2",
+                              "--standby-for", f"127.0.0.1:{primary}", *argv[4:]]))
+    if mode == "primary":
+        from ctlwire.cli.rocbroker import main as broker_main
+        base, hb = argv[1], argv[2]
+        sys.exit(broker_main(["--address", "127.0.0.1", "--base-port", base,
+                              "--heartbeat", hb, "--unknown-grace", "0.2",
+                              "--has-standby", *argv[3:]]))
+    if mode == "counter":
+        # a Counter served by every broker given (base ports)
+        from ctlwire.roc import Endpoints, RocServer
+        hb = float(argv[1])
+        eps = [Endpoints("127.0.0.1", int(b)) for b in argv[2:]]
+        srv = RocServer(eps, "counter", Counter(), heartbeat=hb, connections=4)
+        print("serving", flush=True)
+        srv.run()
+        return
     if mode == "server":
         from ctlwire.roc import Endpoints, RocServer
         base, oid, hb = int(argv[1]), argv[2], float(argv[3])

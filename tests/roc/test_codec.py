@@ -29,12 +29,12 @@ def ref_classify(frames: list) -> int:
         if n != 5:
             return R.BAD_LENGTH
         return R.W_READY if frames[4] else R.BAD_SERVICE
-    if cmd in (b"\x02", b"\x03"):
+    if cmd in (b"\x02", b"\x03", b"\x06"):  # 0x06: PARTIAL, the progress extension
         if n < 7:
             return R.BAD_LENGTH
         if not frames[4] or frames[5] != b"":
             return R.BAD_ENVELOPE
-        return R.W_REPLY if cmd == b"\x03" else R.W_UNEXPECTED
+        return {b"\x03": R.W_REPLY, b"\x06": R.W_PARTIAL}.get(cmd, R.W_UNEXPECTED)
     if cmd == b"\x04":
         return R.W_HEARTBEAT if n == 4 else R.BAD_LENGTH
     if cmd == b"\x05":
@@ -83,6 +83,7 @@ _VALID_BROKER_SIDE = [
     [b"id", b"", b"MDPW01", b"\x03", b"client", b"", b"{}"],
     [b"id", b"", b"MDPW01", b"\x04"],
     [b"id", b"", b"MDPW01", b"\x05"],
+    [b"id", b"", b"MDPW01", b"\x06", b"client", b"", b"{}"],
 ]
 _VALID_WORKER_SIDE = [
     [b"", b"MDPW01", b"\x02", b"client", b"", b"{}"],
@@ -122,7 +123,7 @@ def test_truncated_and_extended_worker_messages_match_reference(msg, data):
 def test_valid_messages_are_classified_as_their_command():
     kinds = [R.classify(m) for m in _VALID_BROKER_SIDE]
     assert kinds == [R.C_REQUEST, R.C_REQUEST, R.W_READY, R.W_REPLY, R.W_HEARTBEAT,
-                     R.W_DISCONNECT]
+                     R.W_DISCONNECT, R.W_PARTIAL]
     assert [R.classify_worker(m) for m in _VALID_WORKER_SIDE] == [
         R.B_REQUEST, R.B_HEARTBEAT, R.B_DISCONNECT]
 

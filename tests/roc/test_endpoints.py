@@ -46,3 +46,22 @@ def test_without_environment_localhost_5555(monkeypatch):
 
 def test_full_endpoint_strings_are_used_as_given():
     assert resolve("tcp://127.0.0.1:9", "generalXPUB") == "tcp://127.0.0.1:9"
+
+
+def test_a_list_of_brokers_from_the_environment(monkeypatch):
+    from ctlwire.roc.endpoints import default_endpoint_list, resolve_all
+    monkeypatch.setenv("CTLWIRE_ROC_BROKER", "10.0.0.1:6000, 10.0.0.2:7000")
+    assert default_endpoint_list() == [Endpoints("10.0.0.1", 6000),
+                                       Endpoints("10.0.0.2", 7000)]
+    assert resolve_all(None) == ["tcp://10.0.0.1:6000", "tcp://10.0.0.2:7000"]
+    assert resolve_all(None, "generalXPUB") == ["tcp://10.0.0.1:6002",
+                                                "tcp://10.0.0.2:7002"]
+    assert resolve_all([Endpoints("h", 100), "tcp://x:1"]) == ["tcp://h:100", "tcp://x:1"]
+    assert resolve_all("a:100,b:200") == ["tcp://a:100", "tcp://b:200"]
+
+
+def test_a_bad_broker_list_names_the_variable_and_the_entry(monkeypatch):
+    from ctlwire.roc.endpoints import default_endpoint_list
+    monkeypatch.setenv("CTLWIRE_ROC_BROKER", "foo:5555,foo:bar")
+    with pytest.raises(ValueError, match=r"\$CTLWIRE_ROC_BROKER.*'bar'"):
+        default_endpoint_list()

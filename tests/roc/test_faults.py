@@ -190,7 +190,7 @@ def test_simple_server_uses_environment_and_logs_reach_roclogdump(ep, spawn, tmp
     spawn("broker", base, HB).wait_line("rocbroker: MDP")
     out = tmp_path / "dump.log"
     dump = spawn("--address", "127.0.0.1", "--base-port", base, "--output", str(out),
-                 "--count", "5", module="ctlwire.roc.logdump")
+                 "--count", "5", module="ctlwire.cli.roclogdump")
     dump.wait_line("roclogdump:")
     spawn("simple", "simple", HB, env={"CTLWIRE_ROC_BROKER": f"127.0.0.1:{base}"})
     c = RocClient(ep, timeout=1.0)

@@ -258,3 +258,77 @@ def test_calls_one_at_a_time_reuse_the_connection_just_freed(router, sink):
         router.handle(reply(w, b"C"), 0.2 + k)
         sink.take()
     assert used[0] == used[1] == used[2]  # a warm connection, not a round of cold ones
+
+
+# -- extensions: progress, passive standby, directory -------------------------------
+def partial(w, c, body=b'{"id":7,"progress":1}'):
+    return [w, b"", b"MDPW01", b"\x06", c, b"", body]
+
+
+def test_partial_is_passed_on_and_the_worker_stays_busy(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    sink.take()
+    router.handle(partial(b"W", b"C"), 0.2)
+    assert sink.take() == [[b"C", b"", b"MDPC01", b"cam", b'{"id":7,"progress":1}']]
+    router.handle(request(b"D", b'{"id":8}'), 0.3)
+    assert sink.take() == []            # still busy: the next call waits
+    router.handle(reply(b"W", b"C"), 0.4)
+    out = sink.take()
+    assert out[0] == [b"C", b"", b"MDPC01", b"cam", b'{"result":1}']
+    assert out[1][3] == b"\x02" and out[1][4] == b"D"
+    assert router.stats()["partials"] == 1
+
+
+def test_partial_from_a_worker_without_that_call_is_a_protocol_error(router, sink):
+    router.handle(ready(b"W"), 0.0)
+    router.handle(partial(b"W", b"C"), 0.1)
+    assert sink.take() == [[b"W", b"", b"MDPW01", b"\x05"]]
+    assert router.stats()["workers"] == 0
+
+
+class Vote:
+    """A stand-in for ha.PeerState: says yes once the peer is 'silent'."""
+
+    def __init__(self):
+        self.silent = False
+        self.asked = 0
+
+    def client_vote(self, now):
+        self.asked += 1
+        return self.silent
+
+
+def test_a_passive_router_holds_calls_until_the_vote_makes_it_active(router, sink):
+    vote = Vote()
+    router.passive, router.ha, router.hold = True, vote, 1.0
+    router.handle(ready(b"W"), 0.0)
+    router.handle(request(b"C"), 0.1)
+    assert sink.take() == [] and router.stats()["held"] == 1
+    vote.silent = True
+    router.tick(0.2)
+    assert not router.passive
+    assert [m[3] for m in sink.take() if m[0] == b"W"][0] == b"\x02"
+
+
+def test_a_passive_router_answers_not_active_when_the_hold_ends(router, sink):
+    router.passive, router.ha, router.hold = True, Vote(), 1.0
+    router.handle(request(b"C"), 0.0)
+    router.tick(1.5)
+    out = [m for m in sink.take() if m[0] == b"C"]
+    assert _json.loads(out[0][4])["error"]["code"] == rpc.NOT_ACTIVE
+    assert _json.loads(out[0][4])["id"] == 7
+    assert router.stats()["not_active"] == 1
+
+
+def test_mmi_directory_and_state(router, sink):
+    router.handle(ready(b"W1", b"cam"), 0.0)
+    router.handle(ready(b"W2", b"dome"), 0.0)
+    router.handle(request(b"C", b"", b"mmi.directory"), 0.1)
+    router.handle(request(b"C", b"", b"mmi.state"), 0.1)
+    out = sink.take()
+    assert _json.loads(out[0][4]) == ["cam", "dome"]
+    assert out[1][4] == b"active"
+    router.passive = True
+    router.handle(request(b"C", b"", b"mmi.state"), 0.2)
+    assert sink.take()[0][4] == b"passive"   # MMI is answered while passive too

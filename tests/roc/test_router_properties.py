@@ -27,6 +27,9 @@ _event = st.one_of(
     st.tuples(st.just("disconnect"), st.sampled_from(WORKERS), st.none()),
     st.tuples(st.just("tick"), st.floats(0.0, 2.0), st.none()),
     st.tuples(st.just("garbage"), st.binary(max_size=6), st.none()),
+    # extensions: progress of a running call, and a standby's passive state
+    st.tuples(st.just("partial"), st.sampled_from(WORKERS), st.none()),
+    st.tuples(st.just("passive"), st.booleans(), st.none()),
 )
 
 
@@ -45,6 +48,7 @@ def test_every_call_answered_once_and_dispatched_at_most_once(events):
     accepted: set[int] = set()
     dispatched: dict[int, int] = {}
     answered: dict[int, int] = {}
+    progress: dict[int, int] = {}   # progress messages passed on, per call
     client_of: dict[int, bytes] = {}
     current: dict[bytes, int] = {}  # what each worker is executing, as it believes
     last: dict[bytes, tuple] = {}     # each worker's last reply (client, token)
@@ -61,8 +65,14 @@ def test_every_call_answered_once_and_dispatched_at_most_once(events):
                 elif msg[3] == b"\x05":
                     current.pop(msg[0], None)
             elif msg[2] == b"MDPC01":
-                tok = _json.loads(msg[4])["id"]
-                answered[tok] = answered.get(tok, 0) + 1
+                body = _json.loads(msg[4])
+                tok = body["id"]
+                if "progress" in body:
+                    # progress only ever belongs to a call still unanswered
+                    assert tok not in answered, "progress after the answer"
+                    progress[tok] = progress.get(tok, 0) + 1
+                else:
+                    answered[tok] = answered.get(tok, 0) + 1
         out.clear()
 
     for kind, a, b in events:
@@ -88,6 +98,14 @@ def test_every_call_answered_once_and_dispatched_at_most_once(events):
         elif kind == "disconnect":
             current.pop(a, None)
             router.handle([a, b"", b"MDPW01", b"\x05"], now)
+        elif kind == "partial":
+            tok = current.get(a)
+            client = client_of[tok] if tok is not None else b"C0"
+            router.handle([a, b"", b"MDPW01", b"\x06", client, b"",
+                           _json.dumps({"id": tok if tok is not None else -1,
+                                        "progress": 1})], now)
+        elif kind == "passive":
+            router.passive = a
         elif kind == "tick":
             now += a
             router.tick(now)
@@ -96,9 +114,11 @@ def test_every_call_answered_once_and_dispatched_at_most_once(events):
         drain()
         assert all(n == 1 for n in dispatched.values()), "a call was dispatched twice"
         assert all(n == 1 for n in answered.values()), "a call was answered twice"
+        assert -1 not in progress, "progress from a server with no call was passed on"
 
-    # let every server and every queued call expire: all calls get their one answer
+    # let every server and every queued or held call expire: all get their one answer
     router.tick(now + 100.0)
+    router.tick(now + 200.0)  # calls released from holding are queued by the first
     drain()
     assert set(answered) == accepted
     assert all(n == 1 for n in answered.values())

@@ -36,7 +36,8 @@ def test_get_set_describe():
     rpc.execute(t, rpc.encode_request(2, rpc.SET, ("level", 7)))
     assert t.level == 7
     d = _json.loads(rpc.execute(t, rpc.encode_request(3, rpc.DESCRIBE)))["result"]
-    assert d == {"methods": ["add", "blob"], "attributes": ["level"]}
+    assert d == {"methods": ["add", "blob"], "attributes": ["level"], "generators": [],
+                 "docs": {"add": "", "blob": "", "level": ""}}
 
 
 def test_parse_error_says_so():

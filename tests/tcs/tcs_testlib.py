@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from ctlwire._proc import child_env  # noqa: F401  (re-exported to conftest)
+from ctlwire._testing.proc import child_env  # noqa: F401  (re-exported to conftest)
 
 
 SCHEMA = """

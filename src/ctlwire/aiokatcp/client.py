@@ -98,7 +98,7 @@ class _ClientConnection(connection.Connection):
         self._flush()
 
     def send_request(self, data: bytes) -> None:
-        if self._closed_event.is_set():
+        if self._closed:
             self._closed_warning()
             return
         if self._wrote_this_iteration or self._out or self._dispatching:
@@ -876,23 +876,24 @@ class _SensorMonitor:
                                       tuple(inform.arguments[4:])))
         old_watchers = {n: dict(s.watchers) for n, s in self.mirror.sensors.items()}
         change = self.mirror.sensor_list(entries, generation)
-        if not change:
-            return
+        touched = {info.name for info in change.added}
+        touched.update(new.name for _, new in change.changed)
+        # watchers hear of every list applied, in the device's order: new and changed
+        # sensors, then the ones that went away
         with self._batch():
-            for info in [new for _, new in change.changed] + change.added:
+            for info in entries:
+                if info.name not in touched:
+                    continue
                 before = old_watchers.get(info.name, {})
-                s = self.mirror.sensors[info.name]
-                for watcher in self._watchers:
-                    wanted = watcher.filter(info.name, info.description, info.units,
-                                            info.type_name, *info.params)
-                    if wanted:
+                for watcher in list(self._watchers):
+                    if watcher.filter(info.name, info.description, info.units,
+                                      info.type_name, *info.params):
                         watcher.sensor_added(info.name, info.description, info.units,
                                              info.type_name, *info.params)
                         self.mirror.watch(info.name, watcher)
                     elif watcher in before:
                         watcher.sensor_removed(info.name)
                         self.mirror.unwatch(info.name, watcher)
-                del s
             for info in change.removed:
                 for watcher in old_watchers.get(info.name, {}):
                     watcher.sensor_removed(info.name)

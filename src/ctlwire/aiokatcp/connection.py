@@ -62,10 +62,10 @@ class ConnectionOwner(Protocol):
 
 
 class ConnectionLoggerAdapter(logging.LoggerAdapter):
-    """Prefix log lines with the peer's address."""
+    """Follow each log message with the peer's address in brackets (as aiokatcp)."""
 
     def process(self, msg: Any, kwargs: Any) -> Any:
-        return f"{self.extra['address']} {msg}", kwargs
+        return f"{msg} [{self.extra['address']}]", kwargs
 
 
 class Connection(asyncio.Protocol):
@@ -90,6 +90,7 @@ class Connection(asyncio.Protocol):
         self._transport: Any = None
         self._parser = StreamParser(limit)
         self._closed_event = asyncio.Event()
+        self._closed = False  # the same as _closed_event.is_set(), read on every write
         self._exc: Optional[Exception] = None
         self._paused = False
         self._drain_waiters: Deque[asyncio.Future] = deque()
@@ -119,6 +120,7 @@ class Connection(asyncio.Protocol):
         self._exc = exc
         self._out = []
         self._out_bytes = 0
+        self._closed = True
         self._closed_event.set()
         for waiter in self._drain_waiters:
             if not waiter.done():
@@ -162,7 +164,7 @@ class Connection(asyncio.Protocol):
                 self._flush()
 
     def _malformed(self, error: Exception) -> None:
-        self.logger.warning("Malformed message received: %s", error)
+        self.logger.warning("Malformed message received", exc_info=error)
         if self.is_server:
             self.write_message(core.Message.inform("log", "error", time.time(), __name__,
                                                    str(error)))
@@ -188,13 +190,13 @@ class Connection(asyncio.Protocol):
             return
         self._out = []
         self._out_bytes = 0
-        if self._closed_event.is_set():
+        if self._closed:
             return
         self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def write_raw(self, data: bytes) -> None:
         """Send formatted wire bytes, in order with everything else written."""
-        if self._closed_event.is_set():
+        if self._closed:
             self._closed_warning()
             return
         if self._dispatching or self._out:
@@ -208,7 +210,7 @@ class Connection(asyncio.Protocol):
 
     def write_async(self, data: bytes) -> None:
         """Queue wire bytes to go out with the rest of this loop iteration's output."""
-        if self._closed_event.is_set():
+        if self._closed:
             return
         self._out.append(data)
         self._out_bytes += len(data)
@@ -226,7 +228,7 @@ class Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the transport's outgoing buffer is below its high-water mark."""
-        if self._closed_event.is_set() or not self._paused:
+        if self._closed or not self._paused:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
@@ -245,7 +247,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Start closing; see :meth:`wait_closed`. Queued output is written first."""
-        if self._out and not self._closed_event.is_set():
+        if self._out and not self._closed:
             self._flush()
         self._transport.close()
 
@@ -335,11 +337,23 @@ def wrap_handler(name: str, handler: Callable, fixed: int) -> Callable:
             raise FailReply(f"missing a required argument: {kw_missing[0]!r}")
         return args
 
-    if fixed == 2:
-        # the server's case, spelt out: it is the per-request path
+    if fixed == 2 and n_decoders == 1 and not kw_missing:
+        # the server's case with one parameter, spelt out: it is the per-request path
+        decode0 = decoders[0]
+
         def wrapper(self: Any, ctx: Any, _msg: core.Message) -> Any:
             raw = _msg.arguments
-            if not raw and not n_required and not kw_missing:
+            if len(raw) == 1:
+                try:
+                    value = decode0(raw[0])
+                except ValueError as exc:
+                    raise FailReply(str(exc)) from exc
+                return handler(self, ctx, value)
+            return handler(*decode_args((self, ctx), _msg))
+    elif fixed == 2 and not kw_missing:
+        def wrapper(self: Any, ctx: Any, _msg: core.Message) -> Any:
+            raw = _msg.arguments
+            if not raw and not n_required:
                 return handler(self, ctx)
             return handler(*decode_args((self, ctx), _msg))
     else:

@@ -214,6 +214,7 @@ def register_type(type_: Type[_T], name: str, encode: Callable[[_T], bytes],
     _registry.append(TypeInfo(type_, name, encode, get_decoder, default or _default_generic))
     get_type.cache_clear()
     get_decoder_cached.cache_clear()
+    _encoders.clear()
 
 
 @functools.lru_cache(maxsize=None)
@@ -269,6 +270,33 @@ def get_decoder(cls: Type[_T]) -> Callable[[bytes], _T]:
     return get_decoder_cached(cls)
 
 
+# class -> encode function: a plain dict in front of get_type for the per-argument path
+_encoders: dict = {}
+
+
+def encoder_for(cls: type) -> Callable[[Any], bytes]:
+    """The encode function of values of class ``cls`` (cached)."""
+    enc = _encoders.get(cls)
+    if enc is None:
+        enc = _encoders[cls] = get_type(cls).encode
+    return enc
+
+
+def encode_all(values: Any) -> List[bytes]:
+    """Encode each value (bytes pass through as they are)."""
+    out = []
+    for v in values:
+        cls = v.__class__
+        if cls is bytes:
+            out.append(v)
+        else:
+            enc = _encoders.get(cls)
+            if enc is None:
+                enc = encoder_for(cls)
+            out.append(enc(v))
+    return out
+
+
 def encode(value: Any) -> bytes:
     """Encode a value to the bytes of a message argument.
 
@@ -277,7 +305,7 @@ def encode(value: Any) -> bytes:
     TypeError
         If the type of ``value`` is not registered.
     """
-    return get_type(type(value)).encode(value)
+    return encoder_for(type(value))(value)
 
 
 def decode(cls: Any, value: bytes) -> Any:
@@ -362,7 +390,7 @@ class Message:
         if not _NAME_RE.match(name):
             raise ValueError(f"name {name} is invalid")
         self.name = name
-        self.arguments = [a if type(a) is bytes else encode(a) for a in arguments]
+        self.arguments = encode_all(arguments)
         if mid is not None and not 1 <= mid <= _MID_MAX:
             raise ValueError(f"message ID {mid} is outside of range 1 to 2**31-1")
         self.mid = mid

@@ -18,15 +18,31 @@ import time
 import warnings
 import weakref
 from typing import (Any, Callable, Dict, Generic, Iterable, Iterator, List, Mapping,
-                    Optional, Tuple, Type, TypeVar, Union)
+                    Optional, Protocol, Tuple, Type, TypeVar, Union)
 
 from . import core
 
-__all__ = ["Reading", "Sensor", "SensorSampler", "SensorSet", "AggregateSensor",
+__all__ = ["ClassicObserver", "DeltaObserver", "Observer", "Reading", "Sensor", "SensorSampler", "SensorSet", "AggregateSensor",
            "SimpleAggregateSensor"]
 
 _T = TypeVar("_T")
 _U = TypeVar("_U")
+
+
+class ClassicObserver(Protocol[_T]):
+    """An observer called as ``observer(sensor, reading)``."""
+
+    def __call__(self, __sensor: "Sensor[_T]", __reading: "Reading[_T]") -> None: ...
+
+
+class DeltaObserver(Protocol[_T]):
+    """An observer that also gets the previous reading (``old_reading=``)."""
+
+    def __call__(self, __sensor: "Sensor[_T]", __reading: "Reading[_T]", *,
+                 old_reading: "Reading[_T]") -> None: ...
+
+
+Observer = Union[ClassicObserver[_T], DeltaObserver[_T]]
 
 
 class Reading(Generic[_T]):
@@ -301,7 +317,16 @@ class SensorSampler(Generic[_T], metaclass=abc.ABCMeta):
         if getattr(self, "sensor", None) is not None:
             warnings.warn(f"unclosed SensorSampler {self!r}", ResourceWarning)
             if not self.loop.is_closed():
-                self.loop.call_soon_threadsafe(self.close)
+                try:
+                    in_loop = asyncio.get_running_loop() is self.loop
+                except RuntimeError:
+                    in_loop = False
+                try:
+                    (self.loop.call_soon if in_loop else self.loop.call_soon_threadsafe)(
+                        self.close)
+                except Exception:
+                    # a loop without call_soon_threadsafe (a simulated one): close now
+                    self.close()
 
     @property
     def observer(self) -> Optional[Callable]:

@@ -60,8 +60,13 @@ _TASK_NAMES = frozenset(("timeout", "timeout_at", "current_task", "TaskGroup", "
 LIBRARY_VERSION = f"ctlwire.aiokatcp-{_ctlwire_version}"
 
 
-def _encode_args(args: Iterable[Any]) -> List[bytes]:
-    return [a if a.__class__ is bytes else _get_type(a.__class__).encode(a) for a in args]
+_encode_args = core.encode_all
+_encoders = core._encoders
+_encoder_for = core.encoder_for
+_CMessage = core._kcore.Message
+_new = object.__new__
+_Message = core.Message
+_FROM_CODEC = core._FROM_CODEC
 
 
 class ClientConnection(connection.Connection):
@@ -81,6 +86,38 @@ class ClientConnection(connection.Connection):
             sampler.close()
         self._samplers = {}
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        server = self.owner
+        if not server._fast_requests:
+            super().data_received(data)
+            return
+        # The per-request path, inline (see the module docstring): parse, dispatch,
+        # and the replies of the whole read leave in one write.
+        self._dispatching = True
+        dispatch = server._dispatch
+        try:
+            for item in self._parser.feed(data):
+                if item.__class__ is not _CMessage:
+                    self._malformed(item)
+                    continue
+                msg = _new(_Message)
+                msg.mtype = mtype = _FROM_CODEC[item.mtype]
+                msg.name = item.name
+                msg.arguments = item.arguments
+                mid = item.mid
+                msg.mid = None if mid is None else int(mid)
+                try:
+                    if mtype is _REQUEST:
+                        dispatch(self, msg, mid)
+                    else:
+                        server.handle_message(self, msg)
+                except Exception:
+                    self.logger.exception("Exception in message handler")
+        finally:
+            self._dispatching = False
+            if self._out:
+                self._flush()
 
     def set_sampler(self, s: sensor.Sensor, sampler: Optional[sensor.SensorSampler]) -> None:
         """Set (``None``: clear) the sampler of sensor ``s`` for this client."""
@@ -111,7 +148,7 @@ def _sensor_status_line(s: sensor.Sensor, reading: sensor.Reading) -> bytes:
     line = _encode_line(_INFORM_CODE, "sensor-status", (
         repr(float(reading.timestamp)).encode("ascii"), b"1", s.name,
         _STATUS_BYTES[reading.status],
-        value if value.__class__ is bytes else _get_type(value.__class__).encode(value)))
+        value if value.__class__ is bytes else _encoder_for(value.__class__)(value)))
     cache[0] = reading
     cache[1] = line
     return line
@@ -235,7 +272,8 @@ class DeviceServerMeta(type):
                 if value.__doc__ is None:
                     raise TypeError(f"{key} must have a docstring")
                 wrapped = mcs._wrap_request(key[8:].replace("_", "-"), value)
-                wrapped._needs_task = _needs_task(wrapped)  # type: ignore[attr-defined]
+                wrapped._needs_task = (_needs_task(wrapped)  # type: ignore[attr-defined]
+                                       or not wrapped._is_coroutine_handler)
                 handlers[key[8:].replace("_", "-")] = wrapped
         return cls
 
@@ -359,6 +397,9 @@ class DeviceServer(metaclass=DeviceServerMeta):
         self._stopped = asyncio.Event()
         self._stop_task: Optional[asyncio.Task] = None
         self._service_tasks: List[asyncio.Task] = []
+        # the inline request path serves subclasses that keep handle_message as it is
+        self._fast_requests = (self.EAGER_REQUESTS and not _EAGER_TASKS and
+                               type(self).handle_message is DeviceServer.handle_message)
         self.sensors = sensor.SensorSet()
         self.sensors.add_remove_callback(
             functools.partial(self._remove_sensor_callback, self._connections))
@@ -479,8 +520,8 @@ class DeviceServer(metaclass=DeviceServerMeta):
     def _service_task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            logger.warning("Halting the server because task %r raised %s", task.get_name(),
-                           exc, exc_info=exc)
+            logger.warning("Halting the server because %s raised %s",
+                           f"task {task.get_name()!r}", exc, exc_info=exc)
             self.halt()
             return
         try:
@@ -498,9 +539,15 @@ class DeviceServer(metaclass=DeviceServerMeta):
 
     def _write_async_raw(self, conn: ClientConnection, data: bytes) -> None:
         conn.write_async(data)
-        # While ?sensor-sampling sets many sensors its initial values pile up on
-        # purpose; the backlog is only judged otherwise.
-        if (conn._transport.get_write_buffer_size() + conn._out_bytes > self.max_backlog
+        max_backlog = self.max_backlog
+        if conn._out_bytes > max_backlog:
+            # more than the backlog waits for the end of the iteration: write it now,
+            # so the kernel takes what it can (aiokatcp writes every inform at once)
+            conn._flush()
+        # The backlog is what the transport could not hand to the kernel, as in
+        # aiokatcp. While ?sensor-sampling sets many sensors its initial values pile
+        # up on purpose, so it is not judged then.
+        if (conn._transport.get_write_buffer_size() > max_backlog
                 and not conn.samplers_lock.locked()):
             conn.logger.warning("Disconnecting client because it is too slow")
             conn.abort()
@@ -548,6 +595,75 @@ class DeviceServer(metaclass=DeviceServerMeta):
                 self._buffered_requests.append(ctx)
                 return
             self._start_request(ctx)
+
+    def _dispatch(self, conn: ClientConnection, msg: core.Message, raw_mid: Any) -> None:
+        """A request, from the inline path of ``ClientConnection.data_received``."""
+        if self._stop_task is not None:
+            return
+        ctx = RequestContext(conn, msg)
+        if len(self._pending) >= self._max_pending:
+            self._buffered_requests.append(ctx)
+            return
+        handler = self._request_handlers.get(msg.name)
+        if handler is None or handler._needs_task:
+            self._start_request(ctx)
+            return
+        try:
+            coro = handler(self, ctx, msg)
+            first = coro.send(None)
+        except StopIteration as stop:
+            ret = stop.value
+            if ctx._replied:
+                if ret is not None:
+                    self._request_failed(ctx, RuntimeError(
+                        "handler both replied and returned a value"))
+                    return
+            else:
+                if ret is None:
+                    args = [b"ok"]
+                elif ret.__class__ is tuple:
+                    args = [b"ok"] + _encode_args(ret)
+                else:
+                    cls = ret.__class__
+                    if cls is bytes:
+                        args = [b"ok", ret]
+                    else:
+                        enc = _encoders.get(cls) or _encoder_for(cls)
+                        args = [b"ok", enc(ret)]
+                ctx._replied = True
+                line = _encode_line(_REPLY_CODE, msg.name, args, raw_mid)
+                if conn._closed:
+                    conn._closed_warning()
+                else:
+                    conn._out.append(line)
+                    conn._out_bytes += len(line)
+            if conn._paused:
+                # as aiokatcp, a reply the client is not reading counts as pending
+                self._track(ctx, self.loop.create_task(conn.drain()))
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._request_failed(ctx, exc)
+            return
+        self._track(ctx, self.loop.create_task(self._finish_later(ctx, coro, first)))
+
+    async def _finish_later(self, ctx: RequestContext, coro: Any, first: Any) -> None:
+        ret = await _resume(coro, first)
+        self._reply_with(ctx, ret)
+        if ctx.conn._paused:
+            await ctx.conn.drain()
+
+    def _reply_with(self, ctx: RequestContext, ret: Any) -> None:
+        if ctx._replied:
+            if ret is not None:
+                raise RuntimeError("handler both replied and returned a value")
+        elif ret is None:
+            ctx.reply(b"ok")
+        elif ret.__class__ is tuple:
+            ctx.reply(b"ok", *ret)
+        else:
+            ctx.reply(b"ok", ret)
 
     def _start_request(self, ctx: RequestContext) -> None:
         handler = self._request_handlers.get(ctx.req.name)
@@ -631,15 +747,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
             ret = await self.unhandled_request(ctx, ctx.req)
         else:
             ret = await handler(self, ctx, ctx.req)
-        if ctx._replied:
-            if ret is not None:
-                raise RuntimeError("handler both replied and returned a value")
-        elif ret is None:
-            ctx.reply(b"ok")
-        elif ret.__class__ is tuple:
-            ctx.reply(b"ok", *ret)
-        else:
-            ctx.reply(b"ok", ret)
+        self._reply_with(ctx, ret)
         if ctx.conn._paused:
             await ctx.conn.drain()
 

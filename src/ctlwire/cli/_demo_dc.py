@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from typing import Any
-from .._proc import JsonLinesChild
+from .._testing.proc import JsonLinesChild
 
 TIMINGS = (0.05, 0.15, 0.3, 0.6)
 

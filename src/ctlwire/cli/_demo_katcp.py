@@ -45,6 +45,7 @@ def run() -> None:
     finally:
         server.stop()
         server.join(timeout=5)
+    importlib.import_module("ctlwire.cli._demo_katcp_aiokatcp").run_aiokatcp_session()
 
 
 if __name__ == "__main__":

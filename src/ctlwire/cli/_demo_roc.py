@@ -9,7 +9,7 @@ import time
 
 import zmq
 
-from .._proc import child_env, free_base_port
+from .._testing.proc import child_env, free_base_port
 
 # the shared object lives in a separate process, started with run_simple_server
 _SERVER = r'''
@@ -31,6 +31,12 @@ class Mount:
         return {"ra": ra, "dec": dec}
     def park(self):
         raise RuntimeError("dome is closed, refusing to park")
+    def slew_steps(self, ra, dec, n=4):
+        """Slew in n steps, yielding each position as it is reached."""
+        for i in range(1, n + 1):
+            time.sleep(0.02)
+            yield {"ra": round(ra * i / n, 3), "dec": round(dec * i / n, 3)}
+        return "on target"
 
 print("ready", flush=True)
 run_simple_server("mount", Mount(), heartbeat=0.25)
@@ -93,6 +99,16 @@ def run() -> None:
             mount.park()
         except RuntimeError as exc:
             print(f"mount.park() raised remote {exc.type_name}: {exc.remote_message}")
+        steps = mount.slew_steps(83.63, 22.01)
+        for step in steps:       # each value arrives while the method still runs
+            print(f"  mount.slew_steps progress: {step}")
+        print(f"mount.slew_steps(...) returned {steps.result!r}")
+        directory = client.objects()  # what `rocbroker --list HOST:PORT` prints
+        print(f"client.objects(): {sorted(directory)}, mount methods "
+              f"{sorted(directory['mount']['methods'])}")
+        late = statusUpdateIterator(ep, "mount", timeout=1.0)
+        print(f"a late status subscriber starts with the current tree: {next(late)}")
+        late.close()
         t0 = time.monotonic()
         try:
             client["dome"].open()

@@ -8,7 +8,7 @@ import sys
 import tempfile
 import threading
 import time
-from .._proc import child_env
+from .._testing.proc import child_env
 
 
 

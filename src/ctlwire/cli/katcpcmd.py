@@ -170,11 +170,20 @@ def _why_unreachable(host: str, port: int, wait: float) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.verbose:
-        # the tool reports a failed connection itself, as one line
-        logging.getLogger("ctlwire.katcp").setLevel(logging.CRITICAL)
     if not args.interactive and not args.request:
         raise UsageError("give a request, or -i for interactive mode (see --help)")
+    library_log = logging.getLogger("ctlwire.katcp")
+    level = library_log.level
+    if not args.verbose:
+        # the tool reports a failed connection itself, as one line
+        library_log.setLevel(logging.CRITICAL)
+    try:
+        return _talk(args)
+    finally:
+        library_log.setLevel(level)
+
+
+def _talk(args: argparse.Namespace) -> int:
     host, port = args.address
     connect_timeout = args.connect_timeout or args.timeout
     request_timeout = args.request_timeout or args.timeout

@@ -6,7 +6,9 @@
 Stops after --duration seconds, --count events, or on SIGINT (Ctrl-C), SIGTERM or
 SIGHUP: everything received is written, the summary printed, and the exit status is 0.
 Events are committed in batches of at most 2000 events or 0.5 s (--batch,
---flush-interval): a crash or SIGKILL loses at most the last uncommitted batch.
+--flush-interval) by a writer thread: a crash or SIGKILL loses at most what was not
+yet committed, the batch being built plus at most two handed to the writer (3 x 2000
+events, about a second of events at most when the writer keeps up).
 
 -o refuses a file that is not a TCS event database (it is left untouched), and an
 existing recording unless --append (a new session: a replay does not wait through the
@@ -54,7 +56,7 @@ def _parser() -> CommandParser:
     p.add_argument("--count", type=positive_int, default=None, help="stop after N events")
     p.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
                    help=f"events per committed batch at most (default {DEFAULT_BATCH}); "
-                        "a SIGKILL loses at most one batch")
+                        "a SIGKILL loses at most 3 batches")
     p.add_argument("--flush-interval", type=positive_float, default=DEFAULT_FLUSH_INTERVAL,
                    help="commit at least this often, seconds (default "
                         f"{DEFAULT_FLUSH_INTERVAL:g})")

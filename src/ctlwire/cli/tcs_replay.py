@@ -40,6 +40,8 @@ from ._common import (CommandParser, NegativeAnswer, UnreachableError, UsageErro
 PROG = "tcs-replay"
 _log = logging.getLogger(PROG)
 PROGRESS_EVERY = 5.0
+#: queue per subscriber of an unpaced replay (see _run)
+UNPACED_HWM = 1000
 
 
 def speedup(text: str) -> float:
@@ -244,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     import zmq
 
     from ..tcs.events import TCSDatabaseError
-    from ..tcs.transport import ZMQServer
+    from ..tcs.transport import DEFAULT_HWM, ZMQServer
     _check_plot_available(args)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     steer = None
@@ -272,7 +274,10 @@ def _run(args: argparse.Namespace) -> int:
     control = None
     try:
         try:
-            server = ZMQServer(args.url, context=ctx)
+            # unpaced, back-pressure needs no deep queue, and a short one empties
+            # well within --flush-timeout at the end
+            server = ZMQServer(args.url, context=ctx,
+                               hwm=UNPACED_HWM if math.isinf(args.speedup) else DEFAULT_HWM)
         except zmq.ZMQError as exc:
             raise UnreachableError(str(exc)) from None
         say(f"{PROG}: publishing on {server.endpoint}")

@@ -34,7 +34,10 @@ import time
 from _thread import allocate_lock, get_ident
 from typing import Any, Callable, Optional
 
-from ctlwire.katcp.core import KatcpClientError, Message, RoundTrip, StreamParser
+from ctlwire._ext import load_extension
+from ctlwire.katcp.core import KatcpClientError, Message, StreamParser
+
+RoundTrip = load_extension("ctlwire.katcp._roundtrip").RoundTrip
 
 __all__ = ["ClientLink"]
 

@@ -475,7 +475,7 @@ class CallbackClient(DeviceClient):
         try:
             if self._blocking_reads and remaining > _RCV_SLICE:
                 # waits up to _RCV_SLICE (SO_RCVTIMEO): BlockingIOError after that
-                return self._parser.recv_reply(sock.fileno(), mid)
+                return self._roundtrip.recv_reply(sock.fileno(), mid)
             # near the deadline, poll() waits exactly what is left
             if not self._poll.poll(min(remaining, 3600.0) * 1000.0 + 1):
                 return []

@@ -5,6 +5,12 @@ The grammar is in ``docs/katcp-codec.md`` (and ``shared/spec/katcp.md``). Parsin
 single forward pass over the bytes of a line: type character, name, optional message id,
 then arguments separated by runs of spaces or tabs. An argument without a backslash is
 sliced straight out of the input; one with escapes is decoded into a scratch buffer.
+
+No I/O: bytes in, messages out. What other compiled modules use (``Message``,
+``StreamParser``'s state, ``_parse_line``) is declared in ``_codec.pxd``; the client's
+socket round trip that parses straight out of its read buffer is ``_roundtrip.pyx``.
+
+Layering: imports ``ctlwire.katcp.exceptions`` only.
 """
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_Check)
@@ -14,27 +20,9 @@ from cpython.ref cimport Py_INCREF
 from libc.string cimport memcpy, memchr, strcspn
 from libc.stdint cimport uint8_t, int64_t
 
-from ctlwire.katcp.exceptions import KatcpSyntaxError
-
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.exc cimport PyErr_SetFromErrno
-from libc.stdlib cimport malloc, free
-from libc.errno cimport errno, EAGAIN, EINTR
 
-cdef extern from "<errno.h>":
-    int EWOULDBLOCK
-from cpython.exc cimport PyErr_CheckSignals
-from cpython.bytearray cimport PyByteArray_GET_SIZE
-
-
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
-    ssize_t c_send "send" (int fd, const void *buf, size_t n, int flags)
-    int MSG_DONTWAIT
-    int MSG_NOSIGNAL
-
-# Bytes one StreamParser.recv_reply() reads at most (as the client's Python reads).
-DEF RECV_SIZE = 65536
+from ctlwire.katcp.exceptions import KatcpSyntaxError
 
 # --- character classes -----------------------------------------------------------------
 
@@ -632,6 +620,22 @@ cdef class MessageParser:
                            self.message_type)
 
 
+cdef inline void _emit(list out, const unsigned char *p, Py_ssize_t n, object message_type):
+    # One complete line: its message, or its syntax error, in stream order.
+    if n == 0:
+        return
+    try:
+        out.append(_parse_line(p, n, message_type))
+    except KatcpSyntaxError as exc:
+        out.append(exc)
+
+
+cdef _too_long(list out, Py_ssize_t n, const unsigned char *head, Py_ssize_t maximum):
+    out.append(KatcpSyntaxError(
+        "line longer than the limit of %d bytes" % maximum, maximum,
+        PyBytes_FromStringAndSize(<const char *>head, min(n, 64))))
+
+
 cdef class StreamParser:
     """Incremental parser for a byte stream of KATCP lines.
 
@@ -647,14 +651,8 @@ cdef class StreamParser:
     message_type : type, optional
         Class to build (a subclass of :class:`Message`).
     """
-    cdef bytearray _buf       # the partial line carried over between feeds
-    cdef Py_ssize_t _max
-    cdef bint _discarding     # skipping the tail of an over-long line
-    cdef object message_type
-    cdef char *_rbuf          # recv_reply's read buffer (RECV_SIZE + 1), made on first use
-
-    def __dealloc__(self):
-        free(self._rbuf)
+    # (fields declared in _codec.pxd: _buf, the partial line carried over between
+    # feeds; _max; _discarding, skipping the tail of an over-long line; message_type)
 
     def __init__(self, Py_ssize_t max_line_length=2 * 1024 * 1024, message_type=Message):
         if max_line_length < 1:
@@ -677,19 +675,6 @@ cdef class StreamParser:
         """Drop any partial line."""
         self._buf = bytearray()
         self._discarding = False
-
-    cdef inline void _emit(self, list out, const unsigned char *p, Py_ssize_t n):
-        if n == 0:
-            return
-        try:
-            out.append(_parse_line(p, n, self.message_type))
-        except KatcpSyntaxError as exc:
-            out.append(exc)
-
-    cdef _too_long(self, list out, Py_ssize_t n, const unsigned char *head):
-        out.append(KatcpSyntaxError(
-            "line longer than the limit of %d bytes" % self._max, self._max,
-            PyBytes_FromStringAndSize(<const char *>head, min(n, 64))))
 
     def feed(self, data):
         """Add ``data`` (bytes-like) and return the list of complete results.
@@ -720,7 +705,8 @@ cdef class StreamParser:
             else:
                 take = j
                 if len(self._buf) + take > self._max:
-                    self._too_long(out, len(self._buf), <const unsigned char *>PyByteArray_AS_STRING(self._buf))
+                    _too_long(out, len(self._buf), <const unsigned char *>PyByteArray_AS_STRING(self._buf),
+                              self._max)
                     self._buf = bytearray()
                     if j == n:
                         self._discarding = True
@@ -733,8 +719,8 @@ cdef class StreamParser:
                     self._buf += (<bytes>data)[0:j]
                     joined = bytes(self._buf)
                     self._buf = bytearray()
-                    self._emit(out, <const unsigned char *>PyBytes_AS_STRING(joined),
-                               PyBytes_GET_SIZE(joined))
+                    _emit(out, <const unsigned char *>PyBytes_AS_STRING(joined),
+                          PyBytes_GET_SIZE(joined), self.message_type)
                     i = j + 1
         # 2. whole lines inside this chunk, parsed in place
         while i < n:
@@ -742,199 +728,18 @@ cdef class StreamParser:
             if j == n:
                 break
             if j - i > self._max:
-                self._too_long(out, j - i, p + i)
+                _too_long(out, j - i, p + i, self._max)
             else:
-                self._emit(out, p + i, j - i)
+                _emit(out, p + i, j - i, self.message_type)
             i = j + 1
         # 3. keep the incomplete tail
         if i < n:
             if n - i > self._max:
-                self._too_long(out, n - i, p + i)
+                _too_long(out, n - i, p + i, self._max)
                 self._discarding = True
             else:
                 self._buf = bytearray(PyBytes_FromStringAndSize(<const char *>(p + i), n - i))
         return out
-
-
-    def recv_reply(self, int fd, bytes mid):
-        """Read once from socket ``fd`` and parse what came: the client's fast path.
-
-        One ``recv`` of up to 64 KiB, with the GIL released while it waits (on a
-        blocking socket it waits as long as the socket's receive timeout says). When
-        what came is exactly one complete line, nothing is carried over from an earlier
-        read, and the line is the reply with message id ``mid``, that :class:`Message`
-        is returned with no list or bytes object made for it (a ``BlockingClient``
-        round trip, measured: about 1 us less than ``sock.recv`` plus :meth:`feed`).
-        Anything else is parsed as :meth:`feed` does and its list returned.
-
-        Parameters
-        ----------
-        fd : int
-            File descriptor of a connected stream socket.
-        mid : bytes
-            Message id of the awaited reply.
-
-        Returns
-        -------
-        Message, list or None
-            The awaited reply; else the list :meth:`feed` would return; ``None`` when
-            the peer has closed the connection.
-
-        Raises
-        ------
-        OSError
-            From ``recv``: ``BlockingIOError`` when the receive timeout passed with
-            nothing read, ``InterruptedError`` on a signal, others for a broken link.
-        """
-        return self._recv_reply(fd, mid, False)
-
-    cdef object _recv_reply(self, int fd, bytes mid, bint quiet):
-        # recv_reply(); with ``quiet``, a receive timeout or a signal gives [] instead of
-        # raising (a signal handler's own exception still propagates)
-        cdef char *buf = self._rbuf
-        cdef ssize_t n
-        cdef int err
-        cdef Message m
-        if buf == NULL:
-            buf = self._rbuf = <char *>malloc(RECV_SIZE + 1)
-            if buf == NULL:
-                raise MemoryError()
-        with nogil:
-            n = c_recv(fd, buf, RECV_SIZE, 0)
-        if n < 0:
-            err = errno
-            if quiet and (err == EAGAIN or err == EWOULDBLOCK or err == EINTR):
-                if err == EINTR:
-                    PyErr_CheckSignals()
-                return []
-            PyErr_SetFromErrno(OSError)
-        if n == 0:
-            return None
-        buf[n] = 0  # the NUL _parse_line's contract asks for after the last line
-        if (buf[n - 1] == b'\n' and buf[0] == b'!' and n - 1 <= self._max
-                and not self._discarding and len(self._buf) == 0
-                and memchr(buf, b'\n', n) == buf + n - 1
-                and memchr(buf, b'\r', n) == NULL):
-            try:
-                m = _parse_line(<const unsigned char *>buf, n - 1, self.message_type)
-            except KatcpSyntaxError as exc:
-                return [exc]
-            if m.mid is not None and m.mid == mid:
-                return m
-            return [m]
-        return self.feed(PyBytes_FromStringAndSize(buf, n))
-
-
-cdef inline ssize_t _send_nowait(int fd, bytes data):
-    # Never blocks, so the GIL is kept: releasing and taking it back costs more.
-    return c_send(fd, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
-                  MSG_DONTWAIT | MSG_NOSIGNAL)
-
-
-DEF MAX_MID = 2147483647
-# Requests at least this long are not sent by RoundTrip: a long write while holding the
-# reader role could stall on a full window with nobody draining the socket.
-DEF DIRECT_MAX = 65536
-
-
-cdef class RoundTrip:
-    """The compiled core of ``BlockingClient.blocking_request`` (its usual case).
-
-    One per client. It owns the client's message-id counter and sends and reads on the
-    client's socket for a thread that holds the client's reader role; the client keeps
-    :attr:`fd` in step with its socket (under the write lock) and handles every case
-    that is not the usual one in Python (see ``client.py``).
-
-    Parameters
-    ----------
-    parser : StreamParser
-        The client's stream parser.
-    write_lock : lock
-        The client's write lock (held around each send).
-    wq : bytearray
-        The client's queue of unsent output: a request goes out directly only when it
-        is empty, so output never reorders.
-    first_mid : int, optional
-        The first message id handed out (1).
-    """
-    cdef StreamParser parser
-    cdef object write_lock
-    cdef bytearray wq
-    cdef unsigned long long _counter
-    #: File descriptor of the client's socket, -1 while not connected.
-    cdef public int fd
-    #: Times a request went out and its caller read the socket itself.
-    cdef public unsigned long long reads
-
-    def __init__(self, StreamParser parser, write_lock, bytearray wq, *,
-                 unsigned long long first_mid=1):
-        if first_mid < 1 or first_mid > MAX_MID:
-            raise ValueError("first_mid must be 1 .. 2**31-1")
-        self.parser = parser
-        self.write_lock = write_lock
-        self.wq = wq
-        self.fd = -1
-        self._counter = first_mid - 1
-        self.reads = 0
-
-    cpdef bytes next_mid(self):
-        """The next message id: 1 .. 2**31-1, then around again (atomic under the GIL)."""
-        cdef long v = <long>(self._counter % MAX_MID) + 1
-        self._counter += 1
-        return b"%d" % v
-
-    def request(self, Message msg):
-        """Give ``msg`` the next mid, send it and read the socket once.
-
-        The caller holds the client's reader role and has checked that ``msg`` is a
-        request without a mid to a server that offers mids.
-
-        Returns
-        -------
-        Message
-            The reply (the usual case: the read held exactly that).
-        list
-            What the read held otherwise, as :meth:`StreamParser.feed` gives it
-            (empty when the socket's receive timeout passed first); the request is out.
-        tuple
-            ``(sent, data)`` when the request could not go out in one non-blocking
-            send (``sent`` bytes went, -1 for none); nothing was read.
-        None
-            The request is too big for this path; nothing was sent.
-        False
-            The server closed the connection (after the request went out).
-        """
-        cdef bytes mid = self.next_mid()
-        cdef bytes data
-        cdef ssize_t n = -1
-        cdef int fd
-        msg.mid = mid
-        data = msg._format(True)
-        if PyBytes_GET_SIZE(data) >= DIRECT_MAX:
-            return None
-        self.write_lock.acquire()
-        try:
-            fd = self.fd
-            if fd >= 0 and PyByteArray_GET_SIZE(self.wq) == 0:
-                n = _send_nowait(fd, data)
-        finally:
-            self.write_lock.release()
-        if n != PyBytes_GET_SIZE(data):
-            return (n, data)
-        self.reads += 1
-        got = self.parser._recv_reply(fd, mid, True)
-        if got is None:
-            return False
-        return got
-
-
-def send_nowait(int fd, bytes data):
-    """``send(fd, data, MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes sent, or -1 on any error.
-
-    What :class:`RoundTrip` does for a request that fits in the socket buffer; on -1 or
-    a partial send the caller goes on with its general (and error-reporting) write path.
-    """
-    return _send_nowait(fd, data)
 
 
 cdef inline Py_ssize_t _find_eol(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) nogil:

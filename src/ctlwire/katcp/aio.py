@@ -12,6 +12,9 @@ The connection is an :class:`asyncio.Protocol` feeding the codec's ``StreamParse
 (no stream reader in between); replies are matched to requests by message id when the
 server offers ids, otherwise by name in order, so any number of requests may be awaited
 concurrently.
+
+Layering: imports ``ctlwire.katcp.core`` and ``exceptions`` only (never the threaded
+client).
 """
 from __future__ import annotations
 
@@ -332,11 +335,11 @@ class AioClient:
                 log.warning("Bad line from %s:%s: %s", self.host, self.port, msg)
                 continue
             try:
-                self._dispatch(msg)
+                self._on_message(msg)
             except Exception:
                 log.exception("Error handling %r", msg)
 
-    def _dispatch(self, msg: Message) -> None:
+    def _on_message(self, msg: Message) -> None:
         mtype = msg.mtype
         mid = msg.mid
         if mtype == _REPLY:

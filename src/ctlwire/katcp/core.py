@@ -1,7 +1,10 @@
 """KATCP core: messages, parsing, protocol flags and the exceptions of the protocol.
 
 The wire codec is compiled (``ctlwire.katcp._codec``); this module re-exports it with
-the pure-Python pieces around it.
+the pure-Python pieces around it. No I/O here or in the codec.
+
+Layering: imports ``exceptions`` and the compiled ``_codec``; everything else of
+``ctlwire.katcp`` builds on this module.
 """
 from __future__ import annotations
 
@@ -23,8 +26,6 @@ encode_messages = _codec.encode_messages
 escape_argument = _codec.escape_argument
 unescape_argument = _codec.unescape_argument
 format_argument = _codec.format_argument
-send_nowait = _codec.send_nowait
-RoundTrip = _codec.RoundTrip
 
 #: Default protocol major version spoken by ctlwire's server and client.
 DEFAULT_KATCP_MAJOR = 5

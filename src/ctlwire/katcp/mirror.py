@@ -207,7 +207,8 @@ class DeviceMirror:
     @property
     def list_generation(self) -> int:
         """Changes when the interface does: pass the value read before a
-        ``?sensor-list`` to :meth:`sensor_list` so a stale list is not applied."""
+        ``?sensor-list`` to :meth:`sensor_list`, so that a list that was in flight when
+        the interface changed is followed by a fresh one."""
         return self._list_generation
 
     # -- results of requests --------------------------------------------------------------------
@@ -222,9 +223,10 @@ class DeviceMirror:
         change = ListChange()
         if self.state is SyncState.CLOSED:
             return change
-        if generation is not None and generation != self._list_generation:
-            return change  # the interface changed while this list was in flight
-        self._need_sensor_list = False
+        # A list asked for before the last #interface-changed is applied (it is newer
+        # than what the mirror holds) but another is asked for.
+        if generation is None or generation == self._list_generation:
+            self._need_sensor_list = False
         seen: Set[str] = set()
         for info in entries:
             seen.add(info.name)

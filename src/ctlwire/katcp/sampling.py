@@ -21,6 +21,8 @@ strategy                params                 sends
 All methods except construction must be called in the loop's thread; the device server
 hands sensor updates made in other threads over to its loop before they reach a
 strategy.
+
+Layering: imports ``ctlwire.katcp.sensor`` only.
 """
 from __future__ import annotations
 

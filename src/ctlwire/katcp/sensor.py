@@ -4,6 +4,8 @@ A :class:`Sensor` holds its current :class:`Reading` ``(timestamp, status, value
 Setting it notifies every attached observer with ``observer.update(sensor, reading)``
 in the thread that set it; the device server's observer hands updates from other
 threads over to its event loop in batches.
+
+Layering: imports ``ctlwire.katcp.core`` and ``kattypes``.
 """
 from __future__ import annotations
 
@@ -11,9 +13,8 @@ import numbers
 import time
 from typing import Any, Iterable, NamedTuple
 
-from .core import KatcpSyntaxError, escape_argument
+from .core import DEFAULT_KATCP_MAJOR, KatcpSyntaxError, escape_argument
 from .kattypes import (
-    DEFAULT_KATCP_MAJOR,
     Address,
     Bool,
     Discrete,

@@ -8,12 +8,14 @@ REQUEST: bytes
 REPLY: bytes
 HEARTBEAT: bytes
 DISCONNECT: bytes
+PARTIAL: bytes
 C_REQUEST: int
 W_READY: int
 W_REPLY: int
 W_HEARTBEAT: int
 W_DISCONNECT: int
 W_UNEXPECTED: int
+W_PARTIAL: int
 BAD_SHORT: int
 BAD_DELIMITER: int
 BAD_PROTOCOL: int
@@ -44,6 +46,11 @@ class Router:
     disconnects_sent: int
     deadline: float
     stopping: bool
+    passive: bool
+    ha: Any
+    hold: float
+    partials: int
+    not_active: int
     def __init__(self, send: Callable[[list[bytes]], Any], heartbeat: float = ...,
                  liveness: int = ..., queue_timeout: float = ..., unknown_grace: float = ...,
                  max_queue: int = ...) -> None: ...

@@ -31,6 +31,7 @@ from time import monotonic as _py_monotonic
 
 from cpython.exc cimport PyErr_CheckSignals
 
+from ctlwire._json import dumps as _json_dumps
 from ctlwire.roc import rpc as _rpc
 
 # Protocol constants (RFC 7/MDP 0.1, RFC 8/MMI)
@@ -41,6 +42,8 @@ REQUEST = b"\x02"
 REPLY = b"\x03"
 HEARTBEAT = b"\x04"
 DISCONNECT = b"\x05"
+#: ctlwire extension: a progress value of a call still running (see docs/roc.md)
+PARTIAL = b"\x06"
 
 # classify() results for messages arriving at the broker's ROUTER socket
 C_REQUEST = 1
@@ -49,6 +52,7 @@ W_REPLY = 3
 W_HEARTBEAT = 4
 W_DISCONNECT = 5
 W_UNEXPECTED = 6  # well-formed, but a broker never receives it (worker REQUEST)
+W_PARTIAL = 7     # extension: progress of a running call, passed on to the client
 # malformed (negative): the reason, so counters and tests can tell them apart
 BAD_SHORT = -1
 BAD_DELIMITER = -2
@@ -73,6 +77,8 @@ cdef bytes _HEARTBEAT = HEARTBEAT
 cdef bytes _DISCONNECT = DISCONNECT
 cdef bytes _MMI = b"mmi."
 cdef bytes _MMI_SERVICE = b"mmi.service"
+cdef bytes _MMI_DIRECTORY = b"mmi.directory"
+cdef bytes _MMI_STATE = b"mmi.state"
 
 #: Routing-id prefix of a RocServer's connections: tag + 8-byte server id + counter.
 GROUP_TAG = b"roc\x01"
@@ -141,12 +147,12 @@ cpdef int classify(list frames):
         if not _is_nonempty(frames[4]):
             return BAD_SERVICE
         return W_READY
-    if cmd == 3 or cmd == 2:
+    if cmd == 3 or cmd == 2 or cmd == 6:
         if n < 7:
             return BAD_LENGTH
         if not _is_nonempty(frames[4]) or not _is_empty(frames[5]):
             return BAD_ENVELOPE
-        return W_REPLY if cmd == 3 else W_UNEXPECTED
+        return W_REPLY if cmd == 3 else (W_PARTIAL if cmd == 6 else W_UNEXPECTED)
     if cmd == 4:
         return W_HEARTBEAT if n == 4 else BAD_LENGTH
     if cmd == 5:
@@ -304,6 +310,12 @@ cdef class Router:
     cdef double _next_heartbeat
     cdef public double deadline  # when tick() wants to run next; handle() may lower it
     cdef public bint stopping    # set (from any thread) to make serve() return
+    cdef public bint passive     # a standby: client requests are held, not routed
+    cdef public object ha        # peer-state machine deciding take-overs, or None
+    cdef public double hold      # seconds a passive broker holds a request
+    cdef public long long partials
+    cdef public long long not_active
+    cdef object _held            # deque[(expiry, client, service, body)] while passive
 
     def __init__(self, send, double heartbeat=1.0, int liveness=3,
                  double queue_timeout=2.0, double unknown_grace=0.5,
@@ -324,6 +336,12 @@ cdef class Router:
         self._next_heartbeat = 0.0
         self.deadline = 0.0
         self.stopping = False
+        self.passive = False
+        self.ha = None
+        self.hold = 1.0
+        self.partials = 0
+        self.not_active = 0
+        self._held = deque()
 
     cdef inline double _life(self):
         return self.heartbeat * self.liveness
@@ -452,6 +470,59 @@ cdef class Router:
         self.disconnects_sent += 1
         self._send([identity, _EMPTY, _MDPW, _DISCONNECT])
 
+    cdef void _route(self, object client, bytes service, list body, double now):
+        cdef _Service svc = self._service(service)
+        cdef _Worker w = self._take(svc)
+        if w is not None:
+            self._dispatch(w, client, body)
+            return
+        if len(svc.queue) >= self.max_queue:
+            self.refused += 1
+            self._answer_error(client, service, body, _rpc.QUEUE_FULL,
+                               f"too many calls waiting for object "
+                               f"{service.decode('utf-8', 'replace')!r}")
+            return
+        expiry = now + (self.queue_timeout if svc.served else self.unknown_grace)
+        svc.queue.append((expiry, client, body))
+        if expiry < self.deadline:
+            self.deadline = expiry
+
+    cdef bint _take_over(self, double now):
+        # a passive standby asks its peer-state machine whether this call is the
+        # client's vote that makes it active (see ctlwire.roc.ha)
+        if self.ha is not None and self.ha.client_vote(now):
+            self.passive = False
+        return not self.passive
+
+    cdef void _hold(self, object client, bytes service, list body, double now):
+        cdef double expiry = now + self.hold
+        if len(self._held) >= self.max_queue:
+            self.refused += 1
+            self._answer_error(client, service, body, _rpc.NOT_ACTIVE,
+                               "this broker is a passive standby")
+            return
+        self._held.append((expiry, client, service, body))
+        if expiry < self.deadline:
+            self.deadline = expiry
+
+    cdef void _release_held(self, double now):
+        cdef tuple item
+        if self.passive:
+            self._take_over(now)
+        while self._held:
+            item = self._held[0]
+            if not self.passive:
+                self._held.popleft()
+                self._route(item[1], item[2], item[3], now)
+            elif <double>item[0] <= now:
+                self._held.popleft()
+                self.not_active += 1
+                self._answer_error(item[1], item[2], item[3], _rpc.NOT_ACTIVE,
+                                   "this broker is a passive standby and its primary "
+                                   "is alive; use the active broker")
+            else:
+                break
+
     cpdef handle(self, list frames, double now):
         """Process one message received on the ROUTER socket at time ``now``."""
         cdef int kind = classify(frames)
@@ -466,21 +537,10 @@ cdef class Router:
             if service.startswith(_MMI):
                 self._mmi(frames[0], service, body)
                 return
-            svc = self._service(service)
-            w = self._take(svc)
-            if w is not None:
-                self._dispatch(w, frames[0], body)
+            if self.passive and not self._take_over(now):
+                self._hold(frames[0], service, body, now)
                 return
-            if len(svc.queue) >= self.max_queue:
-                self.refused += 1
-                self._answer_error(frames[0], service, body, _rpc.QUEUE_FULL,
-                                   f"too many calls waiting for object "
-                                   f"{service.decode('utf-8', 'replace')!r}")
-                return
-            expiry = now + (self.queue_timeout if svc.served else self.unknown_grace)
-            svc.queue.append((expiry, frames[0], body))
-            if expiry < self.deadline:
-                self.deadline = expiry
+            self._route(frames[0], service, body, now)
             return
         if kind < 0:
             self.malformed += 1
@@ -500,6 +560,15 @@ cdef class Router:
             w.expiry = now + self._life()
             self._send([frames[4], _EMPTY, _MDPC, w.service.name] + frames[6:])
             self._worker_free(w, now)
+        elif kind == W_PARTIAL:
+            if w is None or w.client is None or <bytes>frames[4] != w.client:
+                if w is not None:
+                    self._remove_worker(w, False)
+                self._disconnect(identity)
+                return
+            self.partials += 1
+            w.expiry = now + self._life()
+            self._send([frames[4], _EMPTY, _MDPC, w.service.name] + frames[6:])
         elif kind == W_HEARTBEAT:
             if w is None:
                 self._disconnect(identity)
@@ -535,6 +604,11 @@ cdef class Router:
         if service == _MMI_SERVICE:
             svc = self._services.get(body[0])
             code = b"200" if svc is not None and svc.nworkers > 0 else b"404"
+        elif service == _MMI_DIRECTORY:
+            code = _json_dumps(sorted(s.name.decode("utf-8", "replace")
+                                      for s in self._services.values() if s.nworkers > 0))
+        elif service == _MMI_STATE:
+            code = b"passive" if self.passive else b"active"
         else:
             code = b"501"
         self._send([client, _EMPTY, _MDPC, service, code])
@@ -553,6 +627,8 @@ cdef class Router:
         dead = [w for w in self._workers.values() if w.expiry < now]
         for w in dead:
             self._remove_worker(w, True)
+        if self._held:
+            self._release_held(now)
         idle_names = []
         for svc in self._services.values():
             while svc.queue and <double>svc.queue[0][0] <= now:
@@ -577,6 +653,11 @@ cdef class Router:
         for svc in self._services.values():
             if svc.queue and <double>svc.queue[0][0] < t:
                 t = <double>svc.queue[0][0]
+        if self._held and <double>self._held[0][0] < t:
+            t = <double>self._held[0][0]
+        if self.passive and self._held and now + 0.02 < t:
+            # the peer may fall silent any moment: look again soon
+            t = now + 0.02
         return t
 
     def serve(self, recv, set_timeout, double stop_check=0.1):
@@ -632,6 +713,10 @@ cdef class Router:
             "refused": self.refused,
             "lost": self.lost,
             "disconnects_sent": self.disconnects_sent,
+            "partials": self.partials,
+            "not_active": self.not_active,
+            "held": len(self._held),
+            "state": "passive" if self.passive else "active",
             "workers": len(self._workers),
             "services": services,
             "queued": queued,

@@ -8,12 +8,21 @@ request in an outbox and poke the leader through a pipe.  So a single-threaded c
 pays no thread hand-off, and many threads can have calls in flight at once.
 
 The socket has ``ZMQ_IMMEDIATE`` set: a call is never queued for a broker that is not
-connected, so it cannot run long after its caller gave up.  Calls are never resent.
+connected, so it cannot run long after its caller gave up.
+
+Calls that run once (``retry=True``, the default): every request carries the client's
+id next to its JSON-RPC id (a sequence number), and servers keep their recent replies
+per client, so the client may send a call again when its reply may have been lost.
+It does so, within the call's timeout, when the connection to the broker drops (a
+broker killed or restarted: seen on the socket's monitor when a wait times out), when
+a standby broker says it is not active (then it moves on to the next broker in its
+list), and when a call it resent meets a broker that has no server yet.
 """
 from __future__ import annotations
 
 import builtins
 import itertools
+import logging
 import os
 import threading
 import time
@@ -23,12 +32,23 @@ from typing import Any
 import zmq
 
 from ctlwire import _json
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
 from ctlwire.roc._fastzmq import poller, wire
-from ctlwire.roc.endpoints import Endpoints, resolve
+from ctlwire.roc.endpoints import Endpoints, resolve_all
 
 _MDPC = b"MDPC01"
+log = logging.getLogger("ctlwire.roc.client")
+
+#: Longest a waiting leader sleeps before it looks at the connection's monitor: how
+#: soon a dead broker is noticed (and its calls resent).
+_LINK_CHECK = 0.1
+#: Pause before a call refused by a broker without a server is sent again.
+_RETRY_PAUSE = 0.05
+#: How long calls may wait for a connection before a client with several brokers
+#: tries the next one.
+_CONNECT_PATIENCE = 0.5
 
 
 class RocError(Exception):
@@ -129,7 +149,8 @@ def _raise_error(err: Any, what: str) -> None:
 
 
 class _Slot:
-    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "oid", "method", "event")
+    __slots__ = ("reply", "msg", "deadline", "sent", "cancelled", "oid", "method", "event",
+                 "progress", "resent")
 
     def __init__(self, msg: list, deadline: float, oid: str, method: str) -> None:
         self.reply: Any = None
@@ -141,6 +162,9 @@ class _Slot:
         self.method = method
         # created only when a thread has to wait for another thread's reading
         self.event: threading.Event | None = None
+        # called with each progress value of a streaming call, or None
+        self.progress: Any = None
+        self.resent = 0         # times sent again after a possible loss
 
 
 class RocFuture:
@@ -173,13 +197,26 @@ class RocClient:
 
     Parameters
     ----------
-    broker_addr : Endpoints or str or None
+    broker_addr : Endpoints or str or list or None
         Network endpoint of the broker: :class:`Endpoints`, ``tcp://host:port``,
         ``host[:baseport]``, or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555.
+        Several brokers (a list, or commas): the primary first, then its standbys;
+        the client uses one at a time and moves on when it dies or says it is
+        passive.
     ctx : zmq.Context, optional
         ZeroMQ context to use.
     timeout : float
-        Timeout in seconds for each call.
+        Timeout in seconds for each call (for a streaming call: between progress
+        values).
+    retry : bool
+        Send the client id with each call and send a call again, within its
+        timeout, when its reply may have been lost (see the module docstring).
+        ``False`` gives the old behaviour: a call is sent once, whatever happens.
+    security : CurveSecurity, optional
+        This client's CURVE key pair; with ``broker_key`` the connection is
+        encrypted and the broker must allow our public key.
+    broker_key : bytes, optional
+        The broker's z85 public key.
 
     Examples
     --------
@@ -190,14 +227,34 @@ class RocClient:
     10.0
     """
 
-    def __init__(self, broker_addr: Endpoints | str | None = None,
-                 ctx: zmq.Context | None = None, timeout: float = 2.0) -> None:
-        self.endpoint = resolve(broker_addr, "rocBroker")
-        self.timeout = float(timeout)
+    def __init__(self, broker_addr: Endpoints | str | list | None = None,
+                 ctx: zmq.Context | None = None, timeout: float = 2.0, *,
+                 retry: bool = True, security: Any = None,
+                 broker_key: bytes | None = None) -> None:
+        self.endpoints = resolve_all(broker_addr, "rocBroker")
+        self.endpoint = self.endpoints[0]
+        timeout = float(timeout)
+        if not timeout > 0 or timeout == float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, "
+                             f"got {timeout!r}")
+        self.timeout = timeout
+        if (security is None) != (broker_key is None):
+            raise ValueError("security and broker_key go together")
         ctx = ctx if ctx is not None else zmq.Context.instance()
         self._sock = make_socket(ctx, zmq.DEALER, sndhwm=100_000, rcvhwm=100_000)
         # never queue calls for a broker that is not there (see module docstring)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        apply_client_trusting(security, self._sock, broker_key)
+        #: This client's id, sent with every call when ``retry`` is on.
+        self.client_id = os.urandom(8).hex() if retry else None
+        self.retry = retry
+        self._monitor = self._sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED) if retry else None
+        self._unsent_since = 0.0
+        self._later: list[tuple[float, _Slot]] = []   # (when, slot) to send again
+        #: Calls sent again after a possible loss; broker switches made.
+        self.resends = 0
+        self.failovers = 0
         self._sock.connect(self.endpoint)
         self._recv, self._send_raw = wire(self._sock)
         self._wake_r, self._wake_w = os.pipe()
@@ -231,9 +288,14 @@ class RocClient:
         """Call ``method`` of ``objectId`` and return its result."""
         return self._call(objectId, method, args, kwargs)
 
-    def call_async(self, objectId: str, method: str, *args: Any, **kwargs: Any) -> RocFuture:
+    def call_async(self, objectId: str, method: str, *args: Any,
+                   on_progress: Any = None, **kwargs: Any) -> RocFuture:
         """Send a call without waiting for its reply; :meth:`RocFuture.result`
         collects it (the timeout runs from now).
+
+        ``on_progress`` (a reserved keyword) is called with each value a streaming
+        (generator) method yields, in order, by the thread that reads this client's
+        socket (the one waiting in ``result()`` or in another call).
 
         The call is on its way when this returns, whether or not ``result()`` is ever
         called. Only while no broker is connected (the client just made, or the broker
@@ -242,6 +304,7 @@ class RocClient:
         :class:`BrokerUnavailable`.
         """
         call_id, slot = self._make(objectId, method, args, kwargs)
+        slot.progress = on_progress
         if self._enqueue(call_id, slot):
             # We lead: the call went out, unless no broker is connected yet
             # (ZMQ_IMMEDIATE kept it back). Nobody may be about to read this client's
@@ -261,7 +324,40 @@ class RocClient:
 
     def service_available(self, objectId: str) -> bool:
         """Ask the broker (8/MMI ``mmi.service``) whether a server serves ``objectId``."""
-        return self._mmi(objectId) == b"200"
+        return self._mmi("mmi.service", objectId) == b"200"
+
+    def broker_state(self) -> str:
+        """``'active'`` or ``'passive'`` (a standby): the broker in use now
+        (``mmi.state``, a ctlwire extension of 8/MMI)."""
+        return self._mmi("mmi.state", "").decode("ascii", "replace")
+
+    def objects(self) -> dict[str, dict]:
+        """Every object the broker serves now, with what its server declared.
+
+        Returns
+        -------
+        dict
+            ``{object id: {"methods": {name: doc}, "attributes": {name: doc},
+            "generators": [names]}}``, from ``mmi.directory`` (a ctlwire extension
+            of 8/MMI listing the object ids with a live server) and each object's
+            ``rpc.describe``.  An object whose server does not answer within the
+            timeout is listed with an ``"error"``.
+        """
+        names = _json.loads(self._mmi("mmi.directory", ""))
+        futures = {n: self.call_async(n, rpc.DESCRIBE) for n in names}
+        out: dict[str, dict] = {}
+        for name, fut in futures.items():
+            try:
+                d = fut.result()
+            except RocError as exc:
+                out[name] = {"error": str(exc)}
+                continue
+            docs = d.get("docs", {})
+            out[name] = {"methods": {m: docs.get(m, "") for m in d.get("methods", ())},
+                         "attributes": {a: docs.get(a, "")
+                                        for a in d.get("attributes", ())},
+                         "generators": list(d.get("generators", ()))}
+        return out
 
     def close(self) -> None:
         """Close the socket; calls still waiting fail with :class:`RocError`."""
@@ -281,6 +377,12 @@ class RocClient:
                     self._leader = True
                     break
             time.sleep(0.005)  # a leader finishes its poll slice (<= 0.25 s)
+        if self._monitor is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
         self._sock.close(0)
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -297,7 +399,7 @@ class RocClient:
     # -- machinery -------------------------------------------------------
     def _make(self, objectId: str, method: str, args: tuple, kwargs: dict) -> tuple:
         call_id = next(self._ids)
-        body = rpc.encode_request(call_id, method, args, kwargs)
+        body = rpc.encode_request(call_id, method, args, kwargs, self.client_id)
         slot = _Slot([b"", _MDPC, objectId.encode("utf-8"), body],
                      time.monotonic() + self.timeout, objectId, method)
         return call_id, slot
@@ -311,7 +413,7 @@ class RocClient:
                     remaining = slot.deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._pump(min(remaining, 0.25), slot)
+                    self._pump(min(remaining, _LINK_CHECK), slot)
             finally:
                 self._release()
         return self._finish(call_id, slot)
@@ -362,6 +464,7 @@ class RocClient:
         elif self._send_raw(slot.msg):
             slot.sent = True
         else:  # no broker connected (ZMQ_IMMEDIATE): keep it until there is
+            self._unsent_since = time.monotonic()
             self._unsent.append(slot)
 
     def _flush_unsent(self) -> None:
@@ -384,6 +487,8 @@ class RocClient:
         is no wait at all (with many calls in flight this saves a poll per call)."""
         if self._unsent:
             self._flush_unsent()
+        if self._later:
+            self._send_later()
         if drain_first:
             if self._outbox:
                 self._send_outbox()
@@ -391,6 +496,8 @@ class RocClient:
                 return
         # while calls are blocked (no broker yet), wait for writability too
         mask = self._poll(bool(self._unsent), int(timeout * 1000))
+        if mask == 0 and self._monitor is not None:
+            self._check_link()
         if mask & 4:
             self._flush_unsent()
         if mask & 2:
@@ -434,6 +541,9 @@ class RocClient:
                 except Exception:  # noqa: BLE001 - not ours to understand: drop
                     self.stray_replies += 1
                     continue
+            if type(reply) is dict and "result" not in reply and \
+                    self._not_final(reply, call_id):
+                continue
             # dict.pop is atomic: a timing-out owner and we cannot both get the slot
             slot = pending.pop(call_id, None) \
                 if type(call_id) is int or call_id is _MMI_KEY else None
@@ -450,8 +560,107 @@ class RocClient:
                 return True
         return False
 
-    def _finish(self, call_id: Any, slot: _Slot) -> Any:
+    def _not_final(self, reply: dict, call_id: Any) -> bool:
+        """Leader only: handle a progress value, or an error that means "send the
+        call again"; True when ``reply`` is one of those (not the call's answer)."""
+        slot = self._pending.get(call_id) if type(call_id) is int else None
+        if slot is None:
+            return False
+        if "progress" in reply:
+            slot.deadline = time.monotonic() + self.timeout
+            if slot.progress is not None:
+                try:
+                    slot.progress(reply["progress"])
+                except Exception:  # noqa: BLE001 - the caller's callback: keep reading
+                    log.exception("progress callback of %s failed", _what(slot))
+            ev = slot.event
+            if ev is not None:
+                ev.set()
+            return True
+        if self.client_id is None:
+            return False
+        err = reply.get("error")
+        code = err.get("code") if type(err) is dict else None
+        if code == rpc.NOT_ACTIVE:
+            # a standby that is not (yet) active: the call did not run there
+            if len(self.endpoints) > 1:
+                self._switch(f"broker {self.endpoint} is a passive standby")
+            self._resend_later(slot, _RETRY_PAUSE)
+            return True
+        if code == rpc.NO_WORKER and slot.resent:
+            # a restarted or new broker whose servers are still registering
+            self._resend_later(slot, _RETRY_PAUSE)
+            return True
+        return False
+
+    def _resend_later(self, slot: _Slot, pause: float) -> None:
+        if time.monotonic() + pause < slot.deadline:
+            slot.resent += 1
+            self._later.append((time.monotonic() + pause, slot))
+
+    def _send_later(self) -> None:
+        now = time.monotonic()
+        due = [s for t, s in self._later if t <= now]
+        if due:
+            self._later = [(t, s) for t, s in self._later if t > now]
+            for slot in due:
+                if not slot.cancelled and slot.reply is None:
+                    self.resends += 1
+                    self._send(slot)
+
+    def _check_link(self) -> None:
+        """Leader only, after a wait with nothing to read: if the connection to the
+        broker dropped, or calls have waited too long for one, resend what may have
+        been lost (to the next broker, if there are several)."""
+        lost = False
+        while True:
+            try:
+                ev = self._monitor.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
+            except zmq.Again:
+                break
+            kind = int.from_bytes(ev[0][:2], "little")
+            where = ev[1].decode("utf-8", "replace") if len(ev) > 1 else ""
+            if kind == zmq.EVENT_DISCONNECTED and where == self.endpoint:
+                lost = True
+        if lost:
+            if len(self.endpoints) > 1:
+                self._switch(f"connection to broker {self.endpoint} lost")
+            else:
+                log.info("connection to broker %s lost: calls in flight are sent again",
+                         self.endpoint)
+            self._resend_pending()
+        elif self._unsent and len(self.endpoints) > 1 and \
+                time.monotonic() - self._unsent_since > _CONNECT_PATIENCE:
+            self._switch(f"broker {self.endpoint} not reachable")
+            self._unsent_since = time.monotonic()
+
+    def _switch(self, why: str) -> None:
+        """Leader only: use the next broker of the list."""
+        old = self.endpoint
+        i = (self.endpoints.index(old) + 1) % len(self.endpoints)
+        self.endpoint = self.endpoints[i]
+        self.failovers += 1
+        log.info("%s: switching to %s", why, self.endpoint)
+        try:
+            self._sock.disconnect(old)
+        except zmq.ZMQError:
+            pass
+        self._sock.connect(self.endpoint)
+
+    def _resend_pending(self) -> None:
+        # every call sent and not answered may have been lost with the connection
+        with self._lock:
+            slots = [s for s in self._pending.values()
+                     if s.sent and not s.cancelled and s.reply is None and s.oid != "mmi"]
+        for slot in slots:
+            slot.resent += 1
+            self.resends += 1
+            self._send(slot)
+
+    def _finish(self, call_id: Any, slot: _Slot, until: Any = None) -> Any:
         while slot.reply is None:
+            if until is not None and until():
+                return None
             remaining = slot.deadline - time.monotonic()
             with self._lock:
                 if slot.reply is not None:
@@ -469,8 +678,7 @@ class RocClient:
                             f"{self.timeout:g} s; the call was not sent")
                     raise RocTimeout(
                         f"{_what(slot)}: no reply within {self.timeout:g} s from "
-                        f"{self.endpoint}; the call may or may not have run "
-                        "(it is never resent)")
+                        f"{self.endpoint}; the call may or may not have run")
                 lead = not self._leader
                 if lead:
                     self._leader = True
@@ -483,7 +691,7 @@ class RocClient:
                     self._followers.add(slot)
             if lead:
                 try:
-                    self._pump(min(remaining, 0.25), slot, True)
+                    self._pump(min(remaining, _LINK_CHECK), slot, True)
                 finally:
                     self._release()
             elif slot.reply is None:
@@ -502,11 +710,11 @@ class RocClient:
         _raise_error(reply.get("error"), _what(slot))
         raise ProtocolError(f"{_what(slot)}: reply has neither result nor error")
 
-    def _mmi(self, objectId: str) -> bytes:
+    def _mmi(self, service: str, arg: str) -> bytes:
         # MMI replies carry no JSON id, so one MMI query at a time per client,
         # matched by a key no JSON reply can produce
-        slot = _Slot([b"", _MDPC, b"mmi.service", objectId.encode("utf-8")],
-                     time.monotonic() + self.timeout, "mmi.service", repr(objectId))
+        slot = _Slot([b"", _MDPC, service.encode("ascii"), arg.encode("utf-8")],
+                     time.monotonic() + self.timeout, "mmi", f"{service}({arg!r})")
         with self._mmi_lock:
             if self._enqueue(_MMI_KEY, slot):
                 self._release()
@@ -517,24 +725,79 @@ _MMI_KEY = ("mmi",)
 
 
 def _what(slot: _Slot) -> str:
-    if slot.oid == "mmi.service":
-        return f"mmi.service({slot.method})"
+    if slot.oid == "mmi":
+        return slot.method
     return f"{slot.oid}.{slot.method}"
 
 
-class _RemoteMethod:
-    __slots__ = ("_client", "_oid", "_name")
+class ProgressIterator:
+    """The values a streaming (generator) method yields, as they come.
 
-    def __init__(self, client: RocClient, oid: str, name: str) -> None:
+    Iterating ends with the method's return value (``StopIteration.value``, also
+    kept as :attr:`result`) or raises the remote exception.  The timeout applies
+    between values.
+    """
+
+    __slots__ = ("_client", "_id", "_slot", "_values", "result", "_done", "_error")
+
+    def __init__(self, client: RocClient, call_id: int, slot: _Slot,
+                 values: deque) -> None:
+        self._client = client
+        self._id = call_id
+        self._slot = slot
+        self._values = values
+        self._done = False
+        self._error: BaseException | None = None
+        #: The method's return value, once iteration has ended.
+        self.result: Any = None
+
+    def __iter__(self) -> "ProgressIterator":
+        return self
+
+    def __next__(self) -> Any:
+        values = self._values
+        if values:
+            return values.popleft()
+        if self._done:
+            raise StopIteration(self.result)
+        if self._error is None and self._slot.reply is None:
+            try:
+                self._client._finish(self._id, self._slot, until=lambda: bool(values))
+            except Exception as exc:  # the end came with values still to hand out
+                if not values:
+                    self._done = True
+                    raise
+                self._error = exc
+            if values:
+                return values.popleft()
+        self._done = True
+        if self._error is not None:
+            raise self._error
+        self.result = self._client._result(self._slot)
+        raise StopIteration(self.result)
+
+
+class _RemoteMethod:
+    __slots__ = ("_client", "_oid", "_name", "_streams")
+
+    def __init__(self, client: RocClient, oid: str, name: str,
+                 streams: bool = False) -> None:
         self._client = client
         self._oid = oid
         self._name = name
+        self._streams = streams
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._streams:
+            values: deque = deque()
+            fut = self._client.call_async(self._oid, self._name, *args,
+                                          on_progress=values.append, **kwargs)
+            return ProgressIterator(self._client, fut._id, fut._slot, values)
         return self._client._call(self._oid, self._name, args, kwargs)
 
     def call_async(self, *args: Any, **kwargs: Any) -> RocFuture:
-        """Send the call and return a :class:`RocFuture` at once."""
+        """Send the call and return a :class:`RocFuture` at once (``on_progress=``
+        takes a callback for the values of a streaming method)."""
         return self._client.call_async(self._oid, self._name, *args, **kwargs)
 
     def __repr__(self) -> str:
@@ -553,12 +816,14 @@ class RocProxy:
         object.__setattr__(self, "_oid", objectId)
         object.__setattr__(self, "_methods", None)
         object.__setattr__(self, "_attributes", None)
+        object.__setattr__(self, "_generators", frozenset())
         object.__setattr__(self, "_bound", {})
 
     def _describe(self) -> None:
         d = self._client.call(self._oid, rpc.DESCRIBE)
         object.__setattr__(self, "_methods", frozenset(d.get("methods", ())))
         object.__setattr__(self, "_attributes", frozenset(d.get("attributes", ())))
+        object.__setattr__(self, "_generators", frozenset(d.get("generators", ())))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -570,7 +835,8 @@ class RocProxy:
                                      and name not in self._attributes):
             self._describe()
         if name in self._methods:  # type: ignore[operator]
-            bound = self._bound[name] = _RemoteMethod(self._client, self._oid, name)
+            bound = self._bound[name] = _RemoteMethod(self._client, self._oid, name,
+                                                      name in self._generators)
             # cached on the instance: the next lookup does not reach __getattr__
             object.__setattr__(self, name, bound)
             return bound

@@ -8,6 +8,7 @@ attribute               port        role
 ``rocBroker``           base + 0    7/MDP ROUTER for clients and servers
 ``generalXSUB``         base + 1    publishers (logs, status) connect here
 ``generalXPUB``         base + 2    subscribers connect here
+``brokerPeer``          base + 3    a primary broker's link to its standby
 ======================  ==========  =========================================
 """
 from __future__ import annotations
@@ -16,13 +17,15 @@ import os
 
 from ctlwire._zmq import tcp_endpoint
 
-#: Environment variable naming the broker as ``host`` or ``host:baseport``.
+#: Environment variable naming the broker as ``host`` or ``host:baseport``, or a
+#: comma-separated list of them (a primary broker and its standby).
 ENV_VAR = "CTLWIRE_ROC_BROKER"
 DEFAULT_HOST = "localhost"
 DEFAULT_BASE_PORT = 5555
 BROKER_OFFSET = 0
 XSUB_OFFSET = 1
 XPUB_OFFSET = 2
+PEER_OFFSET = 3
 
 
 class Endpoints:
@@ -79,6 +82,11 @@ class Endpoints:
         """This is for receiving log and information data (subscribers connect)."""
         return self._at(XPUB_OFFSET)
 
+    @property
+    def brokerPeer(self) -> str:
+        """Where a primary broker listens for its standby (heartbeats and state)."""
+        return self._at(PEER_OFFSET)
+
     def __repr__(self) -> str:
         return (f"Endpoints({self.brokerAddress!r}, {self.brokerBasePort}, "
                 f"transport={self.transport!r})")
@@ -129,12 +137,55 @@ def _port(text: str, spec: str) -> int:
 
 
 def default_endpoints() -> Endpoints:
-    """Endpoints from ``$CTLWIRE_ROC_BROKER`` (``host`` or ``host:baseport``), else
-    ``localhost:5555``."""
+    """Endpoints from ``$CTLWIRE_ROC_BROKER`` (``host`` or ``host:baseport``; the
+    first of a comma-separated list), else ``localhost:5555``."""
+    return default_endpoint_list()[0]
+
+
+def default_endpoint_list() -> list[Endpoints]:
+    """Every broker named by ``$CTLWIRE_ROC_BROKER`` (comma-separated), else
+    ``[localhost:5555]``.
+
+    Raises
+    ------
+    ValueError
+        Naming the variable and the bad entry.
+    """
     spec = os.environ.get(ENV_VAR, "").strip()
     if spec:
-        return parse_broker_spec(spec)
-    return Endpoints(DEFAULT_HOST, DEFAULT_BASE_PORT)
+        try:
+            return parse_broker_list(spec)
+        except ValueError as exc:
+            raise ValueError(f"${ENV_VAR}: {exc}") from None
+    return [Endpoints(DEFAULT_HOST, DEFAULT_BASE_PORT)]
+
+
+def parse_broker_list(spec: str) -> list[Endpoints]:
+    """``"host:port,host:port"`` -> one :class:`Endpoints` per broker."""
+    parts = [p for p in (x.strip() for x in spec.split(",")) if p]
+    if not parts:
+        raise ValueError(f"no broker address in {spec!r}")
+    return [parse_broker_spec(p) for p in parts]
+
+
+
+def resolve_all(where: "Endpoints | str | list | tuple | None",
+                role: str = "rocBroker") -> list[str]:
+    """Like :func:`resolve`, for one broker or several (primary first, then standbys).
+
+    ``where`` may also be a list of the accepted forms, or a string with several
+    brokers separated by commas; ``None`` reads every broker in
+    ``$CTLWIRE_ROC_BROKER``.
+    """
+    if where is None:
+        return [getattr(e, role) for e in default_endpoint_list()]
+    if isinstance(where, (list, tuple)):
+        if not where:
+            raise ValueError("empty list of brokers")
+        return [resolve(w, role) for w in where]
+    if isinstance(where, str) and "," in where:
+        return [resolve(w.strip(), role) for w in where.split(",") if w.strip()]
+    return [resolve(where, role)]
 
 
 def resolve(where: "Endpoints | str | None", role: str = "rocBroker") -> str:
@@ -153,7 +204,11 @@ def resolve(where: "Endpoints | str | None", role: str = "rocBroker") -> str:
         return getattr(default_endpoints(), role)
     if isinstance(where, Endpoints):
         return getattr(where, role)
+    if isinstance(where, (list, tuple)) and where:
+        return resolve(where[0], role)
     if isinstance(where, str):
+        if "," in where:
+            where = where.split(",", 1)[0]
         if "://" in where:
             return where
         return getattr(parse_broker_spec(where), role)

@@ -1,4 +1,5 @@
-"""``roclogdump``: write every log record from the ROC relay to one file.
+"""Write every log record from the ROC relay to one file (the command ``roclogdump``,
+:mod:`ctlwire.cli.roclogdump`, runs it).
 
 One JSON object per line (JSON Lines), keys in reading order (``iso``, ``level``,
 ``node``, ``logger``, ``message``, ...), so the file reads well with ``less`` and
@@ -7,19 +8,17 @@ rotated to ``FILE.1`` ... ``FILE.N`` like :class:`logging.handlers.RotatingFileH
 """
 from __future__ import annotations
 
-import argparse
 import os
-import signal
-import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 import zmq
 
 from ctlwire import _json
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
-from ctlwire.roc.endpoints import DEFAULT_BASE_PORT, Endpoints, default_endpoints, resolve
+from ctlwire.roc.endpoints import Endpoints, resolve
 from ctlwire.roc.logging import PREFIX
 
 _ORDER = ("iso", "level", "node", "logger", "message")
@@ -40,21 +39,36 @@ class LogDump:
         Rotate when the file would grow past this size (0: never).
     backups : int
         Rotated files kept.
+    security, broker_key : optional
+        CURVE key pair of this subscriber and the broker's public key.
+
+    Attributes
+    ----------
+    written, bad : int
+        Records written, and messages dropped because they were not log records.
+    connected : bool
+        Whether a connection to the relay was ever made.
     """
 
     def __init__(self, source: Endpoints | str | None, path: str,
                  ctx: zmq.Context | None = None, max_bytes: int = 0,
-                 backups: int = 5) -> None:
+                 backups: int = 5, *, security: Any = None,
+                 broker_key: bytes | None = None) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
         self.written = 0
         self.bad = 0
+        self.connected = False
+        self.endpoint = resolve(source, "generalXPUB")
         self._stop = threading.Event()
-        self._sock = make_socket(ctx, zmq.SUB)
-        self._sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
-        self._sock.connect(resolve(source, "generalXPUB"))
         self._file: IO[str] = open(path, "a", encoding="utf-8")
+        self._sock = make_socket(ctx, zmq.SUB)
+        apply_client_trusting(security, self._sock, broker_key)
+        self._sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
+        # tells "nothing was there to connect to" from "nobody logged anything"
+        self._mon = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self._sock.connect(self.endpoint)
 
     def _rotate(self) -> None:
         self._file.close()
@@ -87,9 +101,11 @@ class LogDump:
         self.written += 1
         return True
 
-    def run(self, count: int | None = None, duration: float | None = None) -> int:
+    def run(self, count: int | None = None, duration: float | None = None,
+            on_record: Any = None) -> int:
         """Write records until ``count`` were written, ``duration`` passed, or
-        :meth:`stop`; returns the number written."""
+        :meth:`stop`; returns the number written.  ``on_record()`` is called after
+        each record written."""
         end = None if duration is None else time.monotonic() + duration
         try:
             while not self._stop.is_set():
@@ -99,7 +115,10 @@ class LogDump:
                 if wait <= 0:
                     break
                 if self._sock.poll(int(wait * 1000) + 1):
-                    self.write(self._sock.recv_multipart())
+                    if self.write(self._sock.recv_multipart()) and on_record is not None:
+                        on_record()
+                if not self.connected:
+                    self._check_connected()
         finally:
             self.close()
         return self.written
@@ -108,45 +127,18 @@ class LogDump:
         """Make :meth:`run` return (any thread)."""
         self._stop.set()
 
+    def _check_connected(self) -> None:
+        try:
+            self._mon.recv_multipart(zmq.NOBLOCK)
+            self.connected = True
+        except zmq.Again:
+            pass
+
     def close(self) -> None:
-        self._sock.close(0)
+        """Close the socket and the file (idempotent)."""
+        if not self._sock.closed:
+            self._check_connected()
+            self._sock.disable_monitor()
+            self._mon.close(0)
+            self._sock.close(0)
         self._file.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``roclogdump`` / ``python -m ctlwire.roc.logdump``."""
-    default = default_endpoints()
-    p = argparse.ArgumentParser(prog="roclogdump",
-                                description="Write every ROC log record to a file "
-                                            "(JSON Lines, appended).")
-    p.add_argument("--address", default=default.brokerAddress,
-                   help=f"broker host (default {default.brokerAddress}, "
-                        "from $CTLWIRE_ROC_BROKER if set)")
-    p.add_argument("--base-port", type=int, default=default.brokerBasePort,
-                   help=f"broker base port (default {DEFAULT_BASE_PORT}); "
-                        "records come from base+2")
-    p.add_argument("--output", "-o", required=True, help="file to append records to")
-    p.add_argument("--max-bytes", type=int, default=0,
-                   help="rotate the file at this size (default: never)")
-    p.add_argument("--backups", type=int, default=5, help="rotated files kept (default 5)")
-    p.add_argument("--count", type=int, default=None, help="exit after N records")
-    p.add_argument("--duration", type=float, default=None, help="exit after S seconds")
-    args = p.parse_args(argv)
-    ep = Endpoints(args.address, args.base_port)
-    try:
-        dump = LogDump(ep, args.output, max_bytes=args.max_bytes, backups=args.backups)
-    except OSError as exc:
-        print(f"roclogdump: cannot open {args.output}: {exc}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, lambda *_: dump.stop())
-    print(f"roclogdump: {ep.generalXPUB} -> {args.output}", flush=True)
-    try:
-        n = dump.run(args.count, args.duration)
-    except KeyboardInterrupt:
-        n = dump.written
-    print(f"roclogdump: {n} records written", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,7 @@ import zmq
 
 from ctlwire import _json
 from ctlwire._zmq import make_socket
-from ctlwire.roc.endpoints import Endpoints, resolve
+from ctlwire.roc.endpoints import Endpoints, resolve_all
 
 PREFIX = b"ROCL"
 
@@ -70,14 +70,17 @@ class RocLogger(logging.Handler):
     queued up to the socket's high-water mark, then dropped.
     """
 
-    def __init__(self, nodeId: str, destination: Endpoints | str | None = None,
+    def __init__(self, nodeId: str, destination: Endpoints | str | list | None = None,
                  ctx: zmq.Context | None = None, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.nodeId = nodeId
-        self.endpoint = resolve(destination, "generalXSUB")
+        # every broker of a primary/standby pair relays the records it gets
+        self.endpoints = resolve_all(destination, "generalXSUB")
+        self.endpoint = self.endpoints[0]
         self._topic = PREFIX + nodeId.encode("utf-8")
         self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
-        self._sock.connect(self.endpoint)
+        for e in self.endpoints:
+            self._sock.connect(e)
         self._closed = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -124,13 +127,13 @@ def initRocLogging(nodeId: str | None = None, destination: Endpoints | str | Non
         ZeroMQ context to use.
     """
     node = nodeId or default_node_id()
-    endpoint = resolve(destination, "generalXSUB")
-    key = f"{node}@{endpoint}"
+    endpoints = resolve_all(destination, "generalXSUB")
+    key = f"{node}@{','.join(endpoints)}"
     with _install_lock:
         handler = _installed.get(key)
         root = logging.getLogger()
         if handler is None or handler._closed or handler not in root.handlers:
-            handler = RocLogger(node, endpoint, ctx, level)
+            handler = RocLogger(node, endpoints, ctx, level)
             _installed[key] = handler
             root.addHandler(handler)
         if root.level > level or root.level == logging.NOTSET:

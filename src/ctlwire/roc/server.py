@@ -11,6 +11,13 @@ borrows the sockets, so a slow method does not get the server declared dead.  Wh
 broker says DISCONNECT on a connection, or has not been heard from on it for
 ``liveness`` heartbeat intervals, that connection is replaced by a new socket that
 registers again.
+
+With several brokers (a primary and its standby) the server registers with every one
+of them, ``connections`` sockets each, so a standby that takes over already has its
+servers.  Requests carrying a client id are answered from a bounded reply cache when
+they are repeated (a client retrying after a failover), so such a call runs once.  A
+method that returns a generator streams: each yielded value goes to the caller as a
+PARTIAL message (a ctlwire extension of 7/MDP, see docs/roc.md) while the call runs.
 """
 from __future__ import annotations
 
@@ -23,10 +30,11 @@ from typing import Any
 import zmq
 
 from ctlwire._ext import load_extension
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
 from ctlwire.roc import rpc
 from ctlwire.roc._fastzmq import multi
-from ctlwire.roc.endpoints import Endpoints, resolve
+from ctlwire.roc.endpoints import Endpoints, resolve_all
 
 _router = load_extension("ctlwire.roc._router")
 
@@ -37,6 +45,7 @@ _READY = _router.READY
 _REPLY = _router.REPLY
 _HEARTBEAT = _router.HEARTBEAT
 _DISCONNECT = _router.DISCONNECT
+_PARTIAL = _router.PARTIAL
 _B_REQUEST = _router.B_REQUEST
 _B_HEARTBEAT = _router.B_HEARTBEAT
 _B_DISCONNECT = _router.B_DISCONNECT
@@ -52,10 +61,11 @@ MAX_CONNECTIONS = 64
 class _Conn:
     """One worker connection: a DEALER socket registered with the broker."""
 
-    __slots__ = ("sock", "last_sent", "heard")
+    __slots__ = ("sock", "last_sent", "heard", "broker")
 
-    def __init__(self, sock: zmq.Socket, now: float) -> None:
+    def __init__(self, sock: zmq.Socket, now: float, broker: int) -> None:
         self.sock = sock
+        self.broker = broker   # index into RocServer.endpoints
         self.last_sent = now   # for heartbeats: when we last sent on it
         self.heard = now       # for liveness: when the broker last spoke on it
 
@@ -65,9 +75,11 @@ class RocServer:
 
     Parameters
     ----------
-    brokerEndpoint : Endpoints or str or None
+    brokerEndpoint : Endpoints or str or list or None
         The broker: :class:`Endpoints`, a ZeroMQ endpoint (``tcp://host:port``),
-        ``host[:baseport]``, or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555.
+        ``host[:baseport]``, or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555;
+        or several brokers (a list, or a comma-separated string): the server
+        registers with all of them.
     objectId : str
         Network name of the shared object.
     objectInstance : object
@@ -82,7 +94,17 @@ class RocServer:
         Worker connections to the broker (1 to 64).  Each is an MDP worker of its
         own; calls still run one at a time, but the broker can pass the next call
         while the previous reply is in transit, which is what makes many calls in
-        flight fast.  ``1`` gives the classic one-worker server.
+        flight fast.  ``1`` gives the classic one-worker server.  With several
+        brokers this many per broker (at most 64 in all).
+    reply_cache : ReplyCache or bool
+        Where replies to calls with a client id are kept so a repeated call is not
+        run again (``True``: a default :class:`~ctlwire.roc.rpc.ReplyCache`,
+        ``False``: none, every repeat runs).
+    security : CurveSecurity, optional
+        This server's CURVE key pair; with ``broker_key`` every connection is
+        encrypted and the broker must allow our public key.
+    broker_key : bytes, optional
+        The broker's z85 public key (primary and standby share one key pair).
 
     Examples
     --------
@@ -93,13 +115,27 @@ class RocServer:
     def __init__(self, brokerEndpoint: Endpoints | str | None, objectId: str,
                  objectInstance: Any, ctx: zmq.Context | None = None, *,
                  heartbeat: float = 1.0, liveness: int = 3,
-                 connections: int = DEFAULT_CONNECTIONS) -> None:
+                 connections: int = DEFAULT_CONNECTIONS,
+                 reply_cache: rpc.ReplyCache | bool = True,
+                 security: Any = None, broker_key: bytes | None = None) -> None:
         if not objectId or objectId.startswith("mmi."):
             raise ValueError(f"invalid object id {objectId!r} (empty or reserved 'mmi.')")
-        if type(connections) is not int or not 1 <= connections <= MAX_CONNECTIONS:
-            raise ValueError(f"connections must be an int from 1 to {MAX_CONNECTIONS}, "
-                             f"got {connections!r}")
-        self.endpoint = resolve(brokerEndpoint, "rocBroker")
+        self.endpoints = resolve_all(brokerEndpoint, "rocBroker")
+        if type(connections) is not int or \
+                not 1 <= connections * len(self.endpoints) <= MAX_CONNECTIONS:
+            raise ValueError(f"connections must be an int from 1 to {MAX_CONNECTIONS} "
+                             f"in all brokers, got {connections!r} x "
+                             f"{len(self.endpoints)}")
+        if (security is None) != (broker_key is None):
+            raise ValueError("security and broker_key go together")
+        self.endpoint = self.endpoints[0]
+        self._security = security
+        self._broker_key = broker_key
+        if reply_cache is True:
+            reply_cache = rpc.ReplyCache()
+        #: The reply cache (None when switched off).
+        self.reply_cache: rpc.ReplyCache | None = \
+            None if reply_cache is False else reply_cache  # type: ignore[assignment]
         self.objectId = objectId
         self.obj = objectInstance
         self._ctx = ctx if ctx is not None else zmq.Context.instance()
@@ -126,30 +162,36 @@ class RocServer:
         self.calls = 0
         self.registrations = 0
         self.malformed = 0
+        #: Progress values not sent because the broker took none for ``liveness``
+        #: heartbeat intervals (a dead broker); the call's result still goes out.
+        self.progress_dropped = 0
         #: Set each time the server has sent READY (tests and tools wait on it).
         self.registered = threading.Event()
 
     # -- socket management -------------------------------------------------
-    def _open(self) -> _Conn:
+    def _open(self, broker: int) -> _Conn:
         sock = make_socket(self._ctx, zmq.DEALER)
         self._opened += 1
         sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + self._opened.to_bytes(4, "big"))
-        sock.connect(self.endpoint)
+        apply_client_trusting(self._security, sock, self._broker_key)
+        sock.connect(self.endpoints[broker])
         sock.send_multipart([b"", _MDPW, _READY, self._service])
         self.registrations += 1
         self.registered.set()
-        return _Conn(sock, time.monotonic())
+        return _Conn(sock, time.monotonic(), broker)
 
     def _connect(self, index: int | None = None) -> None:
         """Open every connection (``index`` None) or replace connection ``index``."""
         if index is None:
             self._close_all()
-            self._conns = [self._open() for _ in range(self.connections)]
-            log.debug("registered %r at %s (%d connections)", self.objectId,
-                      self.endpoint, self.connections)
+            self._conns = [self._open(b) for b in range(len(self.endpoints))
+                           for _ in range(self.connections)]
+            log.debug("registered %r at %s (%d connections each)", self.objectId,
+                      ", ".join(self.endpoints), self.connections)
         else:
+            broker = self._conns[index].broker
             self._conns[index].sock.close(0)
-            self._conns[index] = self._open()
+            self._conns[index] = self._open(broker)
         self._mux = multi([c.sock for c in self._conns])
 
     def _close_all(self, say_goodbye: bool = False) -> None:
@@ -214,7 +256,7 @@ class RocServer:
                 c.last_sent = t
             if t - c.heard > life and t > grace:
                 log.info("broker %s silent for %.1f s on connection %d: reconnecting",
-                         self.endpoint, life, i)
+                         self.endpoints[c.broker], life, i)
                 self._connect(i)
                 c = self._conns[i]
             due = min(due, c.last_sent + interval, max(c.heard + life, grace))
@@ -224,6 +266,28 @@ class RocServer:
         classify = _router.classify_worker
         execute = rpc.execute
         obj = self.obj
+        cache = self.reply_cache
+        current = [0, b""]  # connection and client address of the running call
+
+        def progress(body: bytes) -> None:
+            # called in this thread while the method runs (the lock is not ours then)
+            msg = [b"", _MDPW, _PARTIAL, current[1], b"", body]
+            blocked = 0.0
+            while not stop.is_set():
+                with lock:
+                    if self._mux.send(current[0], msg):
+                        self._conns[current[0]].last_sent = now()
+                        return
+                # the broker is not taking more: wait instead of dropping a value,
+                # unless it has been gone for as long as makes it dead
+                t = now()
+                if not blocked:
+                    blocked = t
+                elif t - blocked > life:
+                    self.progress_dropped += 1
+                    return
+                time.sleep(0.001)
+
         life = self.heartbeat * self.liveness
         now = time.monotonic
         stop = self._stop
@@ -245,9 +309,11 @@ class RocServer:
             if kind == _B_REQUEST:
                 body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
                 self._busy = True
+                current[0] = i
+                current[1] = frames[3]
                 lock.release()
                 try:
-                    reply = execute(obj, body)
+                    reply = execute(obj, body, cache, progress)
                 finally:
                     lock.acquire()
                     self._busy = False
@@ -263,7 +329,8 @@ class RocServer:
                 self.malformed += 1
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return (from any thread); it does within ~0.1 s."""
+        """Ask :meth:`run` to return (from any thread); it does within ~0.1 s (or
+        when the method running now returns)."""
         self._stop.set()
 
 
@@ -279,9 +346,10 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
         Network name of the shared object.
     obj : object
         The object to share.
-    brokerEndpoint : Endpoints or str or None
-        The broker; ``None`` reads ``$CTLWIRE_ROC_BROKER`` (``host`` or
-        ``host:baseport``), else uses ``localhost:5555``.  A full ZeroMQ endpoint
+    brokerEndpoint : Endpoints or str or list or None
+        The broker(s); ``None`` reads ``$CTLWIRE_ROC_BROKER`` (``host``,
+        ``host:baseport``, or several separated by commas: a primary and its
+        standby), else uses ``localhost:5555``.  A full ZeroMQ endpoint
         (``tcp://...``) names the MDP socket only, so logging stays off then.
     logging_ : bool
         Install :class:`~ctlwire.roc.logging.RocLogger` on the root logger.
@@ -290,17 +358,18 @@ def run_simple_server(objectId: str, obj: Any, brokerEndpoint: Endpoints | str |
     connections : int
         Worker connections to the broker (see :class:`RocServer`).
     """
-    from ctlwire.roc.endpoints import default_endpoints, parse_broker_spec
+    from ctlwire.roc.endpoints import default_endpoint_list, parse_broker_list
     from ctlwire.roc.logging import initRocLogging
 
     if brokerEndpoint is None:
-        ep: Endpoints | str = default_endpoints()
+        ep: Any = default_endpoint_list()
     elif isinstance(brokerEndpoint, str) and "://" not in brokerEndpoint:
-        ep = parse_broker_spec(brokerEndpoint)
+        ep = parse_broker_list(brokerEndpoint)
     else:
         ep = brokerEndpoint
+    eps = ep if isinstance(ep, list) else [ep]
     handler = initRocLogging(objectId, ep, ctx=ctx) if logging_ and \
-        isinstance(ep, Endpoints) else None
+        all(isinstance(e, Endpoints) for e in eps) else None
     server = RocServer(ep, objectId, obj, ctx, heartbeat=heartbeat, connections=connections)
     log.info("serving %r at %s", objectId, server.endpoint)
     try:

@@ -5,8 +5,17 @@ continues the hierarchy, so ``("mount.encoder.1", 37.5)`` and
 ``("mount.encoder", {"1": 37.5})`` say the same thing.  Every update is a *partial*
 tree: it changes only the leaves it names.
 
-The tree logic (:func:`mask_update`, :func:`merge_tree`) is pure and tested without
-sockets; :class:`RocStatusUpdater` and :func:`statusUpdateIterator` carry it.
+An optional third frame carries properties of the update as JSON; the only one
+defined is ``{"ttl": seconds}``: the broker forgets the path when it is not sent
+again within that time.  The broker keeps the latest value of every path
+(:class:`StatusStore`, the Clone pattern) and, when a subscription arrives, sends the
+current tree under it before any later update, so a late subscriber starts with the
+whole current state.  A snapshot of the whole tree travels as ``b"ROCS"`` with an
+empty sensor id (the root).
+
+The tree logic (:func:`mask_update`, :func:`merge_tree`, :class:`StatusStore`) is pure
+and tested without sockets; :class:`RocStatusUpdater` and :func:`statusUpdateIterator`
+carry it.
 """
 from __future__ import annotations
 
@@ -17,8 +26,9 @@ from typing import Any, Iterator, Sequence
 import zmq
 
 from ctlwire import _json
+from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
-from ctlwire.roc.endpoints import Endpoints, resolve
+from ctlwire.roc.endpoints import Endpoints, resolve, resolve_all
 
 PREFIX = b"ROCS"
 _MISSING = object()
@@ -103,6 +113,90 @@ def merge_tree(tree: dict, update: Any) -> dict:
     return tree
 
 
+def _delete(tree: dict, parts: Sequence[str]) -> None:
+    # remove the node at ``parts`` and the dicts it leaves empty
+    node: Any = tree
+    trail = []
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return
+        trail.append((node, part))
+        node = node[part]
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+        while trail and not node:
+            parent, key = trail.pop()
+            del parent[key]
+            node = parent
+
+
+class StatusStore:
+    """The latest value of every status path, and when the ones with a TTL expire.
+
+    Pure state (no sockets): the broker's relay feeds it each update and asks it for
+    the snapshot that a new subscription should see first.
+    """
+
+    __slots__ = ("tree", "_expiry", "updates", "expired")
+
+    def __init__(self) -> None:
+        self.tree: dict = {}
+        self._expiry: dict[tuple, float] = {}  # path -> when it disappears
+        self.updates = 0
+        self.expired = 0
+
+    def apply(self, sensor_id: str, data: Any, ttl: float | None, now: float) -> None:
+        """Merge one update (``data`` below ``sensor_id``) received at ``now``."""
+        parts = tuple(_split(sensor_id))
+        if not parts:
+            if isinstance(data, dict):
+                merge_tree(self.tree, data)
+        else:
+            merge_tree(self.tree, _nest(parts, data))
+        self.updates += 1
+        if self._expiry:
+            # a path sent again without a TTL is permanent from now on
+            n = len(parts)
+            for p in [p for p in self._expiry if p[:n] == parts]:
+                del self._expiry[p]
+        if ttl is not None and ttl > 0 and parts:
+            self._expiry[parts] = now + ttl
+
+    def expire(self, now: float) -> float | None:
+        """Forget the paths whose TTL ran out; returns the next expiry, if any."""
+        nxt = None
+        for path, t in list(self._expiry.items()):
+            if t <= now:
+                del self._expiry[path]
+                _delete(self.tree, path)
+                self.expired += 1
+            elif nxt is None or t < nxt:
+                nxt = t
+        return nxt
+
+    def snapshot(self, prefix: bytes) -> list[list[bytes]]:
+        """The messages a new subscription to ``PREFIX + prefix`` gets first: the
+        current tree under it, one message per node that matches the prefix."""
+        try:
+            text = prefix.decode("utf-8")
+        except UnicodeDecodeError:
+            return []
+        if not self.tree:
+            return []
+        if not text:
+            return [[PREFIX, _json.dumps(self.tree)]]
+        head, _, partial = text.rpartition(".")
+        node = _descend(self.tree, _split(head)) if head else self.tree
+        if not isinstance(node, dict):
+            return []
+        out = []
+        for key, value in node.items():
+            if key.startswith(partial):
+                path = f"{head}.{key}" if head else key
+                out.append([PREFIX + path.encode("utf-8"), _json.dumps(value)])
+        return out
+
+
 class RocStatusUpdater:
     """Allows to send ROC status update messages.
 
@@ -121,14 +215,19 @@ class RocStatusUpdater:
     then if late joiners matter.  Safe to use from several threads.
     """
 
-    def __init__(self, destination: Endpoints | str | None = None,
-                 ctx: zmq.Context | None = None) -> None:
-        self.endpoint = resolve(destination, "generalXSUB")
+    def __init__(self, destination: Endpoints | str | list | None = None,
+                 ctx: zmq.Context | None = None, *, security: Any = None,
+                 broker_key: bytes | None = None) -> None:
+        # to every broker of a primary/standby pair, so each keeps the whole tree
+        self.endpoints = resolve_all(destination, "generalXSUB")
+        self.endpoint = self.endpoints[0]
         self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
-        self._sock.connect(self.endpoint)
+        apply_client_trusting(security, self._sock, broker_key)
+        for e in self.endpoints:
+            self._sock.connect(e)
         self._lock = threading.Lock()
 
-    def emit(self, sensorId: str, data: Any) -> None:
+    def emit(self, sensorId: str, data: Any, ttl: float | None = None) -> None:
         """Send a status update message.
 
         Parameters
@@ -139,11 +238,18 @@ class RocStatusUpdater:
             Updated values, nested as the tree continues below ``sensorId``:
             ``emit('system.foo', {'cpu': 0.3})`` is the partial tree
             ``{'system': {'foo': {'cpu': 0.3}}}``.
+        ttl : float, optional
+            Seconds after which the broker forgets this path (and stops giving it
+            to new subscribers) unless it is sent again.
         """
         if not isinstance(sensorId, str) or not sensorId:
             raise ValueError("sensorId must be a non-empty dot-separated string")
         _check_path(sensorId, "sensorId")
         frames = [PREFIX + sensorId.encode("utf-8"), _json.dumps(data)]
+        if ttl is not None:
+            if not ttl > 0 or ttl == float("inf"):
+                raise ValueError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
+            frames.append(_json.dumps({"ttl": float(ttl)}))
         with self._lock:
             self._sock.send_multipart(frames)
 
@@ -161,7 +267,8 @@ class RocStatusUpdater:
 def statusUpdateIterator(source: Endpoints | str | None = None,
                          mask: str | Sequence[str] = "",
                          ctx: zmq.Context | None = None,
-                         timeout: float | None = None) -> Iterator[dict]:
+                         timeout: float | None = None, *, security: Any = None,
+                         broker_key: bytes | None = None) -> Iterator[dict]:
     """Iterator over received status updates.
 
     Parameters
@@ -175,12 +282,15 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
         ZeroMQ context to use.
     timeout : float, optional
         After this many seconds without an update, an empty status ``{}`` is yielded.
+    security, broker_key : optional
+        CURVE key pair of this subscriber and the broker's public key.
 
     Yields
     ------
     dict
         Partial trees rooted at the top, holding only what lies under the mask(s).
-        Updates sent higher up the tree are cut down to the mask.
+        Updates sent higher up the tree are cut down to the mask.  A ``rocbroker``
+        sends the current tree under each mask first (a snapshot), then updates.
 
     Examples
     --------
@@ -192,6 +302,7 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
         if m:
             _check_path(m, "mask")
     sock = make_socket(ctx, zmq.SUB)
+    apply_client_trusting(security, sock, broker_key)
     try:
         if "" in masks or not masks:
             sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
@@ -223,15 +334,15 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
 
 
 def _decode(frames: list, masks: list[str]) -> dict | None:
-    if len(frames) != 2 or not frames[0].startswith(PREFIX):
+    if len(frames) not in (2, 3) or not frames[0].startswith(PREFIX):
         return None  # not a status update: ignore rather than break the iterator
     try:
         sensor_id = frames[0][len(PREFIX):].decode("utf-8")
         data = _json.loads(frames[1])
     except (UnicodeDecodeError, _json.DecodeError):
         return None
-    if not sensor_id:
-        return None
+    if not sensor_id and not isinstance(data, dict):
+        return None  # the root (a whole-tree snapshot) must be a tree
     result: dict | None = None
     for m in masks:
         part = mask_update(sensor_id, data, m)

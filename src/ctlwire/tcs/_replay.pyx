@@ -1,5 +1,4 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-# distutils: libraries = sqlite3
 """Engine room of the TCS replay: rows to events, events to JSON, and pacing.
 
 Reads the event database through the sqlite3 C API (no tuple per row), converts
@@ -609,7 +608,9 @@ cdef class Replayer:
                         break
                     prev = cur
             if rc != SQLITE_DONE:
-                self._fail("scanning attributes")
+                # a damaged page: the streaming join still replays what comes before
+                # it, and reports the damage when it gets there
+                ok = False
         finally:
             sqlite3_finalize(st)
         return ok

@@ -4,7 +4,10 @@ Every event received is written, in batches committed at least every
 ``flush_interval`` seconds or ``batch`` events (whichever comes first) and on stop, with
 one ``attribute`` row per key: numbers as ``'number'``, booleans as ``'boolean'``
 (``"true"``/``"false"``), text and null as ``'string'``, nested values as their JSON
-text with type ``'json'``.  A crash (SIGKILL) loses at most the batch not yet committed.
+text with type ``'json'``.  A writer thread commits the batches while the next one is
+received; a crash (SIGKILL) loses at most what is not yet committed (the batch being
+built and at most two handed over).  The ``attribute_name`` index of a new file is
+built once when it is closed.
 
 Each recording session is noted in the table ``ctlwire_session`` (first event id and
 start time), so a replay of a file appended to over several sessions does not wait
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import sqlite3
 import threading
@@ -36,6 +40,8 @@ _log = logging.getLogger("ctlwire.tcs.record")
 
 #: Events per committed batch at most.
 DEFAULT_BATCH = 2000
+#: Messages the recorder's socket queues before the publisher waits or counts a drop.
+RCVHWM = 20_000
 #: Longest time (seconds) a received event waits in memory before being committed.
 DEFAULT_FLUSH_INTERVAL = 0.5
 
@@ -164,16 +170,105 @@ def prepare_output(path: str, mode: str = "new", rotate: bool = False) -> int:
 
 
 def _open_writer(path: str, batch: int) -> EventWriter:
-    conn = create_database(path, check_same_thread=False)
+    conn = create_database(path, check_same_thread=False, defer_index=True)
     # WAL: a commit is one append, and a killed recorder leaves every committed batch
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SESSION_SCHEMA)
-    writer = EventWriter(conn, batch=batch)
-    with conn:
-        conn.execute("INSERT INTO ctlwire_session (first_event_id, started) VALUES (?, ?)",
-                     (writer._next_id, time.time()))
-    return writer
+    return EventWriter(conn, batch=0, index_at_close=True)
+
+
+class _Sink:
+    """The writing side, in its own thread: sqlite releases the GIL while it inserts,
+    so receiving and decoding go on meanwhile.  Owns the current part's connection."""
+
+    def __init__(self, rec: "TCSRecorder") -> None:
+        self.rec = rec
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.writer = rec._open_next()
+        self.new_session = True
+        self.done_written = 0
+        self.thread = threading.Thread(target=self._loop, name="tcs-record-writer",
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def written(self) -> int:
+        return self.done_written + self.writer.written
+
+    def put(self, batch) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _loop(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                self.queue.task_done()
+                return
+            try:
+                self._write(batch)
+            except BaseException as exc:  # reported by put() and close()
+                self.error = exc
+                self.rec._stop.set()
+                self.queue.task_done()
+                return
+            self.queue.task_done()
+
+    def sync(self) -> None:
+        """Wait until every batch handed over is committed."""
+        if self.thread.is_alive():
+            self.queue.join()
+        if self.error is not None:
+            raise self.error
+
+    def _write(self, batch) -> None:
+        events = batch[0]
+        if not events:
+            return
+        w = self.writer
+        if self.new_session:
+            # the session starts with its first event (so does each part)
+            self.new_session = False
+            with w.conn:
+                w.conn.execute("INSERT INTO ctlwire_session (first_event_id, started) "
+                               "VALUES (?, ?)", (events[0][0], time.time()))
+        w.write(batch)
+        if self.rec.rotate and self.rec._part_due(w):
+            w.close()
+            self.done_written += w.written
+            self.writer = self.rec._open_next()
+            self.new_session = True
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        try:
+            self.writer.close()
+        finally:
+            if self.error is not None:
+                raise self.error
+
+
+class _RowBuilder(EventWriter):
+    """Rows of received events, ids in arrival order; written by the sink."""
+
+    def __init__(self, next_id: int) -> None:
+        self.conn = None
+        self.batch = 0
+        self.index_at_close = False
+        self._events = []
+        self._attrs = []
+        self._next_id = next_id
+        self.written = 0
 
 
 class TCSRecorder:
@@ -236,17 +331,21 @@ class TCSRecorder:
         self.batch = batch
         self.flush_interval = flush_interval
         self.files: list[str] = []
-        self._done_written = 0
-        self._writer = self._open_next()
+        self._stop = threading.Event()
+        self._sink = _Sink(self)
+        # event ids are handed out here, in arrival order, across parts
+        self._rows = _RowBuilder(self._sink.writer._next_id)
         try:
-            self.subscriber = TCSSubscriber(urls, topics=topics, context=context)
+            # a queue of its own that a stop can still write out in a few seconds;
+            # beyond it the publisher waits (or counts a drop)
+            self.subscriber = TCSSubscriber(urls, topics=topics, context=context,
+                                            hwm=RCVHWM)
         except BaseException:
-            self._writer.close()
+            self._sink.close()
             raise
         self._monitor = self.subscriber.socket.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.connected: set[str] = set()
-        self._stop = threading.Event()
         self._received = 0
         self._closed = False
 
@@ -261,26 +360,23 @@ class TCSRecorder:
         self._part_started = time.monotonic()
         return writer
 
-    def _maybe_rotate(self) -> None:
-        w = self._writer
+    def _part_due(self, w: EventWriter) -> bool:
         if not w.written:
-            return
-        due = (self.split_every is not None
-               and time.monotonic() - self._part_started >= self.split_every)
-        if not due and self.max_size is not None:
+            return False
+        if (self.split_every is not None
+                and time.monotonic() - self._part_started >= self.split_every):
+            return True
+        if self.max_size is not None:
             path = self.files[-1]
             size = sum(os.path.getsize(path + s) for s in ("", "-wal")
                        if os.path.exists(path + s))
-            due = size >= self.max_size
-        if due:
-            w.close()
-            self._done_written += w.written
-            self._writer = self._open_next()
+            return size >= self.max_size
+        return False
 
     @property
     def recorded(self) -> int:
         """Events committed to the database(s)."""
-        return self._done_written + self._writer.written
+        return self._sink.written
 
     @property
     def received(self) -> int:
@@ -301,16 +397,15 @@ class TCSRecorder:
                 self.connected.add(endpoint)
 
     def _flush(self) -> None:
-        self._writer.flush()
-        if self.rotate:
-            self._maybe_rotate()
+        if self._rows.pending:
+            self._sink.put(self._rows.take())
 
     def run(self, duration: float | None = None, count: int | None = None,
             on_tick: Callable[["TCSRecorder"], None] | None = None) -> int:
         """Record until :meth:`stop`, ``duration`` seconds, or ``count`` events.
 
         Events already queued when asked to stop are still written (read without
-        waiting, for at most a second), then everything is committed.
+        waiting, for at most 10 s), then everything is committed.
 
         Parameters
         ----------
@@ -336,6 +431,9 @@ class TCSRecorder:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         stop = self._stop
+        rows = self._rows
+        add = rows.add
+        batch = self.batch
         try:
             while not stop.is_set():
                 # a burst: read what is queued without waiting
@@ -347,11 +445,13 @@ class TCSRecorder:
                         break
                     got = decode(frames)
                     if got is not None:
-                        self._writer.add(got[0], got[1])
+                        add(got[0], got[1])
                         self._received += 1
                         if want is not None and self._received >= want:
                             break
                     n += 1
+                if rows.pending >= batch:
+                    self._flush()
                 now = time.monotonic()
                 if now - last_flush >= self.flush_interval:
                     self._flush()
@@ -370,12 +470,13 @@ class TCSRecorder:
                 self._drain(want)
         finally:
             self._flush()
+            self._sink.sync()
         return self._received - first
 
     def _drain(self, want: int | None) -> None:
         sock = self.subscriber.socket
         decode = self.subscriber.decode
-        limit = time.monotonic() + 1.0
+        limit = time.monotonic() + 10.0  # the queue holds at most RCVHWM events
         while time.monotonic() < limit and (want is None or self._received < want):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -383,8 +484,10 @@ class TCSRecorder:
                 return
             got = decode(frames)
             if got is not None:
-                self._writer.add(got[0], got[1])
+                self._rows.add(got[0], got[1])
                 self._received += 1
+                if self._rows.pending >= self.batch:
+                    self._flush()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after writing what it has (thread- and signal-safe)."""
@@ -396,7 +499,8 @@ class TCSRecorder:
             return
         self._closed = True
         try:
-            self._writer.close()
+            self._flush()
+            self._sink.close()
         finally:
             try:
                 self.subscriber.socket.disable_monitor()

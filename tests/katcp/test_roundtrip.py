@@ -1,5 +1,6 @@
-"""The codec's socket fast path (``StreamParser.recv_reply``, ``send_nowait``) against
-the plain path it replaces: ``sock.recv`` then ``StreamParser.feed``.
+"""The client's compiled socket round trip (``ctlwire.katcp._roundtrip``: ``recv_reply``,
+``send_nowait``, ``RoundTrip``) against the plain path it replaces: ``sock.recv`` then
+``StreamParser.feed``.
 
 Run over a real connected socket pair (AF_UNIX stream: the same recv semantics as TCP
 for these calls, and no port to find).
@@ -14,7 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ctlwire.katcp import KatcpSyntaxError, Message, StreamParser
-from ctlwire.katcp.core import RoundTrip, encode_message, send_nowait
+from ctlwire._ext import load_extension
+from ctlwire.katcp.core import encode_message
+
+_roundtrip = load_extension("ctlwire.katcp._roundtrip")
+RoundTrip = _roundtrip.RoundTrip
+recv_reply = _roundtrip.recv_reply
+send_nowait = _roundtrip.send_nowait
 
 names = st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,12}\Z")
 mids = st.one_of(st.none(), st.integers(min_value=1, max_value=2**31 - 1))
@@ -63,7 +70,7 @@ def _check(pair, carried: bytes, chunk: bytes, mid: bytes):
     sp = StreamParser(max_line_length=256)
     sp.feed(carried)
     tx.sendall(chunk)
-    got = sp.recv_reply(rx.fileno(), mid)
+    got = recv_reply(sp, rx.fileno(), mid)
     expected, buffered = reference(carried, chunk, mid)
     if isinstance(got, Message):
         # only ever for exactly one complete reply line carrying this mid
@@ -97,19 +104,37 @@ def test_recv_reply_returns_the_awaited_reply_itself(pair, mid, args):
     tx, rx = pair
     reply = Message(Message.REPLY, "some-request", args, mid)
     tx.sendall(bytes(reply) + b"\n")
-    got = StreamParser().recv_reply(rx.fileno(), b"%d" % mid)
+    got = recv_reply(StreamParser(), rx.fileno(), b"%d" % mid)
     assert isinstance(got, Message) and got == reply
+
+
+def test_round_trip_reads_with_its_parser_as_recv_reply_does(pair):
+    tx, rx = pair
+    sp = StreamParser()
+    rt = RoundTrip(sp, threading.Lock(), bytearray())
+    tx.sendall(b"#log info 1.0 x y\n!watchdog[3] ok\n")
+    assert rt.recv_reply(rx.fileno(), b"3") == [
+        Message.inform("log", "info", "1.0", "x", "y"), Message.reply("watchdog", "ok", mid=3)]
+    tx.sendall(b"!watchdog[4] ok\n")
+    assert rt.recv_reply(rx.fileno(), b"4") == Message.reply("watchdog", "ok", mid=4)
+
+
+def test_the_codec_itself_does_no_io():
+    codec = load_extension("ctlwire.katcp._codec")
+    for name in ("recv_reply", "send_nowait", "RoundTrip"):
+        assert not hasattr(codec, name)
+    assert not hasattr(StreamParser, "recv_reply")
 
 
 def test_recv_reply_gives_a_list_for_another_mid_or_an_inform(pair):
     tx, rx = pair
     sp = StreamParser()
     tx.sendall(b"!watchdog[8] ok\n")
-    assert sp.recv_reply(rx.fileno(), b"7") == [Message.reply("watchdog", "ok", mid=8)]
+    assert recv_reply(sp, rx.fileno(), b"7") == [Message.reply("watchdog", "ok", mid=8)]
     tx.sendall(b"#watchdog[7] working\n")
-    assert sp.recv_reply(rx.fileno(), b"7") == [Message.inform("watchdog", "working", mid=7)]
+    assert recv_reply(sp, rx.fileno(), b"7") == [Message.inform("watchdog", "working", mid=7)]
     tx.sendall(b"!watchdog[7] ok\n")
-    assert sp.recv_reply(rx.fileno(), b"7") == Message.reply("watchdog", "ok", mid=7)
+    assert recv_reply(sp, rx.fileno(), b"7") == Message.reply("watchdog", "ok", mid=7)
 
 
 def test_recv_reply_end_of_stream_and_errors(fresh):
@@ -117,19 +142,19 @@ def test_recv_reply_end_of_stream_and_errors(fresh):
     sp = StreamParser()
     b.setblocking(False)
     with pytest.raises(BlockingIOError):
-        sp.recv_reply(b.fileno(), b"1")  # nothing to read
+        recv_reply(sp, b.fileno(), b"1")  # nothing to read
     a.close()
-    assert sp.recv_reply(b.fileno(), b"1") is None  # peer closed
+    assert recv_reply(sp, b.fileno(), b"1") is None  # peer closed
     b.close()
     with pytest.raises(OSError):
-        sp.recv_reply(b.fileno(), b"1")  # closed descriptor: -1 -> EBADF
+        recv_reply(sp, b.fileno(), b"1")  # closed descriptor: -1 -> EBADF
 
 
 def test_recv_reply_over_long_single_line_is_reported(fresh):
     a, b = fresh
     sp = StreamParser(max_line_length=10)
     a.sendall(b"!watchdog[1] " + b"x" * 20 + b"\n")
-    out = sp.recv_reply(b.fileno(), b"1")
+    out = recv_reply(sp, b.fileno(), b"1")
     assert len(out) == 1 and isinstance(out[0], KatcpSyntaxError)
     assert "longer than the limit of 10 bytes" in str(out[0])
 

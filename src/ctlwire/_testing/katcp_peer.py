@@ -1,6 +1,6 @@
 """A KATCP server for client tests, benchmarks and demos, in its own process.
 
-Run as ``python -m ctlwire.katcp._client_peer [--impl aiokatcp|ctlwire] [--port N]``:
+Run as ``python -m ctlwire._testing.katcp_peer [--impl aiokatcp|ctlwire] [--port N]``:
 it binds 127.0.0.1, prints ``PORT <n>`` on stdout once it is serving, and runs until
 killed. ``aiokatcp`` (the default) serves with aiokatcp's ``DeviceServer`` (a
 test/benchmark dependency of ctlwire, not a runtime one); ``ctlwire`` with ctlwire's own.
@@ -11,6 +11,9 @@ Requests besides the standard ones:
 * ``?informs n``: sends ``n`` informs ``#informs i`` then ``!informs ok n``.
 * ``?slow seconds``: replies ``!slow ok`` after that many seconds.
 * ``?bump [value]``: sets the integer sensor ``counter`` (default: add one).
+
+Layering: imports ``ctlwire.katcp`` (and aiokatcp) only in the child, lazily, and
+``ctlwire._testing.proc``.
 """
 # No "from __future__ import annotations": aiokatcp reads the handlers' annotations as types.
 
@@ -122,12 +125,12 @@ class PeerServer:
         import selectors
         import subprocess
 
-        from .._proc import child_env
+        from .proc import child_env
 
         self.impl = impl
         self._timeout = timeout
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ctlwire.katcp._client_peer", "--impl", impl,
+            [sys.executable, "-m", "ctlwire._testing.katcp_peer", "--impl", impl,
              "--port", str(port)],
             stdout=subprocess.PIPE, env=child_env())
         sel = selectors.DefaultSelector()
