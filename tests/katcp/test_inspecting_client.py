@@ -276,3 +276,21 @@ def test_unreachable_device_stays_disconnected_and_until_synced_times_out():
         assert client.state is ClientState.DISCONNECTED
     finally:
         client.stop(TIMEOUT)
+
+
+def test_sample_option_samples_every_sensor_including_new_ones(peer):
+    client = InspectingClient("127.0.0.1", peer.port, timeout=TIMEOUT, sample="event")
+    client.start(timeout=TIMEOUT)
+    try:
+        assert client.sensor["counter"].get_value() == 0  # sampled by the first sync
+        client.set_sampling_strategy("counter", "none")   # an explicit none stays none
+        client.simple_request("add-sensor", "late")
+        client.until_sensor("late", True, TIMEOUT)
+        client.until_synced(TIMEOUT)
+        assert client.sensor["late"].get_value() == 0
+        reply, _ = client.simple_request("sensor-sampling", "late")
+        assert reply.arguments[2] == b"event"
+        reply, _ = client.simple_request("sensor-sampling", "counter")
+        assert reply.arguments[2] == b"none"
+    finally:
+        client.stop(TIMEOUT)

@@ -275,6 +275,10 @@ class InspectingClient:
     initial_inspection : bool, optional
         Learn requests and sensors (False: only the connection is made; the mirror
         stays empty).
+    sample : str, optional
+        A strategy (``"auto"``, ``"event"``, ``"period 1"``...) for every sensor that
+        has none of its own, including sensors that appear later; ``None`` (default)
+        samples only what :meth:`set_sampling_strategy` names.
     logger : logging.Logger, optional
 
     Attributes
@@ -288,7 +292,7 @@ class InspectingClient:
 
     def __init__(self, host: str, port: int, *, auto_reconnect: bool = True,
                  timeout: float = 5.0, initial_inspection: bool = True,
-                 logger: logging.Logger = log) -> None:
+                 sample: Optional[str] = None, logger: logging.Logger = log) -> None:
         self._logger = logger
         self._timeout = timeout
         self._inspect = initial_inspection
@@ -298,6 +302,8 @@ class InspectingClient:
         self._state_callbacks: list[StateCallback] = []
         self._callbacks_due: list[tuple[ClientState, ModelChange]] = []
         self._wanted: dict[str, None] = {}  # sensors to sample (any strategy but none)
+        self._default: Optional[tuple] = tuple(sample.split()) if sample else None
+        self._unsampled: set[str] = set()   # set to none explicitly: no default for them
         self._pending_changes = ModelChange()
         self._sensors: dict[str, InspectedSensor] = {}
         self._strategies: dict[str, tuple] = {}     # name -> (strategy, *params) not auto
@@ -540,11 +546,13 @@ class InspectingClient:
             if name not in self._sensors and self._state is ClientState.SYNCED:
                 raise KeyError(f"{self._address()} has no sensor {name!r}")
             if strategy == "none":
+                self._unsampled.add(name)
                 self._strategies.pop(name, None)
                 self._strategies_due.discard(name)
                 if name in self._mirror.sensors:
                     self._mirror.unwatch(name, self)
             else:
+                self._unsampled.discard(name)
                 if strategy != "auto":
                     self._strategies[name] = (strategy, *params)
                     self._strategies_due.add(name)
@@ -747,9 +755,15 @@ class InspectingClient:
                 failed = False
                 change = self._mirror.sensor_list([_info(m) for m in informs], generation)
                 pending = self._pending_changes
+                default = self._default
                 for info in change.added:
                     self._sensors[info.name] = InspectedSensor(self, self._mirror.sensors[info.name])
                     pending.sensors_added.append(info.name)
+                    if (default is not None and info.name not in self._wanted
+                            and info.name not in self._unsampled):
+                        self._wanted[info.name] = None
+                        if default != ("auto",):
+                            self._strategies[info.name] = default
                     if info.name in self._wanted:
                         self._mirror.watch(info.name, self)
                         if info.name in self._strategies:
