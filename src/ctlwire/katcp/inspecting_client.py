@@ -112,7 +112,7 @@ class InspectedSensor:
         Range or discrete values, as Python values.
     """
 
-    __slots__ = ("_client", "_mirrored", "name", "description", "units", "type", "params",
+    __slots__ = ("_client", "_mirrored", "name", "description", "units", "type", "_params",
                  "_parser", "_listeners", "__weakref__")
 
     def __init__(self, client: "InspectingClient", mirrored: MirroredSensor) -> None:
@@ -127,14 +127,31 @@ class InspectedSensor:
         self.description = info.description
         self.units = info.units
         self.type = info.type_name
-        try:
-            stype = Sensor.parse_type(info.type_name)
-            self.params = Sensor.parse_params(stype, info.params)
-            self._parser: Optional[Sensor] = Sensor(stype, info.name, info.description or
-                                                    info.name, info.units, self.params)
-        except Exception:  # noqa: BLE001 - an odd sensor keeps its raw values
-            self.params = list(info.params)
-            self._parser = None
+        # the typed parser is made on first use: a sync of thousands of sensors need not
+        # pay for the sensors nobody reads
+        self._parser: Any = None
+        self._params: list = []
+
+    def _typed(self) -> Optional[Sensor]:
+        parser = self._parser
+        if parser is None:
+            info = self._mirrored.info
+            try:
+                stype = Sensor.parse_type(info.type_name)
+                self._params = Sensor.parse_params(stype, info.params)
+                parser = Sensor(stype, info.name, info.description or info.name,
+                                info.units, self._params)
+            except Exception:  # noqa: BLE001 - an odd sensor keeps its raw values
+                self._params = list(info.params)
+                parser = False
+            self._parser = parser
+        return parser or None
+
+    @property
+    def params(self) -> list:
+        """Range or discrete values, as Python values."""
+        self._typed()
+        return self._params
 
     def __repr__(self) -> str:
         return f"<InspectedSensor {self.name} ({self.type})>"
@@ -143,9 +160,10 @@ class InspectedSensor:
         if raw is None:
             return None
         value: Any = raw.value
-        if self._parser is not None:
+        parser = self._typed()
+        if parser is not None:
             try:
-                value = self._parser.parse_value(raw.value)
+                value = parser.parse_value(raw.value)
             except ValueError:
                 pass  # a value outside the declared type stays as bytes
         return Reading(raw.timestamp, _STATUS_CODES.get(raw.status, Sensor.UNKNOWN), value)
@@ -310,6 +328,10 @@ class InspectingClient:
         self._strategies_due: set[str] = set()      # custom strategies to (re)apply
         self._timeout_hints: dict[str, float] = {}
         self._readings_seen = 0
+        self._waiters = 0
+        self._help_due = False
+        self._help_futures: Optional[tuple] = None  # (help, hints, link generation)
+        self._link_generation = 0
         self._mirror = DeviceMirror(track_requests=initial_inspection,
                                     on_state=self._on_mirror_state)
         self._kick = threading.Event()
@@ -409,7 +431,7 @@ class InspectingClient:
     def until_state(self, state: ClientState, timeout: Optional[float] = None) -> None:
         """Block until the client is in ``state``; ``TimeoutError`` if not in time."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._state is state, timeout):
+            if not self._wait_for(lambda: self._state is state, timeout):
                 raise TimeoutError(f"{self._address()} not {state.value} within {timeout} s "
                                    f"(it is {self._state.value})")
 
@@ -420,7 +442,7 @@ class InspectingClient:
     def until_not_synced(self, timeout: Optional[float] = None) -> None:
         """Block until the mirror is no longer in step (``TimeoutError`` if it stays so)."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._state is not ClientState.SYNCED,
+            if not self._wait_for(lambda: self._state is not ClientState.SYNCED,
                                        timeout):
                 raise TimeoutError(f"{self._address()} still synced after {timeout} s")
 
@@ -432,9 +454,17 @@ class InspectingClient:
                     and (name in self._sensors) == present)
 
         with self._cond:
-            if not self._cond.wait_for(done, timeout):
+            if not self._wait_for(done, timeout):
                 raise TimeoutError(f"{self._address()} {'has no' if present else 'still has'}"
                                    f" sensor {name!r} after {timeout} s")
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: Optional[float]) -> bool:
+        # caller holds the lock; counted so that readings notify only when someone waits
+        self._waiters += 1
+        try:
+            return self._cond.wait_for(predicate, timeout)
+        finally:
+            self._waiters -= 1
 
     def _address(self) -> str:
         host, port = self._link.bind_address
@@ -618,7 +648,11 @@ class InspectingClient:
                         raise SensorWaitTimeout(
                             f"sensor {name} of {self._address()} not reached within "
                             f"{timeout} s (last value: {seen})")
-                    self._cond.wait(left)
+                    self._waiters += 1
+                    try:
+                        self._cond.wait(left)
+                    finally:
+                        self._waiters -= 1
                 return last[0]
 
     @contextlib.contextmanager
@@ -657,6 +691,9 @@ class InspectingClient:
                 if self._inspect:
                     self._mirror.connected()
                     self._strategies_due = set(self._strategies)
+                    self._help_due = True
+                    self._help_futures = None  # any in flight belonged to the old link
+                    self._link_generation += 1
                 else:
                     self._set_state(ClientState.SYNCED)
             else:
@@ -669,6 +706,9 @@ class InspectingClient:
         with self._lock:
             if self._inspect:
                 self._mirror.interface_changed(*args)
+                kinds = {a.split(b" ")[0] for a in args}
+                if not kinds or b"request-list" in kinds:
+                    self._help_due = True
         self._flush_callbacks()
         self._kick.set()
 
@@ -681,6 +721,7 @@ class InspectingClient:
         updated = []
         with self._lock:
             mirror = self._mirror
+            was = mirror.state
             for i in range(2, len(args) - 2, 3):
                 name = args[i].decode("utf-8", "replace")
                 if mirror.sensor_status(ts, name, args[i + 1].decode("ascii", "replace"),
@@ -689,7 +730,8 @@ class InspectingClient:
                     if sensor is not None and sensor._listeners:
                         updated.append(sensor)
             self._readings_seen += 1
-            self._cond.notify_all()
+            if self._waiters:  # (notify_all costs more than the rest of a reading)
+                self._cond.notify_all()
         for sensor in updated:
             reading = sensor.get_reading()
             for listener in list(sensor._listeners):
@@ -697,8 +739,10 @@ class InspectingClient:
                     listener(sensor, reading)
                 except Exception:  # noqa: BLE001 - a listener's bug must not stop the client
                     self._logger.exception("sensor listener %r raised", listener)
-        if mirror.state is SyncState.SYNCING:
-            self._kick.set()  # a reading may have settled a sampling the mirror waited for
+        if mirror.state is SyncState.SYNCING and was is not SyncState.SYNCING:
+            # a reading of a sensor nobody samples: the sync thread has to say "none"
+            self._flush_callbacks()
+            self._kick.set()
 
     # -- the sync thread -----------------------------------------------------------------------------
     def _sync_loop(self) -> None:
@@ -742,7 +786,24 @@ class InspectingClient:
             else:
                 self._sample(list(action.names), action.strategy)
 
+    def _prefetch_requests(self, force: bool = False) -> None:
+        """Send ``?help`` (and ``?request-timeout-hint``) now, to be read by
+        :meth:`_learn_requests`: they travel while the sensor list is read."""
+        link = self._link
+        if (self._help_due or force) and self._help_futures is None:
+            self._help_due = False
+            flags = link.protocol_flags
+            hints = (link.future_request(Message.request("request-timeout-hint"),
+                                         timeout=self._timeout)
+                     if flags is not None and flags.request_timeout_hints else None)
+            self._help_futures = (link.future_request(Message.request("help"),
+                                                      timeout=self._timeout), hints,
+                                  self._link_generation)
+
     def _learn_sensors(self, generation: int) -> None:
+        if self._inspect:
+            with self._lock:
+                self._prefetch_requests()
         reply, informs = self._link.blocking_request(Message.request("sensor-list"),
                                                      timeout=self._timeout)
         with self._lock:
@@ -781,16 +842,21 @@ class InspectingClient:
             self._stopping.wait(1.0)  # don't hammer a device whose ?sensor-list fails
 
     def _learn_requests(self) -> None:
-        reply, informs = self._link.blocking_request(Message.request("help"),
-                                                     timeout=self._timeout)
+        with self._lock:
+            self._prefetch_requests(force=True)
+            futures, self._help_futures = self._help_futures, None
+        if futures is None:
+            raise KatcpClientError("the link changed while learning the requests")
+        help_future, hints_future, generation = futures
+        reply, informs = help_future.result()
+        if generation != self._link_generation:
+            raise KatcpClientError("the link changed while learning the requests")
         entries = [(m.arguments[0].decode("utf-8", "replace"),
                     m.arguments[1].decode("utf-8", "replace") if len(m.arguments) > 1 else "")
                    for m in informs if m.arguments]
         hints: dict[str, float] = {}
-        flags = self._link.protocol_flags
-        if reply.reply_ok() and flags is not None and flags.request_timeout_hints:
-            hreply, hinforms = self._link.blocking_request(
-                Message.request("request-timeout-hint"), timeout=self._timeout)
+        if hints_future is not None:
+            hreply, hinforms = hints_future.result()
             if hreply.reply_ok():
                 for m in hinforms:
                     try:
