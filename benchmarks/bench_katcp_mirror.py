@@ -316,8 +316,9 @@ def make_recording(path: str, seconds: float, rate: int = REPLAY_RATE,
 
 def replay_serve(path: str) -> None:
     """Serve ``path`` paused; print the port; replay on ?replay-start; print the stats."""
-    from ctlwire.katcp.recording import ReplayDevice
+    from ctlwire.katcp.recording import ReplayDevice, prompt_thread_switches
 
+    prompt_thread_switches()  # as ctlwire-katcp replay does
     device = ReplayDevice(path, speedup=1.0, paused=True)
     device.start(timeout=30)
     print(device.bind_address[1], flush=True)

@@ -150,8 +150,10 @@ def replay_parser(prog: str) -> CommandParser:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    from ..katcp.recording import ReplayDevice
+    from ..katcp.recording import ReplayDevice, prompt_thread_switches
     from ..tcs.events import TCSDatabaseError
+
+    prompt_thread_switches()  # this process is the replay's own
 
     if args.port > 65535:
         raise UsageError(f"port must be 0..65535, got {args.port}")

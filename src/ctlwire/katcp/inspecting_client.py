@@ -260,8 +260,13 @@ class _Link(BlockingClient):
         self._owner = owner
         super().__init__(*args, **kwargs)
 
-    def inform_sensor_status(self, msg: Message) -> None:
-        self._owner._on_sensor_status(msg.arguments)
+    def handle_inform(self, msg: Message) -> Any:
+        # Readings are most of the traffic of a mirror: straight to the owner, without
+        # the three calls of the generic inform dispatch.
+        if msg.mid is None and msg.name == "sensor-status":
+            self._owner._on_sensor_status(msg.arguments)
+            return None
+        return super().handle_inform(msg)
 
     def inform_interface_changed(self, msg: Message) -> None:
         self._owner._on_interface_changed(msg.arguments)
@@ -670,8 +675,9 @@ class InspectingClient:
             if mirrored is not None and not mirrored.watchers:
                 self._mirror.watch(name, token)
                 temporary = True
-        self._flush_callbacks()
-        self._kick.set()
+        if temporary:  # (only then is there anything for the sync thread to do)
+            self._flush_callbacks()
+            self._kick.set()
         try:
             yield sensor
         finally:

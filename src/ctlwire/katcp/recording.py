@@ -54,6 +54,7 @@ from .sensor import Sensor
 from .server import DeviceServer
 
 __all__ = ["DeviceRecorder", "ReplayDevice", "RecordingSummary", "read_descriptions",
+           "prompt_thread_switches",
            "SENSOR_TOPIC", "LIST_TOPIC", "LOG_TOPIC"]
 
 log = logging.getLogger("ctlwire.katcp.recording")
@@ -319,6 +320,26 @@ class DeviceRecorder:
 
 
 # -- replay ---------------------------------------------------------------------------------
+
+#: GIL switch interval (s) for a process that replays: see :func:`prompt_thread_switches`.
+REPLAY_SWITCH_INTERVAL = 0.0002
+
+
+def prompt_thread_switches(interval: float = REPLAY_SWITCH_INTERVAL) -> float:
+    """Make the interpreter hand the GIL over sooner (``sys.setswitchinterval``).
+
+    The replay thread must run at its deadlines, while the server's event loop thread
+    formats and writes the readings; with the default interval (5 ms) the loop thread
+    may keep the GIL that long past a deadline. This is process-wide, so the library
+    never calls it: ``ctlwire-katcp replay`` (a process of its own) does. Returns the
+    previous interval.
+    """
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    return old
+
 
 def read_descriptions(path: str) -> list[dict[str, Any]]:
     """The sensors described in a recording (the last description of each), in name

@@ -405,15 +405,20 @@ class ClientGroup:
         test = reading_test(condition_or_value)
         cond = threading.Condition()
         satisfied: dict[str, bool] = {}
+        count = [0]
 
         def judge(resource: KATCPClientResource, sensor: InspectedSensor) -> None:
             with cond:
                 # read under the lock: whoever judges last judges the newest reading
                 reading = sensor.get_reading()
                 ok = reading is not None and test(reading)
-                if satisfied.get(resource.name) != ok:
+                if satisfied.get(resource.name, False) != ok:
                     satisfied[resource.name] = ok
-                    cond.notify_all()
+                    count[0] += 1 if ok else -1
+                    # wake the waiter only when the quorum is reached: each wake-up is a
+                    # thread switch on the way of the readings still to come
+                    if count[0] >= need:
+                        cond.notify_all()
 
         with contextlib.ExitStack() as stack:
             for resource in self.clients:
@@ -428,9 +433,9 @@ class ClientGroup:
                 stack.callback(sensor.unregister_listener, listener)
                 judge(resource, sensor)
             with cond:
-                if cond.wait_for(lambda: sum(satisfied.values()) >= need, timeout):
+                if cond.wait_for(lambda: count[0] >= need, timeout):
                     return True
-                got = sum(satisfied.values())
+                got = count[0]
         raise SensorWaitTimeout(
             f"group {self.name}: {sensor_name} satisfied on {got} of {n} clients, "
             f"{need} needed, within {timeout} s")
