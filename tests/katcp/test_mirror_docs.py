@@ -24,10 +24,11 @@ def examples() -> dict[str, str]:
 
 
 def test_the_doc_has_the_examples():
-    assert {"inspecting-client", "resource-client", "pytest-plugin"} <= set(examples())
+    assert {"inspecting-client", "resource-client", "pytest-plugin",
+            "record-replay"} <= set(examples())
 
 
-@pytest.mark.parametrize("name", ["inspecting-client", "resource-client"])
+@pytest.mark.parametrize("name", ["inspecting-client", "resource-client", "record-replay"])
 def test_example_runs(name, capsys):
     exec(compile(examples()[name], f"{DOC}:{name}", "exec"), {"__name__": "__doc_example__"})
     assert capsys.readouterr().out  # each example prints what it shows
