@@ -314,11 +314,15 @@ def make_recording(path: str, seconds: float, rate: int = REPLAY_RATE,
     return n
 
 
-def replay_serve(path: str) -> None:
+def replay_serve(path: str, realtime: bool = False) -> None:
     """Serve ``path`` paused; print the port; replay on ?replay-start; print the stats."""
     from ctlwire.katcp.recording import ReplayDevice, prompt_thread_switches
 
     prompt_thread_switches()  # as ctlwire-katcp replay does
+    if realtime:  # as ctlwire-katcp replay --realtime does
+        from ctlwire.tcs.server import use_realtime_scheduling
+        if not use_realtime_scheduling():
+            raise SystemExit("SCHED_FIFO not permitted")
     device = ReplayDevice(path, speedup=1.0, paused=True)
     device.start(timeout=30)
     print(device.bind_address[1], flush=True)
@@ -347,9 +351,9 @@ def replay_drain(port: int, sensors: int, count: int) -> None:
     sock.close()
 
 
-def replay_round(path: str, count: int) -> float:
+def replay_round(path: str, count: int, realtime: bool = False) -> float:
     """p99 lateness (us) of one replay of ``path`` to a draining client."""
-    proc, port = _spawn(["--child", "replay-serve", path])
+    proc, port = _spawn(["--child", "replay-serve", path] + (["rt"] if realtime else []))
     drain = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child",
                               "replay-drain", str(port), str(REPLAY_SENSORS), str(count)])
     try:
@@ -361,10 +365,12 @@ def replay_round(path: str, count: int) -> float:
     return stats["lateness_p99"] * 1e6
 
 
-def replay_limit(path: str) -> float:
+def replay_limit(path: str, realtime: bool = False) -> float:
     """p99 lateness (us) of the engine pacing ``path`` with nothing to do per event."""
-    from ctlwire.tcs.server import TCSDBReplay
+    from ctlwire.tcs.server import TCSDBReplay, use_realtime_scheduling
 
+    if realtime and not use_realtime_scheduling():
+        raise SystemExit("SCHED_FIFO not permitted")
     replay = TCSDBReplay(path, sort_by="__wire_time", speedup=1.0, topics=["katcp.sensor."])
     for _ in replay.frames():
         pass
@@ -385,11 +391,11 @@ def run_child(what: str, args: list[str]) -> None:
         fn = {"ctlwire": group_ctlwire, "aiokatcp": group_aiokatcp, "raw": group_raw}[impl]
         print(json.dumps({"ms": fn(ports, ticks)}), flush=True)
     elif what == "replay-serve":
-        replay_serve(args[0])
+        replay_serve(args[0], args[1:] == ["rt"])
     elif what == "replay-drain":
         replay_drain(int(args[0]), int(args[1]), int(args[2]))
     elif what == "replay-limit":
-        print(json.dumps({"us": replay_limit(args[0])}), flush=True)
+        print(json.dumps({"us": replay_limit(args[0], args[1:] == ["rt"])}), flush=True)
     else:
         raise SystemExit(f"unknown child {what!r}")
 
@@ -444,10 +450,12 @@ def main() -> int:
         path = os.path.join(tmp, "night.sqlite")
         count = make_recording(path, args.replay_seconds)
         for r in range(args.rounds):
-            ours = replay_round(path, count)
-            limit = child("replay-limit", path)["us"]
-            print(f"replay {REPLAY_RATE} readings/s, round {r}: p99 lateness ctlwire "
-                  f"{ours:.0f} us, engine alone {limit:.0f} us", flush=True)
+            for rt in (False, True):
+                ours = replay_round(path, count, rt)
+                limit = child("replay-limit", path, *(["rt"] if rt else []))["us"]
+                print(f"replay {REPLAY_RATE} readings/s{' SCHED_FIFO' if rt else ''}, "
+                      f"round {r}: p99 lateness ctlwire {ours:.0f} us, engine alone "
+                      f"{limit:.0f} us", flush=True)
     return 0
 
 

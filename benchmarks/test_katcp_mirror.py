@@ -72,14 +72,31 @@ def test_group_wait_over_10_devices(benchmark, suite, ticking_ports):
     suite.run(benchmark, m, rounds=suite.pick(2, 5))
 
 
-def test_replay_lateness(benchmark, suite, tmp_path_factory):
-    seconds = suite.pick(1.0, 3.0)
+@pytest.fixture(scope="module")
+def recording(suite, tmp_path_factory):
     path = os.path.join(str(tmp_path_factory.mktemp("katcp-replay")), "night.sqlite")
-    count = bkm.make_recording(path, seconds)
-    m = Measure(FAMILY, f"ctlwire-katcp replay at {bkm.REPLAY_RATE:,} readings/s, "
-                        "speedup 1: p99 lateness", "us",
-                {"ctlwire": lambda: bkm.replay_round(path, count),
-                 "engine alone": lambda: bkm.child("replay-limit", path)["us"]},
+    return path, bkm.make_recording(path, suite.pick(1.0, 3.0))
+
+
+def _realtime_permitted() -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except (AttributeError, OSError):
+        return False
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return True
+
+
+@pytest.mark.parametrize("realtime", [False, True], ids=["normal", "sched-fifo"])
+def test_replay_lateness(benchmark, suite, recording, realtime):
+    if realtime and not _realtime_permitted():
+        pytest.skip("SCHED_FIFO not permitted here (needs CAP_SYS_NICE)")
+    path, count = recording
+    rt = ["rt"] if realtime else []
+    m = Measure(FAMILY, f"ctlwire-katcp replay{' --realtime' if realtime else ''} at "
+                        f"{bkm.REPLAY_RATE:,} readings/s, speedup 1: p99 lateness", "us",
+                {"ctlwire": lambda: bkm.replay_round(path, count, realtime),
+                 "engine alone": lambda: bkm.child("replay-limit", path, *rt)["us"]},
                 limit="engine alone", higher_is_better=False,
                 targets=[Target("max", 200.0)],
                 note="a client in another process samples all 100 sensors; the limit is "

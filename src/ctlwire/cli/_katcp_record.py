@@ -146,6 +146,9 @@ def replay_parser(prog: str) -> CommandParser:
                     help="wait for ?replay-start before the first reading")
     ap.add_argument("--exit-at-end", action="store_true",
                     help="stop serving when the recording ends")
+    ap.add_argument("--realtime", action="store_true",
+                    help="run the device's threads under SCHED_FIFO (Linux, needs "
+                         "CAP_SYS_NICE): precise pacing on a busy machine")
     return ap
 
 
@@ -154,6 +157,13 @@ def run_replay(args: argparse.Namespace) -> int:
     from ..tcs.events import TCSDatabaseError
 
     prompt_thread_switches()  # this process is the replay's own
+    if args.realtime:
+        from ..tcs.server import use_realtime_scheduling
+
+        # before the device starts: its loop and replay threads inherit the policy
+        if not use_realtime_scheduling():
+            logging.getLogger("ctlwire.cli").warning(
+                "SCHED_FIFO not permitted here; pacing with normal scheduling")
 
     if args.port > 65535:
         raise UsageError(f"port must be 0..65535, got {args.port}")
