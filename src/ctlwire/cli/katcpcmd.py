@@ -14,11 +14,22 @@ arguments; 3 the server can't be reached or does not reply in time; 70 an intern
 Interactive (``-i``): each line of standard input is a request written as on the wire
 (``?sensor-value temp`` or just ``sensor-value temp``; escapes such as ``\\_`` work);
 replies, informs and unsolicited informs from the server are printed as they arrive.
+
+Sensors, recordings (``ctlwire-katcp watch --help``, ``wait --help``, ...)::
+
+    ctlwire-katcp watch 127.0.0.1:7147 '^psu[.]'       # print readings as they arrive
+    ctlwire-katcp wait 127.0.0.1:7147 mode ready -t 30  # exit 0 reached, 1 timeout
+    ctlwire-katcp record 127.0.0.1:7147 -o night.sqlite # sensors and #log, until Ctrl-C
+    ctlwire-katcp replay night.sqlite --port 7148       # serve the night again
+
+aiokatcp's ``katcpcmd`` options ``--connect-timeout`` and ``--request-timeout`` are
+accepted (each overrides ``-t`` for its part).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import socket
 import sys
 import threading
@@ -29,6 +40,9 @@ from ctlwire.katcp.core import KatcpClientError, KatcpSyntaxError, Message, Mess
 
 from ._common import (EXIT_NEGATIVE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CommandParser,
                       UnreachableError, UsageError, host_port, run_command, timeout)
+
+from ._katcp_record import record_parser, replay_parser, run_record, run_replay
+from ._katcp_sensors import run_wait, run_watch, wait_parser, watch_parser
 
 EXIT_FAIL = EXIT_NEGATIVE
 #: the command's name (``katcpcmd`` is aiokatcp's: two packages installing it would clash)
@@ -137,6 +151,10 @@ def _parser() -> CommandParser:
                     help="read requests from standard input, one per line")
     ap.add_argument("-t", "--timeout", type=timeout, default=5.0,
                     help="seconds to wait for the connection and for each reply (default 5)")
+    ap.add_argument("--connect-timeout", type=timeout, metavar="S",
+                    help="seconds to wait for the connection (default: -t)")
+    ap.add_argument("--request-timeout", type=timeout, metavar="S",
+                    help="seconds to wait for each reply (default: -t)")
     ap.add_argument("-u", "--unsolicited", action="store_true",
                     help="also print informs not tied to a request (always on with -i)")
     return ap
@@ -167,29 +185,56 @@ def _run(args: argparse.Namespace) -> int:
 
 def _talk(args: argparse.Namespace) -> int:
     host, port = args.address
-    client = _PrintingClient(host, port, timeout=args.timeout, auto_reconnect=False,
-                             connect_timeout=args.timeout, out=sys.stdout,
+    connect_timeout = args.connect_timeout or args.timeout
+    request_timeout = args.request_timeout or args.timeout
+    client = _PrintingClient(host, port, timeout=request_timeout, auto_reconnect=False,
+                             connect_timeout=connect_timeout, out=sys.stdout,
                              show_unsolicited=args.interactive or args.unsolicited)
     client.start()
     try:
-        if not client.wait_connected(args.timeout):
+        if not client.wait_connected(connect_timeout):
             raise UnreachableError(f"could not connect to {host}:{port}: "
-                                   f"{_why_unreachable(host, port, args.timeout)}")
+                                   f"{_why_unreachable(host, port, connect_timeout)}")
         # Learn whether the server offers message ids before the first request.
-        client.wait_protocol(min(args.timeout, 1.0))
+        client.wait_protocol(min(connect_timeout, 1.0))
         if args.interactive:
             try:
-                return _interactive(client, args.timeout, sys.stdin)
+                return _interactive(client, request_timeout, sys.stdin)
             except KeyboardInterrupt:
                 return EXIT_OK  # the end of an interactive session
-        return _one_request(client, args.request, args.arguments, args.timeout)
+        return _one_request(client, args.request, args.arguments, request_timeout)
     finally:
         client.stop()
-        client.join(args.timeout)
+        client.join(connect_timeout)
+
+
+#: subcommands: name -> (parser maker, body); any other first argument is an address
+SUBCOMMANDS = {
+    "watch": (watch_parser, run_watch),
+    "wait": (wait_parser, run_wait),
+    "record": (record_parser, run_record),
+    "replay": (replay_parser, run_replay),
+}
+# options of the whole command that may come before a subcommand's name
+_LEADING_FLAG = re.compile(r"-v+|--verbose|-q|--quiet")
+
+
+def _subcommand_index(argv: list) -> Optional[int]:
+    for i, arg in enumerate(argv):
+        if arg in SUBCOMMANDS:
+            return i
+        if not _LEADING_FLAG.fullmatch(arg):
+            return None
+    return None
 
 
 def main(argv: Optional[list] = None) -> int:
     """Run ``ctlwire-katcp``; returns the exit status (see docs/cli.md)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    i = _subcommand_index(argv)
+    if i is not None:
+        make_parser, body = SUBCOMMANDS[argv[i]]
+        return run_command(make_parser(PROG), body, argv[:i] + argv[i + 1:])
     return run_command(_parser(), _run, argv)
 
 
