@@ -918,7 +918,17 @@ class Group:
         if not peer.live:
             peer.live = True
             self._update_membership()
+            # It can hear us now (it sent from a connection it made to us, or we to it):
+            # answer soon, so that it counts us without waiting for our heartbeat.
+            self._presence_soon(now, 0.005)
             self._emit(EventKind.MEMBER_JOINED, member, self.term)
+
+    def _presence_soon(self, now: float, delay: float) -> None:
+        """Send a presence at ``now + delay`` unless one is due about then anyway."""
+        at = now + delay
+        if not any(abs(t - at) < 0.02 for t in self._presence_at):
+            self._presence_at.append(at)
+            self._presence_at.sort()
 
     def _depart(self, member: bytes, peer: _Peer, reason: str, forget: bool) -> None:
         if peer.live:
@@ -992,8 +1002,8 @@ class Group:
                 self._peers[rec.member] = _Peer(rec)
                 # Say we are here soon (once the new connection is up), rather than at
                 # the next heartbeat, so that the newcomer counts us without delay.
-                if not self._presence_at:
-                    self._presence_at = [now + 0.01, now + 0.05]
+                self._presence_soon(now, 0.01)
+                self._presence_soon(now, 0.05)
             else:
                 peer.record = rec
         return {rec.member for rec in records}
