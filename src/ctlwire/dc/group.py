@@ -216,8 +216,10 @@ class Group:
         # Received messages travel in batches (one per receive burst) so that a busy
         # group wakes the reader once per burst, not once per message.
         self._inbox = _framing.Inbox(PortTimeout, f"group {self.spec.groupName}")
-        # Users call the compiled inbox directly: no Python frame per message.
-        self.recv = self._inbox.get  # type: ignore[method-assign]
+        # Users call the compiled inbox directly: no Python frame per message (unless a
+        # subclass overrides recv).
+        if type(self).recv is Group.recv:
+            self.recv = self._inbox.get  # type: ignore[method-assign]
         self._events: queue.SimpleQueue[GroupEvent] = queue.SimpleQueue()
         self._peers: dict[bytes, _Peer] = {}
         self._leader_addr: dict[bytes, tuple[str, int]] = {}
@@ -275,8 +277,10 @@ class Group:
         timed = self.spec.timed
         self._sender = _framing.Sender(self.pub.getSocket(), self.memberId, timed, native,
                                        self.codec, GroupClosed, f"group {self.spec.groupName}")
-        # Users call the compiled sender directly: no Python frame per message.
-        self.send = self._sender.send_obj  # type: ignore[method-assign]
+        # Users call the compiled sender directly: no Python frame per message (unless a
+        # subclass overrides send).
+        if type(self).send is Group.send:
+            self.send = self._sender.send_obj  # type: ignore[method-assign]
         for port, channel in ((self.sub, "group"), (self.qry, "answer"), (self.ans, "query")):
             sock = port.getSocket()
             self._receivers[sock] = (_framing.Receiver(
