@@ -1,7 +1,7 @@
 """ROC call throughput: ctlwire vs majortomo vs a bare ``zmq.proxy`` relay.
 
 Run: ``python benchmarks/bench_roc.py [--seconds S] [--rounds N] [--window W] [--mdp-ceiling]``
-(with ``PYTHONPATH=src`` from a source checkout).  Three more measures, each alone:
+after ``pip install .[bench]`` (or an editable install).  Three more measures, each alone:
 ``--features BASELINE_SRC`` (the cost of once-only calls and of a standby broker,
 against an earlier ctlwire's built ``src/`` folder, in the same run), ``--failover
 KILLS`` (SIGKILL the active broker of a pair KILLS times; how long calls stop) and

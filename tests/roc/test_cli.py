@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 import ctlwire
-from ctlwire._proc import child_env, free_base_port
+from ctlwire._testing.proc import child_env, free_base_port
 
 LIMIT = 20.0
 

@@ -24,7 +24,7 @@ INF = float("inf")
 
 
 def cmd(name, *args, **kw):
-    from ctlwire._proc import child_env
+    from ctlwire._testing.proc import child_env
     return subprocess.Popen([str(BIN / name), *map(str, args)], env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
