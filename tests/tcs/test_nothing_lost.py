@@ -60,13 +60,14 @@ def test_unpaced_replay_into_the_recorder_arrives_complete_and_in_order(tmp_path
     n = 20_000  # by hand: 200,000, three times running
     src = generate_database(tmp_path / "src.sqlite", n)
     out = tmp_path / "rec.sqlite"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    replay = cmd("tcs-replay", src, "--url", url, "--speedup", "inf", "--wait-subscriber", "60")
+    replay = cmd("tcs-replay", src, "--url", "tcp://127.0.0.1:0", "--speedup", "inf",
+                 "--wait-subscriber", "60")
+    first = replay.stdout.readline()  # "tcs-replay: publishing on tcp://127.0.0.1:PORT"
+    assert "publishing on " in first, first
+    url = first.rsplit(" ", 1)[1].strip()
     rec = cmd("tcs-record", url, "-o", out, "--count", n, "--duration", "120")
     r_out, r_err = replay.communicate(timeout=180)
+    r_out = first + r_out
     c_out, c_err = rec.communicate(timeout=180)
     assert replay.returncode == 0, r_err
     assert rec.returncode == 0, c_err
