@@ -36,7 +36,7 @@ cdef object _encode_all = _core.encode_all
 cdef bytes _OK = b"ok"
 
 
-def serve_read(conn, data, RequestContext):
+def serve_read(conn, RequestContext, data):
     """Serve one read of ``conn`` (a server ``ClientConnection``)."""
     cdef list items
     server = conn.owner

@@ -83,18 +83,24 @@ class ClientConnection(connection.Connection):
         #: Held by ``?sensor-sampling`` while it changes this client's samplers.
         self.samplers_lock = asyncio.Lock()
         self.sensor_update = self._sensor_update  # stable bound method (observer)
+        if owner._fast_requests and _serve_read is not None:
+            # the transport calls the compiled path straight (no Python frame between);
+            # set before the transport exists, since uvloop looks it up once
+            self.data_received = functools.partial(  # type: ignore[method-assign]
+                _serve_read, self, RequestContext)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for sampler in self._samplers.values():
             sampler.close()
         self._samplers = {}
+        self.__dict__.pop("data_received", None)  # (it refers back to self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self.owner._fast_requests:
             super().data_received(data)
         elif _serve_read is not None:
-            _serve_read(self, data, RequestContext)
+            _serve_read(self, RequestContext, data)
         else:
             self._serve_read_py(data)
 
