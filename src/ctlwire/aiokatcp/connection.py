@@ -366,5 +366,10 @@ def wrap_handler(name: str, handler: Callable, fixed: int) -> Callable:
         inspect.Parameter("_msg", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                           annotation=core.Message)])
     wrapper._aiokatcp_orig_handler = handler  # type: ignore[attr-defined]
+    # What the server's compiled path needs to decode a request that gives every
+    # parameter itself, without calling the wrapper: (handler, decoders).
+    wrapper._direct = ((handler, decoders)  # type: ignore[attr-defined]
+                       if fixed == 2 and var_positional is None and not kw_missing
+                       and inspect.iscoroutinefunction(handler) else None)
     wrapper._is_coroutine_handler = inspect.iscoroutinefunction(handler)  # type: ignore
     return wrapper
