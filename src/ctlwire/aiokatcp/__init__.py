@@ -5,7 +5,7 @@ Submodules hold what aiokatcp's modules of the same names hold (``core``,
 ``connection``, ``sensor``, ``server``, ``client``, ``time_sync``); everything public
 is re-exported here. See ``docs/aiokatcp.md`` for the migration guide.
 
-May import: its own submodules only.
+Layering: the top of ``ctlwire.aiokatcp``; imports its own submodules only.
 """
 from __future__ import annotations
 

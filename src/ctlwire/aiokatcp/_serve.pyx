@@ -11,10 +11,12 @@ request streams) with two differences that are why it exists: no bytecode dispat
 and the coroutine is stepped with ``PyIter_Send``, which reports a finished coroutine
 without raising and catching ``StopIteration``.
 
-Everything is reached through the Python attributes of the server and connection
-objects: their layout is ``server.py``'s, which this module follows.
+It reaches the server and the connection through Python attributes: exactly those
+declared by the protocols ``ServingServer`` and ``ServedConnection`` in ``server.py``
+(not a C-level state object as ``ctlwire.katcp._dispatch`` has: these objects are
+aiokatcp's public classes, which users subclass).
 
-May import: ``ctlwire.katcp.core`` (the codec), ``ctlwire.aiokatcp.core`` and
+Layering: imports ``ctlwire.katcp.core`` (the codec), ``ctlwire.aiokatcp.core`` and
 ``ctlwire.aiokatcp.connection``.
 """
 from cpython.ref cimport PyObject, Py_XDECREF

@@ -11,7 +11,7 @@ out in one ``transport.write`` per loop iteration, in the order it was written.
 Also here: :func:`wrap_handler`, which turns ``async def request_x(self, ctx, a: int,
 *rest: str)`` into a function of the message whose annotations decode the arguments.
 
-May import: the standard library, :mod:`ctlwire.katcp.core` and :mod:`.core`.
+Layering: imports the standard library, :mod:`ctlwire.katcp.core` and :mod:`.core`.
 """
 from __future__ import annotations
 
