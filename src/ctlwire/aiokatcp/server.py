@@ -844,8 +844,9 @@ class DeviceServer(metaclass=DeviceServerMeta):
             !help ok 1
         """
         if name is None:
-            items = [(key, (handler.__doc__ or "").strip().splitlines()[0]
-                      if (handler.__doc__ or "").strip() else "")
+            # the first line of the docstring, as aiokatcp (empty if it starts with one)
+            items = [(key, (handler.__doc__ or "").splitlines()[0]
+                      if handler.__doc__ else "")
                      for key, handler in sorted(self._request_handlers.items())]
         else:
             handler = self._request_handlers.get(name)
