@@ -8,6 +8,7 @@ rotated to ``FILE.1`` ... ``FILE.N`` like :class:`logging.handlers.RotatingFileH
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from ctlwire.roc.endpoints import Endpoints, resolve
 from ctlwire.roc.logging import PREFIX
 
 _ORDER = ("iso", "level", "node", "logger", "message")
+log = logging.getLogger("ctlwire.roc.logdump")
 
 
 class LogDump:
@@ -130,9 +132,11 @@ class LogDump:
     def _check_connected(self) -> None:
         try:
             self._mon.recv_multipart(zmq.NOBLOCK)
-            self.connected = True
         except zmq.Again:
-            pass
+            return
+        if not self.connected:
+            self.connected = True
+            log.info("connected to the relay at %s", self.endpoint)
 
     def close(self) -> None:
         """Close the socket and the file (idempotent)."""
