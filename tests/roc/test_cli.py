@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 import ctlwire
-from ctlwire._proc import child_env, free_base_port
+from ctlwire._testing.proc import child_env, free_base_port
 
 LIMIT = 20.0
 
@@ -59,7 +59,7 @@ BAD = [
     ("rocbroker", ["--liveness", "-1"], 2, "-1"),
     ("rocbroker", ["--base-port", "{held}"], 3, "{held}"),
     ("rocbroker", ["--standby-for", "tcp://127.0.0.1:5555"], 2, "tcp://"),
-    ("rocbroker", ["--standby-for", "127.0.0.1:5555", "--has-standby"], 2, "exclude"),
+    ("rocbroker", ["--standby-for", "127.0.0.1:5555", "--no-peer"], 2, "exclude"),
     ("rocbroker", ["--peer-interval", "1", "--peer-timeout", "0.5"], 2, "--peer-timeout"),
     ("rocbroker", ["--curve-secret", "{root}/missing", "--allow-keys", "{root}"], 2,
      "missing"),

@@ -187,9 +187,12 @@ class Broker:
                 # the router thread reads this flag; a vote there may also clear it
                 router.passive = not ps.active
                 if ps.state != last:
+                    # a primary starting up is news for -v; any other change, a warning
+                    quiet = ps.role == PRIMARY and ps.takeovers == 1 and ps.active
                     last = ps.state
-                    log.warning("broker %s (%s) is now %s", self.endpoints.rocBroker,
-                                ps.role, last)
+                    log.log(logging.INFO if quiet else logging.WARNING,
+                            "broker %s (%s) is now %s", self.endpoints.rocBroker,
+                            ps.role, last)
         except zmq.ZMQError:
             pass  # closing
 
