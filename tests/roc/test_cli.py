@@ -168,3 +168,20 @@ def test_roclogdump_stops_cleanly_on_a_signal(tmp_path, sig):
         broker.stop()
     assert p.returncode == 0, err
     assert "0 records written, 0 malformed" in out
+
+
+def test_a_broker_whose_standby_port_is_taken_runs_alone_and_says_so():
+    base = free_base_port(4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base + 3))
+        s.listen()
+        p = _start("--base-port", str(base))
+        try:
+            assert "rocbroker: MDP" in p.stdout.readline()
+            warning = p.stderr.readline()
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=LIMIT)
+        finally:
+            p.kill()
+    assert "cannot listen for a standby" in warning and str(base + 3) in warning
+    assert p.returncode == 0, err

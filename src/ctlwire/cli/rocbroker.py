@@ -167,7 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
                         snapshots=not args.no_snapshots, standby_for=args.standby_for,
                         has_standby=not (args.no_peer or args.standby_for),
                         peer_interval=args.peer_interval,
-                        peer_timeout=args.peer_timeout, security=security)
+                        peer_timeout=args.peer_timeout, security=security,
+                        peer_optional=True)
     except zmq.ZMQError as exc:
         raise UnreachableError(f"cannot bind {args.address} ports {args.base_port}.."
                                f"{args.base_port + 3}: {exc}") from None
@@ -181,11 +182,12 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     role = "standby of " + args.standby_for if args.standby_for else \
-        ("alone" if args.no_peer else f"primary; a standby may join at {ep.brokerPeer}")
+        ("alone" if broker.peer is None else
+         f"primary; a standby may join at {ep.brokerPeer}")
     print(f"{PROG}: MDP {ep.rocBroker}  XSUB {ep.generalXSUB}  XPUB {ep.generalXPUB}"
           f"  ({role}{', CURVE' if security else ''})", flush=True)
     log.info("bound MDP %s, XSUB %s, XPUB %s%s", ep.rocBroker, ep.generalXSUB,
-             ep.generalXPUB, "" if args.no_peer or args.standby_for else
+             ep.generalXPUB, "" if broker.peer is None or args.standby_for else
              f", peer link {ep.brokerPeer}")
 
     def report() -> None:
