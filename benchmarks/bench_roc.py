@@ -39,7 +39,10 @@ import types
 from collections import deque
 
 import zmq
-from ctlwire._testing.proc import free_base_port
+try:
+    from ctlwire._testing.proc import free_base_port
+except ImportError:  # an earlier ctlwire (the --features baseline child)
+    from ctlwire._proc import free_base_port  # type: ignore[no-redef]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
