@@ -13,6 +13,7 @@ checkout's ``src/`` never is: the suite measures the installed ctlwire.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -65,7 +66,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(needs matplotlib)")
 
 
+HAVE_BENCHMARK = importlib.util.find_spec("pytest_benchmark") is not None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if not HAVE_BENCHMARK:
+        raise pytest.UsageError("the benchmark suite needs pytest-benchmark and the "
+                                "peers: pip install '.[bench]'")
     plot = config.getoption("--plot", None)
     if plot:
         try:
@@ -114,5 +121,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         tr.write_line(f"plot written to {plot}")
 
 
-def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
-    output_json.setdefault("extra_info", {})["ctlwire_table"] = _TABLE.as_dicts()
+if HAVE_BENCHMARK:  # a hook of pytest-benchmark: pytest rejects it without the plugin
+    def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
+        output_json.setdefault("extra_info", {})["ctlwire_table"] = _TABLE.as_dicts()

@@ -138,6 +138,58 @@ def test_format(benchmark, suite, corpus):
     suite.run(benchmark, measure, rounds=suite.pick(3, 5))
 
 
+def test_inform(benchmark, suite):
+    from ctlwire.katcp import Message
+
+    n = suite.pick(5_000, 20_000)
+    args = [(b"%.6f" % (1.7e9 + i), b"1", f"rx0.adc{i % 16}.power", "nominal", repr(i * 0.5))
+            for i in range(n)]
+    expected = [bytes(Message.inform("sensor-status", *a)) for a in args]
+
+    def ours() -> float:
+        inform = Message.inform
+
+        def run() -> None:
+            for a in args:
+                bytes(inform("sensor-status", *a))
+        return _rate(run, n)
+    impls = {"ctlwire": ours}
+    if bc.kc_lib is not None:
+        msg, kind = bc.kc_lib.Message, bc.kc_lib.MessageType.INFORM
+
+        def kc_raw() -> float:
+            def run() -> None:
+                for a in args:
+                    bytes(msg(kind, b"sensor-status", None,
+                              [a[0], a[1], a[2].encode(), a[3].encode(), a[4].encode()]))
+            return _rate(run, n)
+        assert bytes(msg(kind, b"sensor-status", None, [args[0][0], args[0][1],
+                     *(x.encode() for x in args[0][2:])]))[:-1] == expected[0]
+        impls["katcp-codec raw"] = kc_raw
+    if bc.aiokatcp is not None:
+        def aio() -> float:
+            inform = bc.aiokatcp.Message.inform
+
+            def run() -> None:
+                for a in args:
+                    bytes(inform("sensor-status", *a))
+            return _rate(run, n)
+        impls["aiokatcp"] = aio
+
+    def join_only() -> float:
+        # The limit: the fields already bytes and needing no escape, only joined.
+        fields = [(b"#sensor-status", a[0], a[1], a[2].encode(), a[3].encode(),
+                   a[4].encode()) for a in args]
+        join = b" ".join
+        return _rate(lambda: _each(join, fields), n)
+    impls["join only"] = join_only
+    m = Measure(FAMILY, "build and format a #sensor-status inform", "msgs/s", impls,
+                limit="join only", aggregate="best",
+                targets=[Target("peer", 1.0, "katcp-codec raw")]
+                if "katcp-codec raw" in impls else [])
+    suite.run(benchmark, m, rounds=suite.pick(3, 5))
+
+
 def test_wide(benchmark, suite, corpus):
     wide = corpus["wide"]
     reps = 200

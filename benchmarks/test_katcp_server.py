@@ -57,9 +57,15 @@ def test_one_at_a_time(benchmark, suite, servers):
 
 def test_pipelined(benchmark, suite, servers):
     seconds, batch = suite.pick(0.3, 0.75), 100
+
+    def measure(name: str):
+        proc, port = servers[name]
+        with CpuMeter(proc.pid) as cpu:
+            rate = bks.pipelined(port, seconds, batch)
+        return rate, cpu.per_op(rate * seconds)
+
     m = Measure(FAMILY, f"pipelined requests ({batch} in flight)", "req/s",
-                {name: (lambda name=name: bks.pipelined(servers[name][1], seconds, batch))
-                 for name in SERVERS},
+                {name: (lambda name=name: measure(name)) for name in SERVERS},
                 limit="raw uvloop echo", targets=[Target("peer", 2.0, "aiokatcp")])
     suite.run(benchmark, m, rounds=suite.pick(2, 8))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +28,15 @@ HARNESS = "ctlwire._testing"
 # The harness is imported by tests, benchmarks, the demo command, and a forwarder kept
 # while older branches are merged (ctlwire/_proc.py).
 HARNESS_IMPORTERS = ("ctlwire._testing", "ctlwire.cli", "ctlwire._proc")
-FAMILIES = ("katcp", "roc", "tcs", "ocd", "dc")
-# Family -> families it may import. ocd uses the TCS event transport; it is to move to
-# a module that loads no extension (issue 11's TCS/OCD part), and this entry with it.
-FAMILY_IMPORTS = {"ocd": {"tcs"}}
+FAMILIES = ("katcp", "roc", "tcs", "ocd", "dc", "aiokatcp")
+# Family -> the other families (or single modules of them) it may import: ocd uses the
+# TCS event transport, a module that loads no extension; aiokatcp (aiokatcp's API) is
+# built on ctlwire.katcp's public modules.
+FAMILY_IMPORTS = {"ocd": {"ctlwire.tcs.transport"}, "aiokatcp": {"katcp"}}
+# Single modules that speak another family's protocol by design: the replay's control port
+# is a KATCP device (issue 14). Nothing imports it but ``tcs-replay --katcp-port``, and
+# ``import ctlwire.tcs`` never loads KATCP (test_tcs_does_not_load_katcp below).
+MODULE_IMPORTS = {"ctlwire.tcs.control": {"katcp"}}
 
 # ctlwire.katcp, bottom up: a module may import modules of its own layer or below.
 KATCP_LAYERS = {
@@ -38,6 +45,7 @@ KATCP_LAYERS = {
     "_codec": 1,
     "core": 2,
     "_types": 3, "_decorators": 3, "kattypes": 3, "sensor": 3, "sampling": 3,
+    "mirror": 3,  # a client's I/O-free model of a server (imports the stdlib only)
     # transport: sockets, threads, event loops, and the pieces the servers share
     "_dispatch": 4, "_roundtrip": 4, "_connection": 4, "_loop": 4, "_handlers": 4,
     "_sensor_hub": 4, "_device_logger": 4, "_client_link": 4,
@@ -193,9 +201,19 @@ def test_families_import_only_shared_plumbing_and_themselves():
                     offenders.append(f"{module} imports {target}")
                 elif target.startswith(HARNESS):
                     offenders.append(f"{module} imports {target}")
-            elif other != family and other not in FAMILY_IMPORTS.get(family, ()):
+            elif (other != family and other not in FAMILY_IMPORTS.get(family, ())
+                  and target not in FAMILY_IMPORTS.get(family, ())
+                  and other not in MODULE_IMPORTS.get(module, ())):
                 offenders.append(f"{module} imports {target}")
     assert not offenders, offenders
+
+
+def test_tcs_does_not_load_katcp():
+    code = ("import sys, ctlwire.tcs, ctlwire.tcs.server, ctlwire.tcs.record; "
+            "print(sorted(m for m in sys.modules if m.startswith('ctlwire.katcp')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def _katcp_layer(module: str) -> int | None:

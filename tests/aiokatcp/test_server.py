@@ -501,3 +501,44 @@ def test_a_handler_using_asyncio_timeout_runs_in_a_task():
         await client.wait_closed()
         await server.stop()
     run(main())
+
+
+def test_a_client_that_does_not_read_stops_being_read(lib):
+    """Replies a client does not read count as pending; at max_pending the server stops
+    reading (nothing piles up without bound) until they drain or the client goes."""
+    async def main():
+        server = await start_device(lib, max_pending=4)
+        sock = socket.create_connection(("127.0.0.1", port_of(server)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        try:
+            big = b"x" * 65536
+            payload = b"".join(b"?echo[%d] %s\n" % (i, big) for i in range(1, 201))
+            loop = asyncio.get_running_loop()
+            sent = 0
+            conn = None
+            for _ in range(400):  # bounded: until the server has stopped reading
+                try:
+                    sent += sock.send(payload[sent:])
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.01)
+                conn = next(iter(server._connections))
+                if len(server._pending) >= 4 and not conn._transport.is_reading():
+                    break
+            assert len(server._pending) <= 4
+            assert not conn._transport.is_reading()
+            assert sent < len(payload)  # the rest could not even be sent
+            # max_pending is server-wide (as in aiokatcp): others may wait too, at the
+            # latest until the stuck client goes away
+            client = await _client(server)
+            waiting = asyncio.ensure_future(client.request("add", 1, 2))
+            await asyncio.sleep(0.2)
+            sock.close()
+            assert await asyncio.wait_for(waiting, TIMEOUT) == ([b"3.0"], [])
+            client.close()
+            await client.wait_closed()
+        finally:
+            sock.close()
+            await server.stop()
+    run(main())

@@ -19,7 +19,8 @@ import ctlwire
 
 BIN = Path(sys.executable).parent
 #: every command a wheel installs; each has rows below
-COMMANDS = ["ctlwire-demo", "ctlwire-katcp", "ocd-heartbeat"]
+COMMANDS = ["ctlwire-demo", "ctlwire-katcp", "rocbroker", "roclogdump", "tcs-replay",
+            "tcs-record", "tcs-info", "ocd-heartbeat"]
 LIMIT = 20.0  # seconds; a bad input is answered in a few on a loaded machine
 
 
@@ -114,6 +115,44 @@ BAD_INPUTS = [
     ("ocd-heartbeat", ["--respond", "--bind", "tcp://127.0.0.1:{held}", "--listen",
                        "tcp://127.0.0.1:{free}"], 3, "{held}"),
     ("ocd-heartbeat", ["--listen", "tcp://127.0.0.1:{free}"], 2, "--bind"),
+    ("rocbroker", ["--base-port", "0"], 2, "'0'"),
+    ("rocbroker", ["--base-port", "65535"], 2, "65535"),
+    ("rocbroker", ["--base-port", "x"], 2, "'x'"),
+    ("rocbroker", ["--heartbeat", "0"], 2, "'0'"),
+    ("rocbroker", ["--heartbeat", "inf"], 2, "inf"),
+    ("rocbroker", ["--liveness", "-2"], 2, "-2"),
+    ("rocbroker", ["--base-port", "{held}"], 3, "{held}"),
+    ("rocbroker", ["--standby-for", "nohostport"], 2, "nohostport"),
+    ("roclogdump", ["--base-port", "{free}", "-o", "{root}/adir", "--duration", "1"],
+     2, "directory"),
+    ("roclogdump", ["--base-port", "{free}", "-o", "{root}/nodir/x.log", "--duration", "1"],
+     2, "nodir"),
+    ("roclogdump", ["--base-port", "{free}", "-o", "{root}/r.log", "--duration", "-1"],
+     2, "-1"),
+    ("roclogdump", ["--address", "127.0.0.1", "--base-port", "{free}", "-o", "{root}/r.log",
+                    "--duration", "1"], 3, "nothing"),
+    ("tcs-replay", ["--mock-sleep", "-1"], 2, "-1"),
+    ("tcs-replay", ["--speedup", "nan"], 2, "nan"),
+    ("tcs-replay", ["--speedup", "0"], 2, "'0'"),
+    ("tcs-replay", ["--wait-subscriber", "-5"], 2, "-5"),
+    ("tcs-replay", ["--spin", "-1"], 2, "-1"),
+    ("tcs-replay", ["--url", "127.0.0.1:{free}"], 2, "scheme"),
+    ("tcs-replay", ["{root}/missing.sqlite"], 2, "missing.sqlite"),
+    ("tcs-replay", ["{root}/adir"], 2, "directory"),
+    ("tcs-replay", ["{root}/notes.txt"], 2, "notes.txt"),
+    ("tcs-replay", ["--url", "tcp://127.0.0.1:{held}", "--count", "1"], 3, "{held}"),
+    ("tcs-record", ["tcp://127.0.0.1:{free}", "-o", "/nonexistent/x.sqlite"], 2, "nonexistent"),
+    ("tcs-record", ["127.0.0.1:{free}", "-o", "{root}/x.sqlite"], 2, "scheme"),
+    ("tcs-record", ["tcp://127.0.0.1:{free}", "-o", "{root}/adir"], 2, "directory"),
+    ("tcs-record", ["tcp://127.0.0.1:{free}", "-o", "{root}/notes.txt", "--duration", "1"],
+     2, "notes.txt"),
+    ("tcs-record", ["tcp://127.0.0.1:{free}", "-o", "{root}/y.sqlite", "--duration", "nan"],
+     2, "nan"),
+    ("tcs-record", ["tcp://127.0.0.1:{free}", "-o", "{root}/z.sqlite", "--duration", "1"],
+     3, "nothing"),
+    ("tcs-info", ["{root}/missing.sqlite"], 2, "missing.sqlite"),
+    ("tcs-info", ["{root}/adir"], 2, "directory"),
+    ("tcs-info", ["{root}/notes.txt"], 2, "notes.txt"),
 ]
 
 
@@ -123,6 +162,18 @@ def test_bad_input(command, args, status, says, held_port, files):
     values = {"free": _free_port(), "held": held_port, "root": files, "dir": files / "adir"}
     result, elapsed = run(command, *[a.format(**values) for a in args])
     assert_one_line_error(command, result, status, elapsed, says.format(**values))
+
+
+def test_a_bad_broker_variable_is_one_line_not_a_traceback():
+    result, elapsed = run("roclogdump", "-o", "x.log", "--duration", "1",
+                          env={"CTLWIRE_ROC_BROKER": "foo:bar"})
+    assert_one_line_error("roclogdump", result, 2, elapsed, "foo:bar")
+
+
+def test_help_works_whatever_the_environment():
+    result, _ = run("roclogdump", "--help", env={"CTLWIRE_ROC_BROKER": "foo:bar"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_no_heartbeat_is_exit_1_not_an_error():

@@ -110,7 +110,8 @@ def test_timed_frame_is_network_byte_order_on_the_wire(make_port, zctx):
         pub.send(b"x")
     frames = raw.recv_multipart()
     raw.close()
-    assert abs(struct.unpack("!d", frames[1])[0] - time.time()) < 60
+    assert len(frames) == 1 and frames[0][4] == 1  # flags: timed, network order
+    assert abs(struct.unpack("!d", frames[0][32:40])[0] - time.time()) < 60
 
 
 def test_native_byte_order_option(make_port, publish):
@@ -272,7 +273,7 @@ def test_garbage_on_ans_raises_codec_error_and_port_keeps_working(make_port, zct
     raw.setsockopt(zmq.ROUTING_ID, b"\x05" * 16)
     raw.connect(f"tcp://127.0.0.1:{ans.bind()}")
     raw.send(b"\xff" * 7)
-    with pytest.raises(CodecError, match="expected 2 frames"):
+    with pytest.raises(CodecError, match="shorter than the 32-byte header"):
         ans.recv(timeout=5)
     raw.send_multipart(encode_frames(KIND_APP, b"\x05" * 16, b"fine"))
     assert ans.recv(timeout=5) == b"fine"

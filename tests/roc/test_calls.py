@@ -238,3 +238,20 @@ def test_call_async_goes_out_without_result_on_a_fresh_client(ep, broker, serve,
         wait_for(lambda: camera.shutter_opened == 2, 10, "both calls run")
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_timeout_is_refused(ep, bad):
+    with pytest.raises(ValueError, match="timeout"):
+        RocClient(ep, timeout=bad)
+
+
+def test_a_zero_timeout_does_not_wait(broker, serve, ep, camera, wait_for):
+    serve("cam", camera)
+    with RocClient(ep, timeout=5.0) as c:
+        wait_for(lambda: c.service_available("cam"), 10, "the server")
+    with RocClient(ep, timeout=0) as c:
+        t0 = time.monotonic()
+        with pytest.raises(RocTimeout):
+            c.call("cam", "add", 1, 2)
+        assert time.monotonic() - t0 < 1.0

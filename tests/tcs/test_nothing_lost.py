@@ -363,3 +363,105 @@ def test_stats_json_adds_up(tmp_path):
     doc = json.loads(stats.read_text())
     assert doc["sent"] == doc["delivered"] + doc["dropped"] == 200
     assert sum(b["events"] for b in doc["lateness_histogram_us"]) == doc["sent"]
+
+
+def _read_informs(port, line, timeout=20.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall((line + "\n").encode())
+        buf = b""
+        name = line.split()[0][1:]
+        while True:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            buf += chunk
+            lines = buf.decode().splitlines()
+            if any(ln.startswith(f"!{name} ") for ln in lines):
+                return lines
+
+
+def test_tcs_replay_serves_its_katcp_control_port(tmp_path):
+    db = generate_database(tmp_path / "k.sqlite", 2000, rate=100.0)  # 20 s at speed 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        kport = s.getsockname()[1]
+    proc = cmd("tcs-replay", db, "--url", "tcp://127.0.0.1:0", "--katcp-port", kport)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "KATCP control port" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert "KATCP control port" in line
+        assert _katcp(kport, "?pause") == "!pause ok"
+        lines = _read_informs(kport, "?sensor-value state")
+        assert any("state" in ln and "paused" in ln for ln in lines), lines
+        assert _katcp(kport, "?set-speedup 1000") == "!set-speedup ok"
+        assert _katcp(kport, "?resume") == "!resume ok"
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "sent 2000 = delivered 2000 + dropped 0" in out
+
+
+@pytest.mark.parametrize("which", ["url", "katcp"])
+def test_a_port_in_use_is_one_line_and_exit_3(tmp_path, which):
+    db = generate_database(tmp_path / "a.sqlite", 5)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        args = (["--url", f"tcp://127.0.0.1:{port}"] if which == "url" else
+                ["--url", "tcp://127.0.0.1:0", "--katcp-port", port])
+        proc = cmd("tcs-replay", db, *args)
+        out, err = proc.communicate(timeout=60)
+    lines = one_error_line(proc, out, err, 3)
+    assert len(lines) == 1 and lines[0].startswith("tcs-replay: ") and str(port) in lines[0]
+
+
+@pytest.mark.parametrize("command", ["tcs-replay", "tcs-record", "tcs-info"])
+def test_version_and_unknown_options(command):
+    proc = cmd(command, "--version")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "ctlwire" in out
+    proc = cmd(command, "--no-such-option")
+    out, err = proc.communicate(timeout=30)
+    lines = one_error_line(proc, out, err, 2)
+    assert len(lines) == 1 and lines[0].startswith(f"{command}: ")
+
+
+def test_a_recorder_with_nothing_to_connect_to_exits_3_and_leaves_no_file(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    out = tmp_path / "none.sqlite"
+    proc = cmd("tcs-record", f"tcp://127.0.0.1:{port}", "-o", out, "--duration", "1")
+    o, err = proc.communicate(timeout=60)
+    lines = one_error_line(proc, o, err, 3)
+    assert lines[-1].startswith("tcs-record: ") and "nothing to connect to" in lines[-1]
+    assert not out.exists()
+
+
+def test_a_recorder_told_to_stop_exits_0_even_with_nothing_received(tmp_path):
+    server = ZMQServer("tcp://127.0.0.1:0")
+    proc = cmd("tcs-record", server.endpoint, "-o", tmp_path / "quiet.sqlite")
+    try:
+        assert server.wait_for_subscriber(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        o, err = proc.communicate(timeout=60)
+    finally:
+        server.close()
+    assert proc.returncode == 0, err
+    assert "recorded 0 events" in o and "SIGTERM" in o
+
+
+def test_plot_draws_the_lateness_and_the_rate(tmp_path):
+    pytest.importorskip("matplotlib")
+    db = generate_database(tmp_path / "a.sqlite", 300, rate=1000.0)
+    png = tmp_path / "p.png"
+    proc = cmd("tcs-replay", db, tmp_path / "a.sqlite", "--url", "tcp://127.0.0.1:0",
+               "--speedup", "1", "--plot", png)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

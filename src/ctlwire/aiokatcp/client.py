@@ -45,7 +45,7 @@ _REPLY = core.Message.Type.REPLY
 _INFORM = core.Message.Type.INFORM
 _REQUEST = core.Message.Type.REQUEST
 _MID_MAX = 2 ** 31 - 1
-_get_type = core.get_type
+_encode_all = core.encode_all
 
 
 class ProtocolError(ValueError):
@@ -179,6 +179,8 @@ class Client(metaclass=ClientMeta):
         self.last_exc: Optional[Exception] = None
         self._sleep_handle: Optional[asyncio.TimerHandle] = None
         self._connect_task: Optional[asyncio.Task] = None
+        # request() may do request_raw's work itself unless a subclass changed it
+        self._fast_request_raw = type(self).request_raw is Client.request_raw
         self._state = _State.SLEEPING
         self._set_state(_State.CONNECTING)
 
@@ -399,7 +401,7 @@ class Client(metaclass=ClientMeta):
         """Remove a callback added by :meth:`add_inform_callback`."""
         callbacks = self._inform_callbacks.get(name, [])
         for i, wrapped in enumerate(callbacks):
-            if wrapped._aiokatcp_orig_handler == callback:
+            if wrapped._aiokatcp_orig_handler == callback:  # type: ignore[attr-defined]
                 del callbacks[i]
                 if not callbacks:
                     del self._inform_callbacks[name]
@@ -502,9 +504,7 @@ class Client(metaclass=ClientMeta):
 
     async def _roundtrip(self, mid: Optional[int], name: str, args: tuple
                          ) -> Tuple[core.Message, List[core.Message]]:
-        data = _encode_line(_REQUEST_CODE, name,
-                            [a if a.__class__ is bytes else _get_type(a.__class__).encode(a)
-                             for a in args], mid)
+        data = _encode_line(_REQUEST_CODE, name, _encode_all(args), mid)
         reply = self.loop.create_future()
         informs: List[core.Message] = []
         self._pending[mid] = [name, reply, informs]
@@ -526,7 +526,22 @@ class Client(metaclass=ClientMeta):
         BrokenPipeError, ConnectionError
             As :meth:`request_raw`.
         """
-        reply, informs = await self.request_raw(name, *args)
+        if self._mid_support and self._fast_request_raw and self._state is _State.CONNECTED:
+            # request_raw and _roundtrip inline: one coroutine per request, not three
+            mid = self._next_mid
+            self._next_mid = 1 if mid >= _MID_MAX else mid + 1
+            data = _encode_line(_REQUEST_CODE, name, _encode_all(args), mid)
+            future = self.loop.create_future()
+            informs: List[core.Message] = []
+            pending = self._pending
+            pending[mid] = [name, future, informs]
+            try:
+                self._connection.send_request(data)  # type: ignore[union-attr]
+                reply = await future
+            finally:
+                pending.pop(mid, None)
+        else:
+            reply, informs = await self.request_raw(name, *args)
         arguments = reply.arguments
         kind = arguments[0] if arguments else b"invalid"
         if kind == b"ok":
@@ -683,11 +698,12 @@ class SensorWatcher(AbstractSensorWatcher):
         if type_name != "discrete":
             return self.SENSOR_TYPES[type_name]
         values = tuple(parameters)
-        made = self._enum_cache.get(values)
-        if made is None:
-            made = enum.Enum("discrete", [(f"ENUM{i}", v) for i, v in enumerate(values)],
-                             type=DiscreteMixin)  # type: ignore[call-overload]
-            self._enum_cache[values] = made
+        cached = self._enum_cache.get(values)
+        if cached is not None:
+            return cached
+        made: type = enum.Enum(  # type: ignore[misc]
+            "discrete", [(f"ENUM{i}", v) for i, v in enumerate(values)], type=DiscreteMixin)
+        self._enum_cache[values] = made
         return made
 
     def sensor_added(self, name: str, description: str, units: str, type_name: str,
@@ -895,8 +911,8 @@ class _SensorMonitor:
                         watcher.sensor_removed(info.name)
                         self.mirror.unwatch(info.name, watcher)
             for info in change.removed:
-                for watcher in old_watchers.get(info.name, {}):
-                    watcher.sensor_removed(info.name)
+                for gone in old_watchers.get(info.name, {}):
+                    gone.sensor_removed(info.name)  # type: ignore[attr-defined]
 
     async def _set_sampling(self, names: List[str], strategy: str) -> None:
         if "B" in self.client.protocol_flags and len(names) > 1:

@@ -65,7 +65,7 @@ class ConnectionLoggerAdapter(logging.LoggerAdapter):
     """Follow each log message with the peer's address in brackets (as aiokatcp)."""
 
     def process(self, msg: Any, kwargs: Any) -> Any:
-        return f"{msg} [{self.extra['address']}]", kwargs
+        return f"{msg} [{self.extra['address']}]", kwargs  # type: ignore[index]
 
 
 class Connection(asyncio.Protocol):

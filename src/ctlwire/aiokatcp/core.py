@@ -16,7 +16,8 @@ import logging
 import numbers
 import re
 import typing
-from typing import Any, Callable, Generic, List, Optional, Tuple, Type, TypeVar, Union
+from typing import (Any, Callable, Generic, List, Optional, Tuple, Type, TypeAlias, TypeVar,
+                    Union)
 
 from ..katcp import core as _kcore
 from ..katcp.exceptions import KatcpSyntaxError as _CtlwireSyntaxError
@@ -267,7 +268,7 @@ def get_decoder_cached(cls: Any) -> Callable[[bytes], Any]:
 
 def get_decoder(cls: Type[_T]) -> Callable[[bytes], _T]:
     """A function that decodes message arguments to ``cls`` (see :func:`decode`)."""
-    return get_decoder_cached(cls)
+    return get_decoder_cached(cls)  # type: ignore[arg-type]
 
 
 # class -> encode function: a plain dict in front of get_type for the per-argument path
@@ -379,7 +380,7 @@ class Message:
 
     __slots__ = ("mtype", "name", "arguments", "mid")
 
-    Type = _MessageType
+    Type: TypeAlias = _MessageType
     OK = b"ok"
     FAIL = b"fail"
     INVALID = b"invalid"
@@ -488,7 +489,7 @@ _new = object.__new__
 
 def from_codec(parsed: Any, cls: type = Message) -> Message:
     """Convert a message from ctlwire's codec to this module's :class:`Message`."""
-    msg = _new(cls)
+    msg: Any = _new(cls)
     msg.mtype = _FROM_CODEC[parsed.mtype]
     msg.name = parsed.name
     msg.arguments = parsed.arguments

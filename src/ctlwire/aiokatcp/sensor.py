@@ -78,26 +78,7 @@ class Reading(Generic[_T]):
                 f"value={self.value!r})")
 
 
-class _Status(enum.IntEnum):
-    UNKNOWN = 0
-    NOMINAL = 1
-    WARN = 2
-    ERROR = 3
-    FAILURE = 4
-    UNREACHABLE = 5
-    INACTIVE = 6
-
-    def valid_value(self) -> bool:
-        """True for statuses whose value means something (nominal, warn, error)."""
-        return self in _VALID_STATUSES
-
-
-_Status.__name__ = "Status"
-_Status.__qualname__ = "Sensor.Status"
-_VALID_STATUSES = frozenset((_Status.NOMINAL, _Status.WARN, _Status.ERROR))
-
-
-def _always_nominal(value: Any) -> _Status:
+def _always_nominal(value: Any) -> "Sensor.Status":
     return _Status.NOMINAL
 
 
@@ -132,16 +113,29 @@ class Sensor(Generic[_T]):
         Decoded parameters of ``auto_strategy``.
     """
 
-    Status = _Status
+    class Status(enum.IntEnum):
+        """Sensor statuses (the wire names are the lower-case member names)."""
+
+        UNKNOWN = 0
+        NOMINAL = 1
+        WARN = 2
+        ERROR = 3
+        FAILURE = 4
+        UNREACHABLE = 5
+        INACTIVE = 6
+
+        def valid_value(self) -> bool:
+            """True for statuses whose value means something (nominal, warn, error)."""
+            return self in _VALID_STATUSES
 
     def __init__(self, sensor_type: Type[_T], name: str, description: str = "",
                  units: str = "", default: Optional[_T] = None,
-                 initial_status: _Status = _Status.UNKNOWN, *,
-                 status_func: Callable[[_T], _Status] = _always_nominal,
+                 initial_status: "Sensor.Status" = Status.UNKNOWN, *,
+                 status_func: Callable[[_T], "Sensor.Status"] = _always_nominal,
                  auto_strategy: Optional["SensorSampler.Strategy"] = None,
                  auto_strategy_parameters: Iterable[Any] = ()) -> None:
         self.stype = sensor_type
-        info = core.get_type(sensor_type)
+        info = core.get_type(sensor_type)  # type: ignore[arg-type]
         self.type_name = info.name
         self._core_type = info.type_
         self.name = name
@@ -165,7 +159,7 @@ class Sensor(Generic[_T]):
         if isinstance(value, self._core_type) and not issubclass(self._core_type, enum.Enum):
             return stype(value)  # type: ignore[call-arg]
         if stype is core.Timestamp and isinstance(value, numbers.Real):
-            return stype(value)  # type: ignore[return-value]
+            return stype(value)  # type: ignore[call-arg,return-value]
         raise TypeError(f"Value type {type(value)} is not compatible with Sensor type "
                         f"{stype} with core type {self._core_type}")
 
@@ -244,18 +238,8 @@ class Sensor(Generic[_T]):
         self._delta = tuple(o for o in self._delta if o != observer)
 
 
-class _Strategy(enum.Enum):
-    NONE = 0
-    AUTO = 1
-    PERIOD = 2
-    EVENT = 3
-    DIFFERENTIAL = 4
-    EVENT_RATE = 5
-    DIFFERENTIAL_RATE = 6
-
-
-_Strategy.__name__ = "Strategy"
-_Strategy.__qualname__ = "SensorSampler.Strategy"
+_Status = Sensor.Status
+_VALID_STATUSES = frozenset((_Status.NOMINAL, _Status.WARN, _Status.ERROR))
 
 
 class SensorSampler(Generic[_T], metaclass=abc.ABCMeta):
@@ -286,9 +270,18 @@ class SensorSampler(Generic[_T], metaclass=abc.ABCMeta):
         This sampler stands for the ``auto`` strategy.
     """
 
-    Strategy = _Strategy
+    class Strategy(enum.Enum):
+        """The ``?sensor-sampling`` strategies."""
 
-    def __init__(self, sensor: Sensor[_T], observer: Optional[Callable], 
+        NONE = 0
+        AUTO = 1
+        PERIOD = 2
+        EVENT = 3
+        DIFFERENTIAL = 4
+        EVENT_RATE = 5
+        DIFFERENTIAL_RATE = 6
+
+    def __init__(self, sensor: Sensor[_T], observer: Optional[Callable],
                  loop: asyncio.AbstractEventLoop, difference: Optional[_T] = None,
                  shortest: core.Timestamp = core.Timestamp(0),
                  longest: Optional[core.Timestamp] = None, *,
@@ -430,6 +423,9 @@ class SensorSampler(Generic[_T], metaclass=abc.ABCMeta):
         if sampler_cls is None:
             return None
         return sampler_cls(sensor, observer, loop, *values, is_auto=is_auto)
+
+
+_Strategy = SensorSampler.Strategy
 
 
 class _AutoSampler(SensorSampler[_T]):
@@ -678,7 +674,7 @@ class AggregateSensor(Sensor[_T], metaclass=abc.ABCMeta):
 
     def __init__(self, target: SensorSet, sensor_type: Type[_T], name: str,
                  description: str = "", units: str = "", *,
-                 auto_strategy: Optional[_Strategy] = None,
+                 auto_strategy: Optional["SensorSampler.Strategy"] = None,
                  auto_strategy_parameters: Iterable[Any] = ()) -> None:
         super().__init__(sensor_type=sensor_type, name=name, description=description,
                          units=units, auto_strategy=auto_strategy,

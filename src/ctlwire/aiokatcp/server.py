@@ -38,6 +38,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import __version__ as _ctlwire_version
+from .._ext import load_extension
 from ..katcp.core import encode_message as _encode_line
 from . import connection, core, sensor
 from .connection import FailReply, InvalidReply
@@ -67,15 +68,17 @@ _CMessage = core._kcore.Message
 _new = object.__new__
 _Message = core.Message
 _FROM_CODEC = core._FROM_CODEC
+# the compiled request path (its Python reference is ClientConnection._serve_read_py)
+_serve_read = load_extension("ctlwire.aiokatcp._serve").serve_read
 
 
 class ClientConnection(connection.Connection):
     """The server's side of one client connection."""
 
-    owner: "DeviceServer"
+    owner: "DeviceServer"  # type: ignore[assignment]
 
     def __init__(self, owner: "DeviceServer", limit: int) -> None:
-        super().__init__(owner, True, limit)
+        super().__init__(owner, True, limit)  # type: ignore[arg-type]
         self._samplers: Dict[sensor.Sensor, sensor.SensorSampler] = {}
         #: Held by ``?sensor-sampling`` while it changes this client's samplers.
         self.samplers_lock = asyncio.Lock()
@@ -88,12 +91,16 @@ class ClientConnection(connection.Connection):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        server = self.owner
-        if not server._fast_requests:
+        if not self.owner._fast_requests:
             super().data_received(data)
-            return
-        # The per-request path, inline (see the module docstring): parse, dispatch,
-        # and the replies of the whole read leave in one write.
+        elif _serve_read is not None:
+            _serve_read(self, data, RequestContext)
+        else:
+            self._serve_read_py(data)
+
+    def _serve_read_py(self, data: bytes) -> None:
+        """The inline path in Python: the reference of the compiled ``_serve``."""
+        server = self.owner
         self._dispatching = True
         dispatch = server._dispatch
         try:
@@ -273,7 +280,7 @@ class DeviceServerMeta(type):
                     raise TypeError(f"{key} must have a docstring")
                 wrapped = mcs._wrap_request(key[8:].replace("_", "-"), value)
                 wrapped._needs_task = (_needs_task(wrapped)  # type: ignore[attr-defined]
-                                       or not wrapped._is_coroutine_handler)
+                                       or not wrapped._is_coroutine_handler)  # type: ignore
                 handlers[key[8:].replace("_", "-")] = wrapped
         return cls
 
@@ -502,7 +509,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
         """Listening sockets (empty before :meth:`start`)."""
         if self._server is None:
             return ()
-        return tuple(self._server.sockets)
+        return tuple(self._server.sockets)  # type: ignore[attr-defined]
 
     @property
     def service_tasks(self) -> Tuple[asyncio.Task, ...]:
@@ -605,7 +612,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
             self._buffered_requests.append(ctx)
             return
         handler = self._request_handlers.get(msg.name)
-        if handler is None or handler._needs_task:
+        if handler is None or handler._needs_task:  # type: ignore[attr-defined]
             self._start_request(ctx)
             return
         try:
@@ -615,8 +622,10 @@ class DeviceServer(metaclass=DeviceServerMeta):
             ret = stop.value
             if ctx._replied:
                 if ret is not None:
-                    self._request_failed(ctx, RuntimeError(
-                        "handler both replied and returned a value"))
+                    try:  # raised, so that the #log error carries a traceback
+                        raise RuntimeError("handler both replied and returned a value")
+                    except RuntimeError as exc:
+                        self._request_failed(ctx, exc)
                     return
             else:
                 if ret is None:
@@ -744,7 +753,7 @@ class DeviceServer(metaclass=DeviceServerMeta):
 
     async def _handle_request(self, ctx: RequestContext, handler: Optional[Callable]) -> None:
         if handler is None:
-            ret = await self.unhandled_request(ctx, ctx.req)
+            ret = await self.unhandled_request(ctx, ctx.req)  # type: ignore[func-returns-value]
         else:
             ret = await handler(self, ctx, ctx.req)
         self._reply_with(ctx, ret)

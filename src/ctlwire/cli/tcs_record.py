@@ -143,9 +143,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{PROG}: recorded {rec.recorded} events into {files} in {elapsed:.1f} s "
               f"({rec.subscriber.bad} malformed messages dropped{why})", flush=True)
-    if rec.received == 0 and not rec.connected:
-        raise UnreachableError(f"nothing received: nothing to connect to at "
-                               f"{', '.join(args.urls)}")
+    if rec.received == 0:
+        rec.remove_if_empty()  # a run that found nothing leaves no file behind
+        if not rec.connected and not stopped_by:
+            raise UnreachableError(f"nothing received: nothing to connect to at "
+                                   f"{', '.join(args.urls)}")
     return EXIT_OK
 
 

@@ -284,12 +284,20 @@ def _run(args: argparse.Namespace) -> int:
         if args.katcp_port is not None:
             from ..tcs.control import ReplayControl
             control = ReplayControl(steer, args.katcp_host, args.katcp_port)
+            # the server logs its own start failure too; the one line below says it
+            klog = logging.getLogger("ctlwire.katcp")
+            level = klog.level
+            if not args.verbose:
+                klog.setLevel(logging.CRITICAL)
             try:
                 control.start(timeout=10)
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 control = None
+                why = str(exc).split(": ", 1)[-1]
                 raise UnreachableError(f"can't bind the KATCP port "
-                                       f"{args.katcp_host}:{args.katcp_port}: {exc}") from None
+                                       f"{args.katcp_host}:{args.katcp_port}: {why}") from None
+            finally:
+                klog.setLevel(level)
             host, kport = control.bind_address
             say(f"{PROG}: KATCP control port on {host}:{kport}")
         # SIGTERM and SIGHUP end a replay as Ctrl-C does: flush, summary, exit 0

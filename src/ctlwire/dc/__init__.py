@@ -3,12 +3,16 @@
 Layers, bottom up: :mod:`~ctlwire.dc.codec` (pure wire formats),
 :mod:`~ctlwire.dc.election` (pure election state machine), :mod:`~ctlwire.dc.ports`
 (the four group sockets), :mod:`~ctlwire.dc.discovery` (who is where) and
-:mod:`~ctlwire.dc.group` (a member of a group: heartbeat, election, messaging).
+:mod:`~ctlwire.dc.group` (a member of a group: heartbeat, election, messaging, votes);
+:mod:`~ctlwire.dc.fencing` refuses commands of deposed leaders. The framing of group
+messages is compiled (:mod:`~ctlwire.dc._framing`).
 """
 from .codec import CodecError, PayloadCodec, make_codec
-from .discovery import DirectoryDiscovery, Discovery, UDPBeaconDiscovery
+from .discovery import DirectoryDiscovery, Discovery, RedisDiscovery, UDPBeaconDiscovery
 from .election import Election, Role, Timings
-from .group import EventKind, Group, GroupClosed, GroupEvent, GroupMessage, NoLeaderError
+from .fencing import Fenced, FencedError
+from .group import (EventKind, Group, GroupClosed, GroupEvent, GroupMessage, GroupVote,
+                    NoLeaderError, VoteOutcome)
 from .ports import (BindPort, ConnPort, GroupAnsPort, GroupDuplexPort, GroupPubPort,
                     GroupQryPort, GroupSimplexPort, GroupSpec, GroupSubPort, Port,
                     PortDirectionError, PortError, PortInfo, PortTimeout)
@@ -20,5 +24,6 @@ __all__ = [
     "PortDirectionError", "PortTimeout", "CodecError", "PayloadCodec", "make_codec",
     "CurveSecurity", "Group", "GroupMessage", "GroupEvent", "EventKind", "NoLeaderError",
     "GroupClosed", "Timings", "Election", "Role", "Discovery", "DirectoryDiscovery",
-    "UDPBeaconDiscovery",
+    "UDPBeaconDiscovery", "RedisDiscovery", "GroupVote", "VoteOutcome", "Fenced",
+    "FencedError",
 ]

@@ -1,21 +1,27 @@
 """Wire formats of group coordination: frames, timestamps, control messages, payloads.
 
 Pure functions and small types only; no sockets here (the ports and the group wrap them).
+The frame layout is implemented once, in the compiled :mod:`ctlwire.dc._framing`; this
+module is its documented Python face.
 
-Frames of one group message (every port uses the same layout)::
+One group message is one ZeroMQ frame (format version 2)::
 
-    [header, payload]               untimed group
-    [header, time, payload]         timed group
+    "DC" | version 2 | kind | flags | 0 0 0 | term (u64, big-endian) | sender (16 bytes)
+    [ time (8-byte IEEE double) ]  payload
 
-``header`` is 20 bytes: the magic ``b"DC"``, a format version byte, a kind byte
-(``A`` application, ``C`` control) and the sender's 16-byte member id. ``time`` is the
-send time in seconds since the epoch as an 8-byte IEEE double, in network byte order by
-default (the original used native order; :data:`NATIVE` selects it). A ROUTER socket
-prepends the routing identity, which the answer port strips before decoding.
+``kind`` is ``A`` (application) or ``C`` (control); ``flags`` bit 0 says a time field
+follows the 32-byte header (timed groups), bit 1 that it is in native byte order (the
+original's choice; network order is the default). ``term`` is the sender's election term:
+a leader's messages carry the term it leads in, which is the fencing token a receiver
+checks (:meth:`ctlwire.dc.group.Group.fence`). A ROUTER socket prepends the routing
+identity, which the answer port strips before decoding.
 
-Control messages (heartbeats, votes, presence, goodbye) travel as msgpack-encoded tagged
-structs in the payload of a ``C`` frame, so a member can tell them apart from
-application data without looking inside the application's payload.
+Control messages (heartbeats, votes, presence, goodbye, group votes) travel as
+msgpack-encoded tagged structs in the payload of a ``C`` frame, so a member can tell them
+apart from application data without looking inside the application's payload.
+
+Layering: imports msgspec, ``ctlwire._ext``, ``ctlwire.dc.errors`` and the compiled
+``ctlwire.dc._framing``; no I/O.
 """
 from __future__ import annotations
 
@@ -26,31 +32,32 @@ from typing import Any, Literal, NamedTuple, Union
 
 import msgspec
 
+from .._ext import load_extension
+from .errors import CodecError
+
+_framing = load_extension("ctlwire.dc._framing")
+
 __all__ = [
     "CodecError", "KIND_APP", "KIND_CONTROL", "NETWORK", "NATIVE", "MEMBER_ID_LEN",
-    "Envelope", "encode_frames", "decode_frames", "pack_time", "unpack_time",
-    "Presence", "Heartbeat", "VoteRequest", "Vote", "Bye", "ControlMessage",
-    "encode_control", "decode_control", "MemberRecord", "encode_record", "decode_record",
-    "PayloadCodec", "make_codec",
+    "HEADER_LEN", "Envelope", "encode_frames", "decode_frames", "pack_time", "unpack_time",
+    "Presence", "Heartbeat", "VoteRequest", "Vote", "Bye", "Ballot", "BallotVote",
+    "BallotResult", "ControlMessage", "encode_control", "decode_control", "MemberRecord",
+    "encode_record", "decode_record", "PayloadCodec", "make_codec",
 ]
 
 MAGIC = b"DC"
-VERSION = 1
+VERSION = 2
 KIND_APP = ord("A")
 KIND_CONTROL = ord("C")
 MEMBER_ID_LEN = 16
-HEADER_LEN = len(MAGIC) + 2 + MEMBER_ID_LEN
+HEADER_LEN = 32
+MAX_TERM = 2**64 - 1
 
-#: Byte order of the time frame: network (big-endian, the default) or native.
+#: Byte order of the time field: network (big-endian, the default) or native.
 NETWORK: Literal["network"] = "network"
 NATIVE: Literal["native"] = "native"
 
 _TIME_FMT = {NETWORK: struct.Struct("!d"), NATIVE: struct.Struct("=d")}
-_HEADER_PREFIX = MAGIC + bytes([VERSION])
-
-
-class CodecError(ValueError):
-    """A group message or record is malformed; the message says what and where."""
 
 
 class Envelope(NamedTuple):
@@ -66,12 +73,15 @@ class Envelope(NamedTuple):
         The message body.
     send_time : float or None
         Sender's clock at send time (timed groups only).
+    term : int
+        The sender's election term when it sent the message.
     """
 
     kind: int
     sender: bytes
     payload: bytes
     send_time: float | None
+    term: int = 0
 
 
 def _time_struct(order: str) -> struct.Struct:
@@ -87,18 +97,19 @@ def pack_time(t: float, order: str = NETWORK) -> bytes:
 
 
 def unpack_time(data: bytes, order: str = NETWORK) -> float:
-    """Unpack an 8-byte time frame; raises :class:`CodecError` if it is not a finite double."""
+    """Unpack an 8-byte time field; raises :class:`CodecError` if it is not a finite double."""
     if len(data) != 8:
-        raise CodecError(f"time frame: expected 8 bytes, got {len(data)}")
+        raise CodecError(f"time field: expected 8 bytes, got {len(data)}")
     (t,) = _time_struct(order).unpack(data)
     if not math.isfinite(t):
-        raise CodecError(f"time frame: not a finite number ({t!r})")
+        raise CodecError(f"time field: not a finite number ({t!r})")
     return t
 
 
 def encode_frames(kind: int, sender: bytes, payload: bytes,
-                  send_time: float | None = None, order: str = NETWORK) -> list[bytes]:
-    """Build the frames of one group message.
+                  send_time: float | None = None, order: str = NETWORK,
+                  term: int = 0) -> list[bytes]:
+    """Build the frames of one group message (one frame in format version 2).
 
     Parameters
     ----------
@@ -109,18 +120,16 @@ def encode_frames(kind: int, sender: bytes, payload: bytes,
     payload : bytes
         Message body.
     send_time : float, optional
-        Adds the time frame (timed groups).
+        Adds the time field (timed groups).
     order : str
-        Byte order of the time frame.
+        Byte order of the time field.
+    term : int
+        The sender's election term.
     """
-    if len(sender) != MEMBER_ID_LEN:
-        raise ValueError(f"member id must be {MEMBER_ID_LEN} bytes, got {len(sender)}")
-    if kind not in (KIND_APP, KIND_CONTROL):
-        raise ValueError(f"unknown message kind {kind!r}")
-    header = _HEADER_PREFIX + bytes([kind]) + sender
-    if send_time is None:
-        return [header, payload]
-    return [header, pack_time(send_time, order), payload]
+    _time_struct(order)
+    if not 0 <= term <= MAX_TERM:
+        raise ValueError(f"term {term} out of range")
+    return [_framing.encode(kind, term, bytes(sender), payload, send_time, order == NATIVE)]
 
 
 def decode_frames(frames: list[bytes], timed: bool, order: str = NETWORK) -> Envelope:
@@ -129,24 +138,13 @@ def decode_frames(frames: list[bytes], timed: bool, order: str = NETWORK) -> Env
     Raises
     ------
     CodecError
-        Wrong frame count, bad magic/version/kind, short header or bad time frame.
+        Not exactly one frame, bad magic/version/kind/flags, short header, or a time
+        field that is missing, not finite or does not match ``timed``/``order``.
     """
-    want = 3 if timed else 2
-    if len(frames) != want:
-        raise CodecError(f"expected {want} frames ({'timed' if timed else 'untimed'} group), "
-                         f"got {len(frames)}")
-    header = bytes(frames[0])
-    if len(header) != HEADER_LEN:
-        raise CodecError(f"header frame: expected {HEADER_LEN} bytes, got {len(header)}")
-    if header[:2] != MAGIC:
-        raise CodecError(f"header frame: bad magic {header[:2]!r} (expected {MAGIC!r})")
-    if header[2] != VERSION:
-        raise CodecError(f"header frame: unsupported version {header[2]} (expected {VERSION})")
-    kind = header[3]
-    if kind not in (KIND_APP, KIND_CONTROL):
-        raise CodecError(f"header frame: unknown kind byte {kind!r}")
-    send_time = unpack_time(bytes(frames[1]), order) if timed else None
-    return Envelope(kind, header[4:], bytes(frames[-1]), send_time)
+    if len(frames) != 1:
+        raise CodecError(f"expected 1 frame per group message, got {len(frames)}")
+    _time_struct(order)
+    return Envelope(*_framing.decode(frames[0], timed, order == NATIVE))
 
 
 # --- control messages -----------------------------------------------------------------
@@ -183,7 +181,43 @@ class Bye(msgspec.Struct, tag="bye", frozen=True):
     """A member leaves the group on purpose."""
 
 
-ControlMessage = Union[Presence, Heartbeat, VoteRequest, Vote, Bye]
+class Ballot(msgspec.Struct, tag="ballot", frozen=True):
+    """A member asks the group to vote (a group vote, not a leader election).
+
+    ``ballot`` is a 16-byte id chosen by the requester, ``value`` the proposed value
+    encoded with the group's payload codec, ``kind`` ``"majority"`` or ``"consensus"``,
+    ``timeout`` how long (seconds) the requester waits for votes, and ``when`` the
+    wall-clock time (seconds since the epoch) to act at, for action votes.
+    """
+
+    ballot: bytes
+    topic: str
+    value: bytes
+    kind: str
+    timeout: float
+    when: Union[float, None] = None
+
+
+class BallotVote(msgspec.Struct, tag="ballot_vote", frozen=True):
+    """A member's answer to a :class:`Ballot` (an abstention sends nothing)."""
+
+    ballot: bytes
+    accept: bool
+
+
+class BallotResult(msgspec.Struct, tag="ballot_result", frozen=True):
+    """The requester's count of a :class:`Ballot`, sent to every member."""
+
+    ballot: bytes
+    passed: bool
+    accepted: int
+    refused: int
+    abstained: int
+
+
+ControlMessage = Union[Presence, Heartbeat, VoteRequest, Vote, Bye, Ballot, BallotVote,
+                       BallotResult]
+VOTE_KINDS = ("majority", "consensus")
 
 _control_encoder = msgspec.msgpack.Encoder()
 _control_decoder = msgspec.msgpack.Decoder(ControlMessage)
@@ -204,6 +238,16 @@ def decode_control(data: bytes) -> ControlMessage:
         raise CodecError(f"control message: vote candidate id has {len(msg.candidate)} bytes")
     if isinstance(msg, (Heartbeat,)) and not 0 < msg.port < 65536:
         raise CodecError(f"control message: heartbeat port {msg.port} out of range")
+    if isinstance(msg, (Ballot, BallotVote, BallotResult)) and len(msg.ballot) != 16:
+        raise CodecError(f"control message: ballot id has {len(msg.ballot)} bytes")
+    if isinstance(msg, Ballot):
+        if msg.kind not in VOTE_KINDS:
+            raise CodecError(f"control message: unknown vote kind {msg.kind!r}")
+        if not (math.isfinite(msg.timeout) and msg.timeout >= 0) or (
+                msg.when is not None and not math.isfinite(msg.when)):
+            raise CodecError("control message: ballot timeout or time is not finite")
+    if isinstance(msg, BallotResult) and min(msg.accepted, msg.refused, msg.abstained) < 0:
+        raise CodecError("control message: negative vote count")
     if getattr(msg, "term", 0) < 0:
         raise CodecError("control message: negative term")
     return msg
@@ -278,6 +322,16 @@ class PayloadCodec:
         except (msgspec.EncodeError, TypeError, OverflowError) as exc:
             raise TypeError(f"{self.name} codec cannot encode {type(obj).__name__}: {exc}") \
                 from None
+
+    @property
+    def raw_encode(self) -> Any:
+        """The bare encoding function (raises the underlying library's errors)."""
+        return self._enc
+
+    @property
+    def raw_decode(self) -> Any:
+        """The bare decoding function (raises the underlying library's errors)."""
+        return self._dec
 
     def decode(self, data: bytes) -> Any:
         """Decode ``data``; raises :class:`CodecError` if it is malformed."""

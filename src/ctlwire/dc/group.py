@@ -1,9 +1,12 @@
-"""A member of a group: its four ports, discovery, heartbeat and leader election.
+"""A member of a group: its four ports, discovery, heartbeat, leader election and votes.
 
 One background thread per :class:`Group` owns the sockets it polls (sub, query, answer)
-and runs the election state machine; the pub socket is shared with the caller's
-threads under a lock so that :meth:`Group.send` costs one socket send. Everything a user
-calls is thread-safe.
+and runs the election state machine; it receives bursts of messages through the
+compiled :class:`~ctlwire.dc._framing.Receiver`, which builds the
+:class:`GroupMessage` objects, so the only per-message Python work left is the user's.
+The pub socket is shared with the caller's threads through the compiled
+:class:`~ctlwire.dc._framing.Sender` (it has its own lock), so :meth:`Group.send` costs
+one encode and one socket send. Everything a user calls is thread-safe.
 
 Channels:
 
@@ -13,12 +16,17 @@ Channels:
   with ``channel == "answer"``).
 
 Housekeeping on the pub channel (control messages): every member's presence each
-heartbeat, the leader's heartbeat announcing its term and answer address, vote requests
-and votes, and a goodbye on :meth:`Group.leave`.
+heartbeat, the leader's heartbeat announcing its term and answer address, election vote
+requests and votes, group votes (:meth:`Group.request_vote`,
+:meth:`Group.request_action_vote`; counting in :mod:`ctlwire.dc.votes`), and a goodbye on
+:meth:`Group.leave`. Every message carries the sender's term, the fencing token of
+:meth:`Group.fence` and :class:`~ctlwire.dc.fencing.Fenced`.
+
+Layering: imports pyzmq and the rest of ``ctlwire.dc`` below it (codec, election, ports,
+discovery, security, votes).
 """
 from __future__ import annotations
 
-import collections
 import enum
 import logging
 import queue
@@ -32,8 +40,9 @@ from typing import Any
 
 import zmq
 
-from .codec import (KIND_APP, KIND_CONTROL, NETWORK, Bye, CodecError, Envelope, Heartbeat,
-                    MemberRecord, PayloadCodec, Presence, Vote, VoteRequest, decode_control,
+from .codec import (KIND_APP, KIND_CONTROL, NATIVE, NETWORK, VOTE_KINDS, Ballot,
+                    BallotResult, BallotVote, Bye, CodecError, Heartbeat, MemberRecord,
+                    PayloadCodec, Presence, Vote, VoteRequest, _framing, decode_control,
                     encode_control)
 from .discovery import DirectoryDiscovery, Discovery
 from .election import (Effect, Election, LeaderElected, LeaderLost, SendHeartbeat, SendVote,
@@ -41,8 +50,13 @@ from .election import (Effect, Election, LeaderElected, LeaderLost, SendHeartbea
 from .ports import (GroupAnsPort, GroupPubPort, GroupQryPort, GroupSpec, GroupSubPort,
                     PortError, PortTimeout)
 from .security import CurveSecurity
+from .votes import ActionScheduler, GroupVote, Tally, VoteOutcome
 
-__all__ = ["Group", "GroupMessage", "GroupEvent", "EventKind", "NoLeaderError", "GroupClosed"]
+__all__ = ["Group", "GroupMessage", "GroupEvent", "EventKind", "NoLeaderError", "GroupClosed",
+           "GroupVote", "VoteOutcome"]
+
+#: A received message (compiled; see :class:`ctlwire.dc._framing.GroupMessage`).
+GroupMessage = _framing.GroupMessage
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +76,8 @@ class EventKind(str, enum.Enum):
     MEMBER_LEFT = "member_left"
     LEADER_ELECTED = "leader_elected"
     LEADER_LOST = "leader_lost"
+    VOTE_REQUESTED = "vote_requested"
+    VOTE_RESULT = "vote_result"
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class GroupEvent:
         Why a member left: ``"timeout"`` or ``"bye"``.
     time : float
         ``time.monotonic()`` when the event was seen.
+    vote : GroupVote or VoteOutcome or None
+        The vote asked for (``vote_requested``) or its result (``vote_result``).
     """
 
     kind: EventKind
@@ -86,42 +104,7 @@ class GroupEvent:
     term: int = 0
     reason: str = ""
     time: float = 0.0
-
-
-class GroupMessage:
-    """A message received by a group member.
-
-    Attributes
-    ----------
-    sender : bytes
-        Member id of the sender.
-    data : bytes
-        Raw payload; :meth:`obj` decodes it with the group's codec.
-    channel : str
-        ``"group"`` (to all), ``"query"`` (a member to this leader) or ``"answer"``
-        (the leader to this member).
-    send_time, recv_time : float or None
-        Wall-clock send and receive times (timed groups).
-    """
-
-    __slots__ = ("sender", "data", "channel", "send_time", "recv_time", "codec")
-
-    def __init__(self, sender: bytes, data: bytes, channel: str, send_time: float | None,
-                 recv_time: float | None, codec: PayloadCodec) -> None:
-        self.sender = sender
-        self.data = data
-        self.channel = channel
-        self.send_time = send_time
-        self.recv_time = recv_time
-        self.codec = codec
-
-    def obj(self) -> Any:
-        """Decode the payload; raises :class:`~ctlwire.dc.codec.CodecError` if malformed."""
-        return self.codec.decode(self.data)
-
-    def __repr__(self) -> str:
-        return (f"GroupMessage(sender={self.sender.hex()}, channel={self.channel!r}, "
-                f"data={self.data[:40]!r})")
+    vote: GroupVote | VoteOutcome | None = None
 
 
 class _Peer:
@@ -146,7 +129,12 @@ class Group:
     discovery : Discovery, optional
         How members find each other; default :class:`DirectoryDiscovery`.
     host : str
-        Address to bind and announce (loopback by default).
+        Address to bind (loopback by default); ``"0.0.0.0"`` or ``"*"`` binds every
+        interface and then needs ``advertise``.
+    advertise : str, optional
+        Address the other members can reach this one at, announced through discovery
+        and in the leader's heartbeats; default the discovery's ``advertise``, else
+        ``host``.
     timed : bool
         Carry send times; messages report send and receive times.
     byteOrder : {"network", "native"}
@@ -162,6 +150,13 @@ class Group:
         (to model a network partition, or to exclude members).
     on_event : callable, optional
         Called with every :class:`GroupEvent`, from the group's thread; keep it short.
+    on_vote : callable, optional
+        ``on_vote(vote: GroupVote) -> bool | None``, from the group's thread: True
+        accepts, False refuses, None leaves the answer to a later :meth:`send_vote`
+        (no answer by the vote's timeout is an abstention, the default).
+    on_action : callable, optional
+        ``on_action(action, when)``, called at wall-clock time ``when`` on this member
+        if an action vote it accepted passed (from the group's action thread).
     context : zmq.Context, optional
         zmq context (a private one by default, terminated on :meth:`leave`).
     rng : random.Random, optional
@@ -180,11 +175,14 @@ class Group:
 
     def __init__(self, groupType: str, instanceName: str, *, timings: Timings | None = None,
                  discovery: Discovery | None = None, host: str = "127.0.0.1",
+                 advertise: str | None = None,
                  timed: bool = False, byteOrder: str = NETWORK,
                  codec: str | PayloadCodec = "msgpack", security: CurveSecurity | None = None,
                  memberId: bytes | None = None,
                  peer_filter: Callable[[bytes], bool] | None = None,
                  on_event: Callable[[GroupEvent], None] | None = None,
+                 on_vote: Callable[[GroupVote], bool | None] | None = None,
+                 on_action: Callable[[Any, float], None] | None = None,
                  context: zmq.Context | None = None, rng: random.Random | None = None,
                  messageType: str = "group-msg", hwm: int = 10000) -> None:
         self.timings = timings or Timings()
@@ -197,7 +195,14 @@ class Group:
         self.memberId: bytes = self.spec.memberId
         self.codec: PayloadCodec = self.spec.codec  # type: ignore[assignment]
         self.discovery = discovery or DirectoryDiscovery()
+        self.advertise: str = advertise or getattr(self.discovery, "advertise", None) or host
+        if self.advertise in ("0.0.0.0", "*", "::", "[::]", ""):
+            raise ValueError(f"Group: host {host!r} binds every interface; pass advertise= "
+                             "with an address the other members can reach")
         self.peer_filter = peer_filter
+        self.on_vote = on_vote
+        self._action_callbacks: list[Callable[[Any, float], None]] = (
+            [on_action] if on_action else [])
         self._callbacks: list[Callable[[GroupEvent], None]] = [on_event] if on_event else []
         self._rng = rng or random.Random()
 
@@ -206,13 +211,13 @@ class Group:
         self.qry = GroupQryPort(self, None, self.spec)
         self.ans = GroupAnsPort(self, None, self.spec)
 
-        self._pub_lock = threading.Lock()
         self._wake_lock = threading.Lock()
         self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         # Received messages travel in batches (one per receive burst) so that a busy
         # group wakes the reader once per burst, not once per message.
-        self._inbox: queue.SimpleQueue[list[GroupMessage]] = queue.SimpleQueue()
-        self._ready: collections.deque[GroupMessage] = collections.deque()
+        self._inbox = _framing.Inbox(PortTimeout, f"group {self.spec.groupName}")
+        # Users call the compiled inbox directly: no Python frame per message.
+        self.recv = self._inbox.get  # type: ignore[method-assign]
         self._events: queue.SimpleQueue[GroupEvent] = queue.SimpleQueue()
         self._peers: dict[bytes, _Peer] = {}
         self._leader_addr: dict[bytes, tuple[str, int]] = {}
@@ -228,6 +233,16 @@ class Group:
         self._leader: bytes | None = None
         #: Counters of dropped input, by reason (malformed, unknown sender, filtered).
         self.dropped: dict[str, int] = {"malformed": 0, "unknown": 0, "filtered": 0}
+        self._sender: Any = None
+        self._receivers: dict[Any, tuple[Any, str]] = {}
+        self._tallies: dict[bytes, Tally] = {}
+        self._ballots: dict[bytes, tuple[Ballot, bytes, float, bool | None]] = {}
+        self._actions = ActionScheduler(self._action_callbacks,
+                                        f"dc-actions-{self.spec.groupName}")
+        self._done_tallies: dict[str, Tally] = {}
+        self._tick_due = True
+        self._presence_at: list[float] = []
+        self._decided: dict[bytes, None] = {}
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -256,12 +271,22 @@ class Group:
         for port in (self.pub, self.sub, self.qry, self.ans):
             port.setup()
             port.setupSocket(self)
+        native = self.spec.byteOrder == NATIVE
+        timed = self.spec.timed
+        self._sender = _framing.Sender(self.pub.getSocket(), self.memberId, timed, native,
+                                       self.codec, GroupClosed, f"group {self.spec.groupName}")
+        # Users call the compiled sender directly: no Python frame per message.
+        self.send = self._sender.send_obj  # type: ignore[method-assign]
+        for port, channel in ((self.sub, "group"), (self.qry, "answer"), (self.ans, "query")):
+            sock = port.getSocket()
+            self._receivers[sock] = (_framing.Receiver(
+                sock, timed, native, channel, self.codec, router=port is self.ans), channel)
         self.discovery.ttl = self.timings.peer_timeout
         info = self.pub.getInfo()
         assert info is not None and info.portNum is not None
         security = self.spec.security
         self.discovery.register(MemberRecord(
-            self.spec.groupName, self.memberId, self.spec.host, info.portNum,
+            self.spec.groupName, self.memberId, self.advertise, info.portNum,
             security.public_key if security else b""))
 
         def main() -> None:
@@ -335,37 +360,32 @@ class Group:
     # --- messaging -------------------------------------------------------------------------
 
     def send(self, obj: Any) -> None:
-        """Send ``obj`` (encoded with the group's codec) to every other member."""
-        self.send_bytes(self.codec.encode(obj))
+        """Send ``obj`` (encoded with the group's codec) to every other member.
+
+        Stamped with this member's current term. Once joined, this is the compiled
+        sender's method itself.
+        """
+        if self._sender is None:
+            raise GroupClosed(f"group {self.spec.groupName} is not joined")
+        self._sender.send_obj(obj)
 
     def send_bytes(self, data: bytes) -> None:
         """Send raw bytes to every other member."""
-        with self._pub_lock:
-            if self._closed or self.pub.getSocket() is None:
-                raise GroupClosed(f"group {self.spec.groupName} was left")
-            self.pub.send(data)
+        if self._sender is None:
+            raise GroupClosed(f"group {self.spec.groupName} is not joined")
+        self._sender.send(KIND_APP, bytes(data))
 
     def recv(self, timeout: float | None = None) -> GroupMessage:
         """Next message from the group, the leader channel or a member.
+
+        This is the compiled inbox's method itself (set in the constructor).
 
         Raises
         ------
         PortTimeout
             Nothing arrived within ``timeout`` seconds.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                return self._ready.popleft()
-            except IndexError:
-                pass
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                batch = self._inbox.get(timeout=left)
-            except queue.Empty:
-                raise PortTimeout(f"group {self.spec.groupName}: no message within "
-                                  f"{timeout} s") from None
-            self._ready.extend(batch)
+        return self._inbox.get(timeout)
 
     def send_to_leader(self, obj: Any, timeout: float = 5.0) -> None:
         """Send ``obj`` to the current leader (it arrives with ``channel == "query"``).
@@ -410,6 +430,241 @@ class Group:
                 except zmq.Again:
                     pass  # wake-ups already queued; one is enough
 
+
+    # --- votes -------------------------------------------------------------------------------
+
+    def start_vote(self, topic: str, value: Any, kind: str = "majority",
+                   timeout: float = 1.0, when: float | None = None) -> str:
+        """Put ``value`` to the group's vote without waiting; returns the vote's id.
+
+        The outcome arrives as a ``vote_result`` event (and :meth:`vote_outcome`).
+        """
+        if kind not in VOTE_KINDS:
+            raise ValueError(f"vote kind must be 'majority' or 'consensus', not {kind!r}")
+        if not timeout > 0 or timeout != timeout or timeout == float("inf"):
+            raise ValueError(f"vote timeout must be a positive number of seconds, not {timeout!r}")
+        if when is not None and not isinstance(when, (int, float)):
+            raise TypeError(f"when must be a time.time() value, not {type(when).__name__}")
+        ballot = Ballot(uuid.uuid4().bytes, str(topic), self.codec.encode(value), kind,
+                        float(timeout), None if when is None else float(when))
+        self._call("ballot", ballot, value, timeout=5.0)
+        return ballot.ballot.hex()
+
+    def vote_outcome(self, ballot: str, timeout: float | None = None) -> VoteOutcome:
+        """Wait for the outcome of a vote this member asked for (by id).
+
+        Raises
+        ------
+        PortTimeout
+            No outcome within ``timeout`` seconds.
+        KeyError
+            This member asked for no vote with that id.
+        """
+        tally = self._tallies.get(bytes.fromhex(ballot)) or self._done_tallies.get(ballot)
+        if tally is None:
+            raise KeyError(f"group {self.spec.groupName}: no vote {ballot} asked by this member")
+        if not tally.done.wait(timeout) or tally.outcome is None:
+            raise PortTimeout(f"group {self.spec.groupName}: vote {ballot} undecided after "
+                              f"{timeout} s")
+        return tally.outcome
+
+    def request_vote(self, topic: str, value: Any, kind: str = "majority",
+                     timeout: float = 1.0) -> VoteOutcome:
+        """Ask every live member to vote on ``value``; block until the outcome.
+
+        Members answer through their vote callback (``on_vote``) or :meth:`send_vote`;
+        no answer by ``timeout`` seconds is an abstention. This member accepts its own
+        proposal. Every member, this one included, gets the outcome as a
+        ``vote_result`` event.
+
+        Parameters
+        ----------
+        topic : str
+            What the vote is about.
+        value : Any
+            The proposed value (encoded with the group's codec).
+        kind : {"majority", "consensus"}
+            More than half of the members must accept, or all of them.
+        timeout : float
+            Seconds to wait for votes.
+        """
+        ballot = self.start_vote(topic, value, kind, timeout)
+        return self.vote_outcome(ballot, timeout + 5.0)
+
+    def request_action_vote(self, action: Any, when: float, kind: str = "majority",
+                            timeout: float | None = None) -> VoteOutcome:
+        """Vote on doing ``action`` at wall-clock time ``when`` (``time.time()`` scale).
+
+        If the vote passes, every member that accepted (this one included) runs its
+        action callbacks (``on_action(action, when)``, :meth:`add_action_callback`) at
+        ``when``. ``timeout`` defaults to half the time left before ``when``, capped at
+        1 s, so that the outcome reaches every member before it must act.
+        """
+        left = when - time.time()
+        if left <= 0:
+            raise ValueError(f"when is {-left:.3f} s in the past")
+        if timeout is None:
+            timeout = min(1.0, left / 2)
+        elif timeout >= left:
+            raise ValueError(f"vote timeout {timeout} s ends after when ({left:.3f} s away)")
+        ballot = self.start_vote("action", action, kind, timeout, when)
+        return self.vote_outcome(ballot, timeout + 5.0)
+
+    def send_vote(self, ballot: str, accept: bool) -> None:
+        """Answer the vote ``ballot`` (its id) later than from the vote callback."""
+        self._call("vote", bytes.fromhex(ballot), bool(accept), timeout=5.0)
+
+    def add_action_callback(self, fn: Callable[[Any, float], None]) -> None:
+        """Call ``fn(action, when)`` at ``when`` for every passed action vote accepted here."""
+        self._action_callbacks.append(fn)
+
+    # RIAPS spellings: ids are returned at once, outcomes arrive as vote_result events.
+    def requestVote(self, topic: str, value: Any, timeout: float | None = None,
+                    kind: str = "majority") -> str:
+        """RIAPS spelling of :meth:`start_vote`: returns the vote's id at once."""
+        return self.start_vote(topic, value, kind, 1.0 if timeout is None else timeout)
+
+    def requestActionVote(self, topic: Any, when: float, timeout: float | None = None,
+                          kind: str = "majority") -> str:
+        """RIAPS spelling of :meth:`request_action_vote`, returning the vote's id at once."""
+        left = when - time.time()
+        if left <= 0:
+            raise ValueError(f"when is {-left:.3f} s in the past")
+        return self.start_vote("action", topic, kind,
+                               min(1.0, left / 2) if timeout is None else timeout, when)
+
+    def sendVote(self, rfvId: str, vote: bool) -> None:
+        """RIAPS spelling of :meth:`send_vote`."""
+        self.send_vote(rfvId, vote)
+
+    def _open_ballot(self, ballot: Ballot, value: Any) -> None:
+        # Runs on the group's thread: the electorate is who is live right now.
+        electorate = {self.memberId} | {m for m, p in self._peers.items() if p.live}
+        tally = Tally(ballot, electorate, value, time.monotonic() + ballot.timeout)
+        tally.add(self.memberId, True)  # the requester accepts its own proposal
+        self._tallies[ballot.ballot] = tally
+        self._ballots[ballot.ballot] = (ballot, self.memberId, time.monotonic(), True)
+        self._pub_control(ballot)
+        tally.resend_at = time.monotonic() + self.BALLOT_REPEAT[0]
+        self._count_votes(time.monotonic())
+
+    def _on_ballot(self, requester: bytes, ballot: Ballot) -> None:
+        entry = self._ballots.get(ballot.ballot)
+        if entry is not None or ballot.ballot in self._decided:
+            # The requester repeats a ballot until it is decided (any message can be
+            # lost, e.g. before a new subscription is up): repeat our answer, once asked.
+            if entry is not None and entry[1] == requester and entry[3] is not None:
+                self._pub_control(BallotVote(ballot.ballot, entry[3]))
+            return
+        try:
+            value = self.codec.decode(ballot.value)
+        except CodecError as exc:
+            self.dropped["malformed"] += 1
+            log.debug("group %s: ballot: %s", self.spec.groupName, exc)
+            return
+        now = time.monotonic()
+        for key, (_, _, seen, _) in list(self._ballots.items()):
+            if now - seen > 60 + self.timings.forget_timeout:  # bounded memory
+                del self._ballots[key]
+        self._ballots[ballot.ballot] = (ballot, requester, now, None)
+        vote = GroupVote(ballot.ballot.hex(), ballot.topic, value, ballot.kind, requester,
+                         ballot.timeout, ballot.when)
+        self._emit(EventKind.VOTE_REQUESTED, requester, self.term, vote=vote)
+        if self.on_vote is None:
+            return  # abstain, unless send_vote() answers later
+        try:
+            answer = self.on_vote(vote)
+        except Exception:  # a user callback must not kill the group's thread
+            log.exception("group %s: vote callback failed; abstaining", self.spec.groupName)
+            return
+        if answer is not None:
+            self._cast(ballot.ballot, bool(answer))
+
+    def _cast(self, ballot_id: bytes, accept: bool) -> None:
+        entry = self._ballots.get(ballot_id)
+        if entry is None and ballot_id in self._decided:
+            return  # decided without this answer: nothing left to count
+        if entry is None:
+            raise KeyError(f"group {self.spec.groupName}: no open vote {ballot_id.hex()}")
+        ballot, requester, seen, mine = entry
+        if mine is not None:
+            raise PortError(f"group {self.spec.groupName}: already voted on {ballot_id.hex()}")
+        self._ballots[ballot_id] = (ballot, requester, seen, accept)
+        if requester == self.memberId:
+            self._on_ballot_vote(self.memberId, BallotVote(ballot_id, accept))
+        else:
+            self._pub_control(BallotVote(ballot_id, accept))
+
+    def _on_ballot_vote(self, voter: bytes, vote: BallotVote) -> None:
+        tally = self._tallies.get(vote.ballot)
+        # Not ours, not asked, or a repeat (the first answer counts): ignored.
+        if tally is not None and tally.add(voter, vote.accept):
+            self._count_votes(time.monotonic())
+
+    #: Delays between repeats of an undecided ballot (the last one repeats).
+    BALLOT_REPEAT = (0.01, 0.03, 0.1, 0.25)
+
+    def _count_votes(self, now: float) -> None:
+        for key, tally in list(self._tallies.items()):
+            result = tally.decide(now)
+            if result is None:
+                if now >= tally.resend_at:
+                    self._pub_control(tally.ballot)
+                    tally.resends += 1
+                    delays = self.BALLOT_REPEAT
+                    tally.resend_at = now + delays[min(tally.resends, len(delays) - 1)]
+                continue
+            del self._tallies[key]
+            try:
+                self._pub_control(result)
+            finally:
+                self._done_tallies[key.hex()] = tally
+                while len(self._done_tallies) > 256:  # outcomes kept for vote_outcome()
+                    del self._done_tallies[next(iter(self._done_tallies))]
+                self._on_ballot_result(self.memberId, result, tally)
+
+    def _on_ballot_result(self, requester: bytes, result: BallotResult,
+                          tally: Tally | None = None) -> None:
+        entry = self._ballots.get(result.ballot)
+        if entry is None or entry[1] != requester:
+            return  # a vote this member never saw, or a result from someone else
+        del self._ballots[result.ballot]
+        self._decided[result.ballot] = None
+        while len(self._decided) > 256:  # bounded: late answers to recent votes only
+            del self._decided[next(iter(self._decided))]
+        ballot, _, _, mine = entry
+        if tally is not None:
+            value = tally.value
+        else:
+            try:
+                value = self.codec.decode(ballot.value)
+            except CodecError:
+                return
+        outcome = VoteOutcome(ballot.ballot.hex(), ballot.topic, value, ballot.kind,
+                              result.passed, result.accepted, result.refused,
+                              result.abstained, requester, ballot.when)
+        if tally is not None:
+            tally.outcome = outcome
+            tally.done.set()
+        if result.passed and mine and ballot.when is not None:
+            if ballot.when < time.time():
+                log.warning("group %s: action vote %s passed after its time; not acting",
+                            self.spec.groupName, outcome.ballot)
+            else:
+                self._actions.schedule(ballot.when, value)
+        self._emit(EventKind.VOTE_RESULT, requester, self.term, vote=outcome)
+
+    # --- fencing -----------------------------------------------------------------------------
+
+    def fence(self, term: int) -> bool:
+        """True if a command stamped with ``term`` may still be obeyed here.
+
+        A leader's messages carry the term it leads in (:attr:`GroupMessage.term`). A
+        term older than the newest this member knows comes from a leader that has been
+        replaced, perhaps without noticing (a partition): refuse its commands.
+        """
+        return term >= self.term
+
     # --- events ----------------------------------------------------------------------------
 
     def add_callback(self, fn: Callable[[GroupEvent], None]) -> None:
@@ -442,8 +697,9 @@ class Group:
             time.sleep(min(0.01, self.timings.heartbeat / 4))
         raise PortTimeout(f"group {self.spec.groupName}: no leader within {timeout} s")
 
-    def _emit(self, kind: EventKind, member: bytes, term: int, reason: str = "") -> None:
-        ev = GroupEvent(kind, member, term, reason, time.monotonic())
+    def _emit(self, kind: EventKind, member: bytes, term: int, reason: str = "",
+              vote: GroupVote | VoteOutcome | None = None) -> None:
+        ev = GroupEvent(kind, member, term, reason, time.monotonic(), vote)
         self._events.put(ev)
         for fn in list(self._callbacks):
             try:
@@ -468,11 +724,19 @@ class Group:
         if disc_fd is not None:
             poller.register(disc_fd, zmq.POLLIN)
         next_house = now
+        # Early presences right after joining: peers that discover us connect within
+        # milliseconds, and should not wait a whole heartbeat to hear from us.
+        self._presence_at = [now + d for d in (0.02, 0.05, 0.1) if d < self.timings.heartbeat]
         ready.set()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 wake_at = min(next_house, election.next_wakeup())
+                if self._tallies:
+                    wake_at = min(wake_at, min(min(t.deadline, t.resend_at)
+                                               for t in self._tallies.values()))
+                if self._presence_at:
+                    wake_at = min(wake_at, self._presence_at[0])
                 try:
                     for sock, _ in poller.poll(max(0.0, (wake_at - now) * 1000)):
                         if isinstance(sock, int):  # a discovery beacon arrived
@@ -485,7 +749,17 @@ class Group:
                     if now >= next_house:
                         next_house = now + self.timings.heartbeat
                         self._housekeeping(now)
-                    self._apply(election.tick(now))
+                    if self._presence_at and now >= self._presence_at[0]:
+                        while self._presence_at and now >= self._presence_at[0]:
+                            self._presence_at.pop(0)
+                        self._pub_control(Presence(election.term))
+                    # Ticking only when due (or after the membership changed) keeps a
+                    # busy group's wake-ups cheap: most of them only drain messages.
+                    if self._tick_due or now >= election.next_wakeup():
+                        self._tick_due = False
+                        self._apply(election.tick(now))
+                    if self._tallies:
+                        self._count_votes(now)
                 except (zmq.ZMQError, OSError, PortError) as exc:
                     # A transient failure must not end membership; the next round retries.
                     log.warning("group %s: %s: %s", self.spec.groupName,
@@ -495,13 +769,19 @@ class Group:
             self._shutdown()
 
     def _shutdown(self) -> None:
-        with self._pub_lock:
-            try:
-                self.pub.send_frames(KIND_CONTROL, encode_control(Bye()))
-            except zmq.ZMQError:
-                pass
-            for port in (self.pub, self.sub, self.qry, self.ans):
-                port.close()
+        try:
+            self._sender.send(KIND_CONTROL, encode_control(Bye()))
+        except (zmq.ZMQError, OSError, GroupClosed):
+            pass
+        # Compiled senders and receivers hold raw socket handles: retire them first.
+        self._sender.close()
+        for rx, _ in self._receivers.values():
+            rx.close()
+        for port in (self.pub, self.sub, self.qry, self.ans):
+            port.close()
+        self._actions.close()
+        for tally in self._tallies.values():
+            tally.done.set()
         try:
             self.discovery.unregister()
         except OSError as exc:
@@ -536,63 +816,70 @@ class Group:
                         raise PortError(f"group {self.spec.groupName}: only the leader "
                                         "answers members")
                     self.ans.send(args[0], identity=args[1])
+                elif op == "ballot":
+                    self._open_ballot(*args)
+                elif op == "vote":
+                    self._cast(*args)
                 result.append(None)
             except Exception as exc:  # handed to the caller, who raises it
                 result.append(exc)
             done.set()
 
     def _drain(self, sock: zmq.Socket) -> None:
-        if sock is self.sub.getSocket():
-            port, channel = self.sub, "group"
-        elif sock is self.qry.getSocket():
-            port, channel = self.qry, "answer"
-        else:
-            port, channel = self.ans, "query"
+        rx, channel = self._receivers[sock]
         batch: list[GroupMessage] = []
+        heard: dict[bytes, None] = {}
+        slow: list[tuple[int, bytes, bytes, float | None, int]] = []
         try:
-            self._drain_into(port, channel, batch)
+            # A bounded burst, then timers run; the compiled receiver builds the
+            # messages, so the only per-message Python work left is the user's.
+            _, malformed, filtered = rx.drain(1000, self._peers, self.peer_filter, batch,
+                                              heard, slow)
+            if malformed:
+                self.dropped["malformed"] += malformed
+            if filtered:
+                self.dropped["filtered"] += filtered
+            if heard:
+                now = time.monotonic()
+                peers = self._peers
+                for sender in heard:
+                    self._heard(peers[sender], sender, now)
+            for item in slow:
+                self._slow(channel, item, batch)
         finally:
             if batch:
                 self._inbox.put(batch)
 
-    def _drain_into(self, port: Any, channel: str, batch: list[GroupMessage]) -> None:
-        envelopes, malformed = port.drain(1000)  # bounded burst, then let timers run
-        self.dropped["malformed"] += malformed
-        timed = self.spec.timed
-        peers, keep = self._peers, self.peer_filter
-        for env in envelopes:
-            sender = env.sender
-            if keep is not None and not keep(sender):
-                self.dropped["filtered"] += 1
-                continue
-            if sender != self.memberId:
-                peer = peers.get(sender)
-                if peer is None and channel == "group":
-                    # Maybe announced since our last look: look again (rate-limited so
-                    # forged ids cannot make us scan discovery for every message).
-                    now = time.monotonic()
-                    if now - self._last_discover > 0.01:
-                        self._discover(now)
-                        peer = peers.get(sender)
-                if peer is not None:
-                    self._heard(peer, sender, time.monotonic())
-                elif channel == "group":
-                    self.dropped["unknown"] += 1  # not announced by discovery
-                    continue
-                # A query or answer from a member we have not discovered yet is still
-                # delivered (its routing identity vouches for it), but it does not make
-                # the sender a member.
-            if env.kind == KIND_APP:
-                batch.append(GroupMessage(sender, env.payload, channel, env.send_time,
-                                          time.time() if timed else None, self.codec))
+    def _slow(self, channel: str, item: tuple[int, bytes, bytes, float | None, int],
+              batch: list[GroupMessage]) -> None:
+        """A control message, or a message from a member not known yet."""
+        kind, sender, payload, send_time, term = item
+        if sender != self.memberId:
+            peer = self._peers.get(sender)
+            if peer is None and channel == "group":
+                # Maybe announced since our last look: look again (rate-limited so
+                # forged ids cannot make us scan discovery for every message).
+                now = time.monotonic()
+                if now - self._last_discover > 0.01:
+                    self._discover(now)
+                    peer = self._peers.get(sender)
+            if peer is not None:
+                self._heard(peer, sender, time.monotonic())
             elif channel == "group":
-                self._control(sender, env)
-            else:
-                self.dropped["malformed"] += 1  # control messages only travel pub/sub
+                self.dropped["unknown"] += 1  # not announced by discovery
+                return
+        if kind == KIND_APP:
+            batch.append(GroupMessage(sender, payload, channel, send_time,
+                                      time.time() if self.spec.timed else None, self.codec,
+                                      term))
+        elif channel == "group":
+            self._control(sender, payload)
+        else:
+            self.dropped["malformed"] += 1  # control messages only travel pub/sub
 
-    def _control(self, sender: bytes, env: Envelope) -> None:
+    def _control(self, sender: bytes, payload: bytes) -> None:
         try:
-            msg = decode_control(env.payload)
+            msg = decode_control(payload)
         except CodecError as exc:
             self.dropped["malformed"] += 1
             log.debug("group %s: %s", self.spec.groupName, exc)
@@ -616,6 +903,12 @@ class Group:
             if peer is not None:
                 self._depart(sender, peer, "bye", forget=True)
             self._apply(election.on_departure(sender, now))
+        elif isinstance(msg, Ballot):
+            self._on_ballot(sender, msg)
+        elif isinstance(msg, BallotVote):
+            self._on_ballot_vote(sender, msg)
+        elif isinstance(msg, BallotResult):
+            self._on_ballot_result(sender, msg)
 
     # --- membership ------------------------------------------------------------------------
 
@@ -643,6 +936,7 @@ class Group:
         live = 1 + sum(1 for p in self._peers.values() if p.live)
         voters = 1 + sum(1 for p in self._peers.values() if p.voter)
         self._size = live
+        self._tick_due = True
         if self._election is not None:
             self._election.set_membership(max(voters, live), live)
 
@@ -696,6 +990,10 @@ class Group:
                 continue
             if peer is None:
                 self._peers[rec.member] = _Peer(rec)
+                # Say we are here soon (once the new connection is up), rather than at
+                # the next heartbeat, so that the newcomer counts us without delay.
+                if not self._presence_at:
+                    self._presence_at = [now + 0.01, now + 0.05]
             else:
                 peer.record = rec
         return {rec.member for rec in records}
@@ -703,8 +1001,7 @@ class Group:
     # --- election effects ------------------------------------------------------------------
 
     def _pub_control(self, msg: Any) -> None:
-        with self._pub_lock:
-            self.pub.send_frames(KIND_CONTROL, encode_control(msg))
+        self._sender.send(KIND_CONTROL, encode_control(msg))
 
     def _ensure_ans(self) -> int:
         # The answer port listens only once this member leads.
@@ -713,7 +1010,7 @@ class Group:
     def _follow(self, leader: bytes) -> None:
         """Point the query port at ``leader``'s answer port."""
         if leader == self.memberId:
-            addr: tuple[str, int] | None = (self.spec.host, self._ensure_ans())
+            addr: tuple[str, int] | None = (self.advertise, self._ensure_ans())
             key = self.spec.security.public_key if self.spec.security else None
         else:
             addr = self._leader_addr.get(leader)
@@ -730,10 +1027,15 @@ class Group:
     def _apply(self, effects: list[Effect]) -> None:
         election = self._election
         assert election is not None
+        term = election.term
+        if term != self._sender.term:
+            # Every message from now on carries the new term (the leader's fencing token).
+            self._sender.term = term
+            self.pub.term = self.qry.term = self.ans.term = term
         for eff in effects:
             if isinstance(eff, SendHeartbeat):
                 num = self._ensure_ans()
-                self._pub_control(Heartbeat(eff.term, self.spec.host, num))
+                self._pub_control(Heartbeat(eff.term, self.advertise, num))
             elif isinstance(eff, SendVoteRequest):
                 self._pub_control(VoteRequest(eff.term))
             elif isinstance(eff, SendVote):

@@ -15,6 +15,9 @@ discovery reports peers. The frames on the wire are described in :mod:`ctlwire.d
 
 A port object is not thread-safe (neither is a zmq socket): use it from one thread, or
 guard it with a lock.
+
+Layering: imports pyzmq, ``ctlwire._zmq``, ``ctlwire._libzmq`` and ``ctlwire.dc.codec`` /
+``security``.
 """
 from __future__ import annotations
 
@@ -25,10 +28,16 @@ from typing import Any, NamedTuple
 
 import zmq
 
+from .._libzmq import function_addresses
 from .._zmq import bind_random, make_socket, tcp_endpoint
 from .codec import (KIND_APP, MEMBER_ID_LEN, NATIVE, NETWORK, CodecError, Envelope,
-                    PayloadCodec, decode_frames, encode_frames, make_codec)
+                    PayloadCodec, _framing, decode_frames, encode_frames, make_codec)
 from .security import CurveSecurity
+
+# The compiled framing sends and receives straight through libzmq when it can be found.
+_addresses = function_addresses()
+if _addresses is not None and not _framing.is_bound():
+    _framing.bind(_addresses)
 
 # Plain ints: combining pyzmq's enum flags with "|" costs microseconds per message.
 _SNDMORE = int(zmq.SNDMORE)
@@ -165,7 +174,7 @@ class Port:
     canRecv = False
 
     __slots__ = ("parent", "owner", "name", "spec", "socket", "sendTime", "recvTime",
-                 "lastSender", "_setup_done")
+                 "lastSender", "lastTerm", "term", "_setup_done")
 
     def __init__(self, parentPart: Any, portName: str | None, groupSpec: GroupSpec) -> None:
         if not isinstance(groupSpec, GroupSpec):
@@ -180,6 +189,10 @@ class Port:
         self.recvTime: float | None = None
         #: Member id of the sender of the last message received.
         self.lastSender: bytes | None = None
+        #: Election term carried by the last message received (its fencing token).
+        self.lastTerm: int | None = None
+        #: Election term stamped on every message sent (the group keeps it current).
+        self.term = 0
         self._setup_done = False
 
     def __repr__(self) -> str:
@@ -282,7 +295,8 @@ class Port:
             raise TypeError(f"{self.name}: send() takes bytes, got {type(payload).__name__} "
                             "(use send_pyobj for Python objects)")
         stamp = time.time() if self.spec.timed else None
-        return encode_frames(kind, self.spec.memberId, bytes(payload), stamp, self.spec.byteOrder)
+        return encode_frames(kind, self.spec.memberId, payload, stamp, self.spec.byteOrder,
+                             self.term)
 
     def _check_send(self) -> zmq.Socket:
         if not self.canSend:
@@ -339,6 +353,7 @@ class Port:
         except CodecError as exc:
             raise CodecError(f"{self.name}: dropped malformed message: {exc}") from None
         self.lastSender = env.sender
+        self.lastTerm = env.term
         self.sendTime = env.send_time
         self.recvTime = time.time() if self.spec.timed else None
         return env
@@ -610,6 +625,7 @@ class GroupAnsPort(BindPort, GroupDuplexPort):
             raise CodecError(f"{self.name}: dropped malformed message: {exc}") from None
         self.lastIdentity = frames[0]
         self.lastSender = env.sender
+        self.lastTerm = env.term
         self.sendTime = env.send_time
         self.recvTime = time.time() if self.spec.timed else None
         return env
@@ -617,6 +633,8 @@ class GroupAnsPort(BindPort, GroupDuplexPort):
     recv_envelope.__doc__ = Port.recv_envelope.__doc__
 
     def _check_frames(self, frames: list[bytes], timed: bool, order: str) -> Envelope:
+        if len(frames) < 2:
+            raise CodecError("no routing identity before the message")
         env = decode_frames(frames[1:], timed, order)
         if env.sender != frames[0]:
             # The query port's routing identity is its member id; anything else is forged.

@@ -45,8 +45,7 @@ class _Pending:
                  "timeout", "keepalive", "lock", "informs", "reply", "error", "done",
                  "started")
 
-    def __init__(self, key: Any, request: Message, timeout: Optional[float],
-                 lock: Any = None, keepalive: bool = False) -> None:
+    def __init__(self, key: Any, request: Message, timeout: Optional[float]) -> None:
         self.key = key
         self.request = request
         self.timeout = timeout
@@ -55,9 +54,9 @@ class _Pending:
         self.reply_cb: Optional[Callable] = None
         self.inform_cb: Optional[Callable] = None
         self.user_data: Optional[tuple] = None
-        self.keepalive = keepalive and timeout is not None
-        self.lock: Any = lock  # held while a blocking caller waits; released on completion
-        self.informs: Optional[list] = None if lock is None else []
+        self.keepalive = False
+        self.lock: Any = None  # held while a blocking caller waits; released on completion
+        self.informs: Optional[list] = None
         self.reply: Optional[Message] = None
         self.error: Optional[BaseException] = None
         self.done = False
@@ -128,12 +127,16 @@ class CallbackClient(DeviceClient):
         if mid is not None:
             if mid in self._pending:
                 raise KatcpClientError(f"A request with mid {mid!r} is already outstanding")
-            p = _Pending(mid, msg, timeout, lock, keepalive)
+            p = _Pending(mid, msg, timeout)
+            if lock is not None:
+                p.lock, p.informs, p.keepalive = lock, [], keepalive and timeout is not None
             self._pending[mid] = p
         else:
             # No mid: replies match by name, oldest first. Integer keys never collide
             # with the bytes mids.
-            p = _Pending(next(self._key_counter), msg, timeout, lock, keepalive)
+            p = _Pending(next(self._key_counter), msg, timeout)
+            if lock is not None:
+                p.lock, p.informs, p.keepalive = lock, [], keepalive and timeout is not None
             self._pending[p.key] = p
             queue = self._by_name.get(msg.name)
             if queue is None:

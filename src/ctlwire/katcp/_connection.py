@@ -175,14 +175,8 @@ class ClientConnection(ConnectionCore, asyncio.Protocol):
         pass
 
     # -- output ---------------------------------------------------------------------------
-    def _queue(self, data: bytes) -> None:
-        """Append wire bytes; written at the end of this loop iteration (loop thread)."""
-        if self._closing:
-            return
-        self._out.append(data)
-        if not (self._in_read or self._flush_queued):
-            self._flush_queued = True
-            self._owner._queue_flush(self)
+    # _queue(data), in ConnectionCore (compiled: it runs once per inform a client is
+    # sent): append wire bytes, written at the end of this loop iteration (loop thread).
 
     def _flush(self) -> None:
         self._flush_queued = False

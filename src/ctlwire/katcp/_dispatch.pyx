@@ -83,6 +83,15 @@ cdef class ConnectionCore:
         self._closing = False
         self.address = "?"
 
+    def _queue(self, bytes data):
+        """Append wire bytes; written at the end of this loop iteration (loop thread)."""
+        if self._closing:
+            return
+        self._out.append(data)
+        if not (self._in_read or self._flush_queued):
+            self._flush_queued = True
+            self._state.owner._queue_flush(self)
+
     def data_received(self, data):
         """asyncio: bytes from the client. Each message is handled at once."""
         cdef DispatchState state = self._state

@@ -5,8 +5,7 @@ Documented API (names as users of the original ROC know them)::
     from ctlwire.roc import RocServer, RocClient, Endpoints, run_simple_server
     from ctlwire.roc import RocLogger, initRocLogging, RocStatusUpdater, statusUpdateIterator
 
-Names are imported on first use, so ``python -m ctlwire.roc.broker`` does not load the
-broker module twice.
+Names are imported on first use, so importing one of them does not load the others.
 """
 from __future__ import annotations
 
@@ -18,6 +17,7 @@ _EXPORTS = {
     "BrokerUnavailable": "client", "ProtocolError": "client", "RemoteError": "client",
     "RocClient": "client", "RocError": "client", "RocFuture": "client",
     "RocProxy": "client", "RocTimeout": "client", "UnknownObjectError": "client",
+    "ProgressIterator": "client",
     "WorkerLostError": "client",
     "Endpoints": "endpoints",
     "RocLogger": "logging", "initRocLogging": "logging",
@@ -43,7 +43,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from ctlwire.roc.broker import Broker
-    from ctlwire.roc.client import (BrokerUnavailable, ProtocolError, RemoteError,
+    from ctlwire.roc.client import (BrokerUnavailable, ProgressIterator, ProtocolError,
+                                    RemoteError,
                                     RocClient, RocError, RocFuture, RocProxy, RocTimeout,
                                     UnknownObjectError, WorkerLostError)
     from ctlwire.roc.endpoints import Endpoints

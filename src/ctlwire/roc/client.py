@@ -234,8 +234,9 @@ class RocClient:
         self.endpoints = resolve_all(broker_addr, "rocBroker")
         self.endpoint = self.endpoints[0]
         timeout = float(timeout)
-        if not timeout > 0 or timeout == float("inf"):
-            raise ValueError(f"timeout must be a finite number of seconds > 0, "
+        # docs/cli.md: negative or non-finite is an error; 0 means "don't wait"
+        if not 0 <= timeout < float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0, "
                              f"got {timeout!r}")
         self.timeout = timeout
         if (security is None) != (broker_key is None):

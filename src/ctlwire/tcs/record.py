@@ -331,6 +331,7 @@ class TCSRecorder:
         self.batch = batch
         self.flush_interval = flush_interval
         self.files: list[str] = []
+        self.created: list[str] = []
         self._stop = threading.Event()
         self._sink = _Sink(self)
         # event ids are handed out here, in arrival order, across parts
@@ -355,6 +356,8 @@ class TCSRecorder:
             self._part += 1
         else:
             path = self.db_name
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            self.created.append(path)
         writer = _open_writer(path, self.batch)
         self.files.append(path)
         self._part_started = time.monotonic()
@@ -488,6 +491,24 @@ class TCSRecorder:
                 self._received += 1
                 if self._rows.pending >= self.batch:
                     self._flush()
+
+    def remove_if_empty(self) -> list[str]:
+        """After :meth:`close`: delete the files this recorder created and wrote no
+        event into (so a run that found nothing leaves nothing); returns them."""
+        gone = []
+        for path in self.created:
+            try:
+                conn = sqlite3.connect(path)
+                try:
+                    empty = conn.execute("SELECT count(*) FROM event").fetchone()[0] == 0
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                continue
+            if empty:
+                _remove_db(path)
+                gone.append(path)
+        return gone
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after writing what it has (thread- and signal-safe)."""

@@ -3,6 +3,11 @@
 Drop-in for ``tcs_lib.server``: change the import to ``from ctlwire.tcs.server import
 ZMQServer, TCSDBReplay, TCSMockEvent``.  Events travel as two UTF-8 frames
 ``[topic, json(event)]`` on a PUB socket.
+
+May import: the compiled engine ``ctlwire.tcs._replay``, ``ctlwire.tcs.events``,
+``ctlwire.tcs.transport`` (whose ``ZMQServer`` and ``TCSSubscriber`` it re-exports),
+``ctlwire._json``, ``ctlwire._ext``.  Nothing that only publishes or subscribes should
+import this module: it loads the engine.
 """
 from __future__ import annotations
 

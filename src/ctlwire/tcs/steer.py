@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .events import TCSDatabaseError
 from .server import TCSDBReplay, _encoder, _replay
 
 __all__ = ["SteeredReplay", "parse_time", "ReplayDatabaseError"]
@@ -111,8 +110,9 @@ class _Stream:
         self.sessions = _session_starts(path)
         try:
             self.count = self.replay._conn.execute("SELECT count(*) FROM event").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise TCSDatabaseError(f"TCS database {path!r} is damaged: {exc}") from None
+        except sqlite3.DatabaseError:
+            # damaged: the replay still sends what comes before the damage, then says so
+            self.count = 0
 
     def next(self):
         """(t, record) of the next accepted event, or None at the end."""
@@ -204,7 +204,7 @@ class SteeredReplay:
         self._encode = _encoder(json_compat)
         self.stats = _replay.ReplayStats()
         self.total = sum(s.count for s in self.streams)
-        self.state = "waiting"
+        self._state = "waiting"
         self.telescope_time: float | None = None
         self.consumed = 0
         self.outside = 0
@@ -227,8 +227,10 @@ class SteeredReplay:
         done = threading.Event()
         result: list = []
         with self._lock:
-            if self.state == "done":
+            if self._state == "done":
                 raise RuntimeError("the replay has finished")
+            if self._state == "waiting":
+                return self._before_start(what, arg)
             self._commands.append((what, arg, done, result))
             self._interrupt.set()
         if not done.wait(timeout):
@@ -236,6 +238,28 @@ class SteeredReplay:
         if result and isinstance(result[0], BaseException):
             raise result[0]
         return result[0] if result else None
+
+    @property
+    def state(self) -> str:
+        """``'waiting'`` (not started), ``'running'``, ``'paused'`` or ``'done'``."""
+        if self._paused and self._state != "done":
+            return "paused"
+        return self._state
+
+    def _before_start(self, what: str, arg: Any) -> Any:
+        """A command given before :meth:`run` (e.g. while waiting for a subscriber)."""
+        if what == "pause":
+            self._paused = True
+        elif what == "resume":
+            self._paused = False
+        elif what == "speedup":
+            self.speedup = arg
+        elif what == "seek":
+            self.start_time = self._resolve(arg)
+            return self.start_time
+        elif what == "step":
+            raise RuntimeError("the replay has not started yet")
+        return None
 
     def pause(self) -> None:
         """Stop sending; returns once the pacing thread has stopped (nothing is sent
@@ -339,7 +363,8 @@ class SteeredReplay:
         mono = _replay.monotonic
         encode = self._encode
         interrupt = self._interrupt
-        self.state = "running"
+        with self._lock:
+            self._state = "running"
         self._restart(self.start_time)
         shift = 0.0
         prev: float | None = None
@@ -435,7 +460,7 @@ class SteeredReplay:
                 self.rate_log.append((rate_sec, rate_n))
             self.sync_counts()
             with self._lock:
-                self.state = "done"
+                self._state = "done"
                 pending, self._commands = self._commands, []
             for what, _arg, done, result in pending:
                 result.append(RuntimeError("the replay has finished"))
@@ -474,11 +499,11 @@ class SteeredReplay:
                 try:
                     if what == "pause":
                         self._paused = True
-                        self.state = "paused"
+                        pass  # the state property says paused
                         result.append(True)
                     elif what == "resume":
                         self._paused = False
-                        self.state = "running"
+                        self._state = "running"
                         result.append(True)
                     elif what == "speedup":
                         self.speedup = arg

@@ -1,0 +1,3 @@
+from typing import Any
+
+def serve_read(conn: Any, data: bytes, RequestContext: type) -> None: ...
