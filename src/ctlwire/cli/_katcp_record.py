@@ -91,15 +91,16 @@ def run_record(args: argparse.Namespace) -> int:
     host, port = args.address
     recorder = DeviceRecorder(host, port, args.output, sensors=args.sensors,
                               timeout=args.connect_timeout)
-    if not recorder.start():
-        recorder.stop()
-        raise UnreachableError(f"could not connect to {host}:{port}: "
-                               f"{why_unreachable(host, port, args.connect_timeout)}")
-    if not args.quiet:
-        print(f"{prog}: recording {recorder.summary.sensors} sensor(s) of {host}:{port} "
-              f"into {args.output}", file=sys.stderr, flush=True)
+    # the handlers first: a SIGTERM at any moment from here still writes what came
     with _Stop() as signals:
         try:
+            if not recorder.start():
+                recorder.stop()
+                raise UnreachableError(f"could not connect to {host}:{port}: "
+                                       f"{why_unreachable(host, port, args.connect_timeout)}")
+            if not args.quiet:
+                print(f"{prog}: recording {recorder.summary.sensors} sensor(s) of "
+                      f"{host}:{port} into {args.output}", file=sys.stderr, flush=True)
             summary = recorder.run(args.duration, signals.event)
         except KeyboardInterrupt:
             summary = recorder.stop()  # the usual way to end a recording
@@ -160,14 +161,15 @@ def run_replay(args: argparse.Namespace) -> int:
                                    f"{cause.strerror or cause}") from None
         raise
     host, port = device.bind_address
-    print(f"READY {host}:{port}", flush=True)
-    if not args.quiet:
-        print(f"{args.prog}: serving {len(device.descriptions)} sensor(s) of "
-              f"{args.recording} on {host}:{port}", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
         with _Stop() as signals:
             try:
+                # (inside the try: a Ctrl-C right after READY is a normal end)
+                print(f"READY {host}:{port}", flush=True)
+                if not args.quiet:
+                    print(f"{args.prog}: serving {len(device.descriptions)} sensor(s) of "
+                          f"{args.recording} on {host}:{port}", file=sys.stderr, flush=True)
                 while not signals.event.is_set():
                     if device.finished.wait(0.2):
                         if args.exit_at_end or device.replay_error is not None:

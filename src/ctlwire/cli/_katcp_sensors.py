@@ -209,11 +209,12 @@ def run_watch(args: argparse.Namespace) -> int:
                 if not reply.reply_ok():
                     raise UsageError(f"can't sample {name} with {args.strategy!r}: "
                                      f"{_fail_text(reply)}")
-            if not args.quiet:
-                print(f"{args.prog}: watching {len(names)} sensor(s) of {host}:{port}",
-                      file=sys.stderr, flush=True)
             deadline = None if args.duration is None else time.monotonic() + args.duration
             try:
+                # (inside the try: a Ctrl-C right after this line is a normal end)
+                if not args.quiet:
+                    print(f"{args.prog}: watching {len(names)} sensor(s) of {host}:{port}",
+                          file=sys.stderr, flush=True)
                 while not (stop.event.is_set() or enough.is_set()):
                     if client.lost.is_set():
                         raise UnreachableError(f"lost the connection to {host}:{port} after "
