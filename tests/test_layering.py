@@ -35,7 +35,12 @@ FAMILY_IMPORTS = {"ocd": {"ctlwire.tcs.transport"}, "aiokatcp": {"katcp"}}
 # Single modules that speak another family's protocol by design: the replay's control port
 # is a KATCP device (issue 14). Nothing imports it but ``tcs-replay --katcp-port``, and
 # ``import ctlwire.tcs`` never loads KATCP (test_tcs_does_not_load_katcp below).
-MODULE_IMPORTS = {"ctlwire.tcs.control": {"katcp"}}
+MODULE_IMPORTS = {"ctlwire.tcs.control": {"katcp"},
+                  # records a KATCP device into a TCS event database and serves it
+                  # again paced by the TCS replay engine (issue 13); nothing in katcp
+                  # imports it, and ``import ctlwire.katcp`` never loads TCS
+                  # (test_katcp_does_not_load_tcs below)
+                  "ctlwire.katcp.recording": {"tcs"}}
 
 # ctlwire.katcp, bottom up: a module may import modules of its own layer or below.
 KATCP_LAYERS = {
@@ -53,6 +58,8 @@ KATCP_LAYERS = {
     "_client_device": 5, "_client_requests": 5, "aio": 5,
     # public faces that re-export
     "server": 6, "client": 6, "ctlwire.katcp": 6,
+    # tools built on the faces: mirrors, resource clients, test utilities, recording
+    "inspecting_client": 7, "resource_client": 7, "testutils": 7, "recording": 7,
 }
 # The compiled codec and the pure core load nothing but the exceptions and the codec.
 CODEC_LAYER = 2
@@ -205,6 +212,16 @@ def test_families_import_only_shared_plumbing_and_themselves():
                   and other not in MODULE_IMPORTS.get(module, ())):
                 offenders.append(f"{module} imports {target}")
     assert not offenders, offenders
+
+
+def test_katcp_does_not_load_tcs():
+    code = ("import sys, ctlwire.katcp, ctlwire.katcp.client, ctlwire.katcp.server, "
+            "ctlwire.katcp.inspecting_client, ctlwire.katcp.resource_client, "
+            "ctlwire.katcp.testutils; "
+            "print(sorted(m for m in sys.modules if m.startswith('ctlwire.tcs')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_tcs_does_not_load_katcp():

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ctlwire.katcp import Message, Sensor
+from ctlwire.katcp import Sensor
 from ctlwire.katcp.inspecting_client import (ClientState, InspectingClient, SensorWaitTimeout)
 from ctlwire.katcp.testutils import DeviceTestServer, DeviceTestServerWithTimeoutHints
 

@@ -268,13 +268,14 @@ def test_replay_read_back_by_aiokatcp_in_order_with_the_original_spacing(tmp_pat
     assert proc.returncode == 0, err
     assert [v for v, _, _ in got] == values
     # spacing: each arrival against the recorded schedule, aligned on the median offset
-    # (the engine paces on absolute deadlines, so errors do not accumulate): the median
-    # within 2 ms; every one within a loaded CI machine's slack
+    # (the engine paces on absolute deadlines, so errors do not accumulate). The issue's
+    # 2 ms is measured by benchmarks/test_katcp_mirror.py; a test on a loaded CI machine
+    # asserts it with an order of magnitude of slack
     offsets = [a - t for (_, a, _), t in zip(got, times)]
     middle = statistics.median(offsets)
     errors = [abs(o - middle) for o in offsets]
-    assert statistics.median(errors) < 0.002, errors
-    assert max(errors) < 0.1, errors
+    assert statistics.median(errors) < 0.02, errors
+    assert max(errors) < 0.5, errors
     # timestamps keep their spacing too (shifted to now)
     stamps = [ts for _, _, ts in got]
     assert abs((stamps[-1] - stamps[0]) - (times[-1] - times[0])) < 1e-3

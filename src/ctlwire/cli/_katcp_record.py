@@ -4,7 +4,8 @@
     ctlwire-katcp replay night.sqlite --port 7148 [--speedup X] [--loop] [--paused]
 
 May import: the standard library, ``ctlwire.katcp.recording``, ``ctlwire.tcs.record``
-(checking the output file) and ``ctlwire.cli._common``.
+(checking the output file), ``ctlwire.cli._common`` and ``ctlwire.cli._katcp_sensors``
+(the signal handling the long-running subcommands share).
 """
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ import argparse
 import logging
 import math
 import re
-import signal
 import sys
-import threading
 import time
-from typing import Any
 
 from ._common import (EXIT_OK, CommandParser, UnreachableError, UsageError, existing_file,
                       host_port, non_negative_int, output_file, positive_float, timeout)
+from ._katcp_sensors import _Stop, why_unreachable
 
 __all__ = ["record_parser", "run_record", "replay_parser", "run_replay"]
 
@@ -39,25 +38,6 @@ host:port' on stdout once serving. At the end it goes on serving the last readin
 Ctrl-C, SIGTERM or SIGHUP (exit 0) unless --exit-at-end or --loop. ?replay-start starts a
 --paused replay; ?replay-status reports progress. Exit 3 if the port can't be bound, 2 for
 a file that is not a recording."""
-
-
-class _Signals:
-    """SIGTERM and SIGHUP end a long-running command normally (exit 0), as Ctrl-C does."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._old: dict = {}
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-                if sig is not None:
-                    self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _regex(text: str) -> str:
@@ -111,16 +91,16 @@ def run_record(args: argparse.Namespace) -> int:
     host, port = args.address
     recorder = DeviceRecorder(host, port, args.output, sensors=args.sensors,
                               timeout=args.connect_timeout)
-    if not recorder.start():
-        recorder.stop()
-        from .katcpcmd import _why_unreachable
-        raise UnreachableError(f"could not connect to {host}:{port}: "
-                               f"{_why_unreachable(host, port, args.connect_timeout)}")
-    if not args.quiet:
-        print(f"{prog}: recording {recorder.summary.sensors} sensor(s) of {host}:{port} "
-              f"into {args.output}", file=sys.stderr, flush=True)
-    with _Signals() as signals:
+    # the handlers first: a SIGTERM at any moment from here still writes what came
+    with _Stop() as signals:
         try:
+            if not recorder.start():
+                recorder.stop()
+                raise UnreachableError(f"could not connect to {host}:{port}: "
+                                       f"{why_unreachable(host, port, args.connect_timeout)}")
+            if not args.quiet:
+                print(f"{prog}: recording {recorder.summary.sensors} sensor(s) of "
+                      f"{host}:{port} into {args.output}", file=sys.stderr, flush=True)
             summary = recorder.run(args.duration, signals.event)
         except KeyboardInterrupt:
             summary = recorder.stop()  # the usual way to end a recording
@@ -181,14 +161,15 @@ def run_replay(args: argparse.Namespace) -> int:
                                    f"{cause.strerror or cause}") from None
         raise
     host, port = device.bind_address
-    print(f"READY {host}:{port}", flush=True)
-    if not args.quiet:
-        print(f"{args.prog}: serving {len(device.descriptions)} sensor(s) of "
-              f"{args.recording} on {host}:{port}", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
-        with _Signals() as signals:
+        with _Stop() as signals:
             try:
+                # (inside the try: a Ctrl-C right after READY is a normal end)
+                print(f"READY {host}:{port}", flush=True)
+                if not args.quiet:
+                    print(f"{args.prog}: serving {len(device.descriptions)} sensor(s) of "
+                          f"{args.recording} on {host}:{port}", file=sys.stderr, flush=True)
                 while not signals.event.is_set():
                     if device.finished.wait(0.2):
                         if args.exit_at_end or device.replay_error is not None:

@@ -22,6 +22,7 @@ import argparse
 import logging
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ from ctlwire.katcp.sensor import Sensor
 from ._common import (EXIT_OK, CommandParser, NegativeAnswer, UnreachableError, UsageError,
                       host_port, non_negative_float, positive_float, positive_int, timeout)
 
-__all__ = ["watch_parser", "run_watch", "wait_parser", "run_wait"]
+__all__ = ["watch_parser", "run_watch", "wait_parser", "run_wait", "why_unreachable"]
 
 _WATCH_HELP = """\
 Sample the sensors whose names match SENSOR-REGEX (all by default) and print each reading
@@ -77,6 +78,15 @@ class _SensorClient(BlockingClient):
             self.lost.set()
 
 
+def why_unreachable(host: str, port: int, wait: float) -> str:
+    """The reason a connection fails, in the operating system's words."""
+    try:
+        with socket.create_connection((host, port), timeout=min(wait, 1.0)):
+            return f"no connection within {wait:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _regex(text: str) -> "re.Pattern[str]":
     try:
         return re.compile(text)
@@ -100,9 +110,8 @@ def _connect(args: argparse.Namespace, on_reading: Callable) -> _SensorClient:
     client.start()
     if not client.wait_connected(args.connect_timeout):
         client.stop()
-        from .katcpcmd import _why_unreachable
         raise UnreachableError(f"could not connect to {host}:{port}: "
-                               f"{_why_unreachable(host, port, args.connect_timeout)}")
+                               f"{why_unreachable(host, port, args.connect_timeout)}")
     client.wait_protocol(min(args.connect_timeout, 1.0))
     return client
 
@@ -200,11 +209,12 @@ def run_watch(args: argparse.Namespace) -> int:
                 if not reply.reply_ok():
                     raise UsageError(f"can't sample {name} with {args.strategy!r}: "
                                      f"{_fail_text(reply)}")
-            if not args.quiet:
-                print(f"{args.prog}: watching {len(names)} sensor(s) of {host}:{port}",
-                      file=sys.stderr, flush=True)
             deadline = None if args.duration is None else time.monotonic() + args.duration
             try:
+                # (inside the try: a Ctrl-C right after this line is a normal end)
+                if not args.quiet:
+                    print(f"{args.prog}: watching {len(names)} sensor(s) of {host}:{port}",
+                          file=sys.stderr, flush=True)
                 while not (stop.event.is_set() or enough.is_set()):
                     if client.lost.is_set():
                         raise UnreachableError(f"lost the connection to {host}:{port} after "

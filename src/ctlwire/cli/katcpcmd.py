@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import socket
 import sys
 import threading
 from typing import Optional, TextIO
@@ -43,6 +42,7 @@ from ._common import (EXIT_NEGATIVE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Comm
 
 from ._katcp_record import record_parser, replay_parser, run_record, run_replay
 from ._katcp_sensors import run_wait, run_watch, wait_parser, watch_parser
+from ._katcp_sensors import why_unreachable as _why_unreachable
 
 EXIT_FAIL = EXIT_NEGATIVE
 #: the command's name (``katcpcmd`` is aiokatcp's: two packages installing it would clash)
@@ -158,15 +158,6 @@ def _parser() -> CommandParser:
     ap.add_argument("-u", "--unsolicited", action="store_true",
                     help="also print informs not tied to a request (always on with -i)")
     return ap
-
-
-def _why_unreachable(host: str, port: int, wait: float) -> str:
-    """The reason a connection fails, in the operating system's words."""
-    try:
-        with socket.create_connection((host, port), timeout=min(wait, 1.0)):
-            return f"no connection within {wait:g} s"
-    except OSError as exc:
-        return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -39,17 +39,16 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import re
 import sqlite3
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from .. import _json
 from ..tcs.events import EventWriter, create_database, open_database
 from ._client_requests import BlockingClient
-from .core import FailReply, Message
+from .core import Message
 from .sensor import Sensor
 from .server import DeviceServer
 
