@@ -191,3 +191,15 @@ def test_verbose_shows_the_traceback_of_an_error(held_port):
     assert result.returncode == 3
     assert "Traceback" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("ocd-heartbeat: ")
+
+
+def test_a_command_run_in_process_leaves_logging_as_it_found_it():
+    import logging
+
+    from ctlwire.cli.katcpcmd import main
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers), logging.getLogger("ctlwire.katcp").level)
+    assert main(["-t", "1", f"127.0.0.1:{_free_port()}", "watchdog"]) == 3
+    after = (root.level, list(root.handlers), logging.getLogger("ctlwire.katcp").level)
+    assert after == before

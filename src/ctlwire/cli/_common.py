@@ -156,6 +156,7 @@ def run_command(parser: CommandParser, body: Callable[[argparse.Namespace], int]
     args = parser.parse_args(argv)
     prog = parser.prog
     verbose = getattr(args, "verbose", 0) or 0
+    saved = _logging_state()
     setup_logging(prog, verbose, getattr(args, "quiet", False))
     try:
         status = body(args)
@@ -190,7 +191,29 @@ def run_command(parser: CommandParser, body: Callable[[argparse.Namespace], int]
         return EXIT_INTERNAL
     finally:
         sys.stdout.flush()
+        # a command run in-process (tests, embedding) leaves logging as it found it
+        _restore_logging(saved)
     return EXIT_OK if status is None else int(status)
+
+
+def _logging_state() -> tuple:
+    manager = logging.Logger.manager
+    levels = {name: lg.level for name, lg in manager.loggerDict.items()
+              if isinstance(lg, logging.Logger)}
+    root = logging.getLogger()
+    return root.level, list(root.handlers), levels
+
+
+def _restore_logging(saved: tuple) -> None:
+    level, handlers, levels = saved
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name, lg in logging.Logger.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            lg.setLevel(levels.get(name, logging.NOTSET))
 
 
 class IdleWarning:
