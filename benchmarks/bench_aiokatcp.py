@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 N_SENSORS = 1000
 N_FANOUT_CLIENTS = 10

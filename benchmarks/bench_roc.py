@@ -1,7 +1,7 @@
 """ROC call throughput: ctlwire vs majortomo vs a bare ``zmq.proxy`` relay.
 
 Run: ``python benchmarks/bench_roc.py [--seconds S] [--rounds N] [--window W] [--mdp-ceiling]``
-(with ``PYTHONPATH=src`` from a source checkout).  Three more measures, each alone:
+after ``pip install .[bench]`` (or an editable install).  Three more measures, each alone:
 ``--features BASELINE_SRC`` (the cost of once-only calls and of a standby broker,
 against an earlier ctlwire's built ``src/`` folder, in the same run), ``--failover
 KILLS`` (SIGKILL the active broker of a pair KILLS times; how long calls stop) and
@@ -39,7 +39,10 @@ import types
 from collections import deque
 
 import zmq
-from ctlwire._testing.proc import free_base_port
+try:
+    from ctlwire._testing.proc import free_base_port
+except ImportError:  # an earlier ctlwire (the --features baseline child)
+    from ctlwire._proc import free_base_port  # type: ignore[no-redef]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -122,12 +125,13 @@ def child(argv: list[str]) -> None:
             frames[-1] = execute(obj, frames[-1])
             s.send_multipart(frames)
     elif kind == "fb-broker":
-        # argv: fb-broker VARIANT BASE [has-standby | standby-for PRIMARY]
+        # argv: fb-broker VARIANT BASE [standby-for PRIMARY]
         variant = argv[2]
         args = ["--address", "127.0.0.1", "--base-port", str(base), "--no-relay"]
         if len(argv) > 3:
-            args += ["--has-standby"] if argv[3] == "has-standby" else \
-                ["--standby-for", f"127.0.0.1:{argv[4]}"]
+            args += ["--standby-for", f"127.0.0.1:{argv[4]}"]
+        elif variant == "off":
+            args += ["--no-peer"]  # the features off: a broker alone, as before
         if variant == "baseline":
             from ctlwire.roc.broker import main as broker_main  # the code before
         else:
@@ -220,7 +224,7 @@ def features(baseline_src: str, seconds: float, rounds: int, w: int) -> None:
             b = free_base_port()
             if variant == "standby":
                 s_base = free_base_port()
-                procs += [spawn("fb-broker", b, variant, "has-standby"),
+                procs += [spawn("fb-broker", b, variant),
                           spawn("fb-broker", s_base, variant, "standby-for", str(b)),
                           spawn("fb-server", b, variant, str(s_base))]
                 bases = [str(s_base)]
@@ -286,7 +290,7 @@ def failover(kills: int) -> None:
 
     from ctlwire.roc import Endpoints, RocClient
     p_base, s_base = free_base_port(), free_base_port()
-    brokers = {"primary": spawn("fb-broker", p_base, "on", "has-standby"),
+    brokers = {"primary": spawn("fb-broker", p_base, "on"),
                "standby": spawn("fb-broker", s_base, "on", "standby-for", str(p_base))}
     server = spawn("fb-server", p_base, "on", str(s_base))
     eps = [Endpoints("127.0.0.1", p_base), Endpoints("127.0.0.1", s_base)]
@@ -352,7 +356,7 @@ def failover(kills: int) -> None:
             print(f"kill {k + 1} ({active}): calls resumed after {gaps[-1]:.3f} s",
                   flush=True)
             # the killed broker comes back as the passive one
-            brokers[active] = spawn("fb-broker", p_base, "on", "has-standby") \
+            brokers[active] = spawn("fb-broker", p_base, "on") \
                 if active == "primary" else \
                 spawn("fb-broker", s_base, "on", "standby-for", str(p_base))
             back = p_base if active == "primary" else s_base

@@ -25,9 +25,8 @@ ROOT = "ctlwire"
 
 # Modules of the shared plumbing and the harness: see docs/layering.md.
 HARNESS = "ctlwire._testing"
-# The harness is imported by tests, benchmarks, the demo command, and a forwarder kept
-# while older branches are merged (ctlwire/_proc.py).
-HARNESS_IMPORTERS = ("ctlwire._testing", "ctlwire.cli", "ctlwire._proc")
+# The harness is imported by tests, benchmarks and the demo command only.
+HARNESS_IMPORTERS = ("ctlwire._testing", "ctlwire.cli")
 FAMILIES = ("katcp", "roc", "tcs", "ocd", "dc", "aiokatcp")
 # Family -> the other families (or single modules of them) it may import: ocd uses the
 # TCS event transport, a module that loads no extension; aiokatcp (aiokatcp's API) is

@@ -3,6 +3,7 @@ into random chunks: the compiled inline path (``_serve``), its Python reference
 (``ClientConnection._serve_read_py``), and the general path with a task per request
 (aiokatcp's way)."""
 import asyncio
+import re
 
 from hypothesis import given, settings, strategies as st
 
@@ -133,3 +134,29 @@ def test_request_paths_answer_alike(reqs, data):
                if line.startswith(b"!") and not line.startswith(b"!nap")]
     assert replies == [b"!" + name.encode() + (b"[%d]" % i if mid else b"")
                        for i, (name, _, mid) in enumerate(reqs, 1) if name != "nap"]
+
+
+def test_server_and_connection_provide_what_the_compiled_path_declares():
+    """``_serve.pyx`` uses exactly the names of ServingServer / ServedConnection."""
+    import inspect
+
+    async def main():
+        server = Device("127.0.0.1", 0)
+        conn = ck.server.ClientConnection(server, 1 << 16)
+        conn.connection_made(Transport())
+        for proto, obj in ((ck.server.ServingServer, server),
+                           (ck.server.ServedConnection, conn)):
+            names = set(proto.__annotations__)
+            names.update(n for n, v in vars(proto).items()
+                         if inspect.isfunction(v) and not n.startswith("__"))
+            assert names and all(hasattr(obj, n) for n in names), proto
+        with open(ck.server.__file__.replace("server.py", "_serve.pyx")) as f:
+            source = f.read().split('"""', 2)[2]  # the code, without the docstring
+        used = set(re.findall(r"\b(?:conn|server)\.(_?\w+)", source))
+        declared = set()
+        for proto in (ck.server.ServingServer, ck.server.ServedConnection):
+            declared.update(proto.__annotations__)
+            declared.update(n for n in vars(proto) if not n.startswith("__"))
+        assert used <= declared, used - declared
+
+    asyncio.run(main())

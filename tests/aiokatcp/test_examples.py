@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "aiokatcp.md"
 

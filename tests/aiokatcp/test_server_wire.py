@@ -210,3 +210,23 @@ def test_log_messages_match_aiokatcp(sim, lib, caplog):
                 if "aiokatcp" in r.name]
     assert messages == ["Malformed message received [ADDR]",
                         "Disconnecting client because it is too slow [ADDR]"]
+
+
+def test_help_summary_is_the_first_docstring_line(sim, lib):
+    class Documented(make_device(lib)):
+        async def request_late_doc(self, ctx):
+            """
+            Text on the second line.
+            """
+
+    async def scenario(server, reader, writer):
+        writer.write(b"?help[1] late-doc\n?help[2] add\n")
+        await expect(reader, re.compile(rb"^#help\[1\] late-doc \\n(\\_)+Text"),
+                     b"!help[1] ok 1\n", b"#help[2] add Add\\_two\\_numbers.\n",
+                     b"!help[2] ok 1\n")
+        writer.write(b"?help[3]\n")
+        lines = []
+        while not lines or not lines[-1].startswith(b"!"):
+            lines.append(await reader.readline())
+        assert b"#help[3] late-doc \\@\n" in lines
+    run_sim(sim, lib, scenario, Documented)

@@ -205,3 +205,19 @@ def test_inbox_wakes_a_blocked_reader():
     inbox.put(["b"])
     reader.join(10)
     assert got == ["a", "b"] and len(inbox) == 0
+
+
+def test_group_binds_the_compiled_paths_unless_a_subclass_overrides_them(tmp_path):
+    from ctlwire.dc.discovery import DirectoryDiscovery
+    from ctlwire.dc.group import Group
+
+    class Logged(Group):
+        def send(self, obj):  # type: ignore[no-untyped-def]
+            self.sent = obj
+            super().send(obj)
+
+    with Group("F", "a", discovery=DirectoryDiscovery(tmp_path)) as g:
+        assert g.recv == g._inbox.get and g.send == g._sender.send_obj
+    with Logged("F", "b", discovery=DirectoryDiscovery(tmp_path)) as h:
+        h.send({"x": 1})
+        assert h.sent == {"x": 1}

@@ -179,7 +179,7 @@ class Peer:
         import selectors
         import subprocess
 
-        from ctlwire._proc import child_env
+        from ctlwire._testing.proc import child_env
 
         self.impl, self.sensors, self.timeout = impl, sensors, timeout
         self.proc = subprocess.Popen(

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
+from ctlwire.katcp import Message, Sensor
 from ctlwire.katcp.recording import ReplayDevice, read_descriptions
 from ctlwire.katcp.testutils import BlockingTestClient, DeviceTestServer
 from ctlwire.tcs.events import EventWriter, create_database

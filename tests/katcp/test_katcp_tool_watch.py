@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 from ctlwire.katcp import BlockingClient, Message
 from ctlwire.katcp.testutils import DeviceTestServer
 

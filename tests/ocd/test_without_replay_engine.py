@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 # an import hook that makes the replay engine unimportable, as in an unbuilt tree
 BLOCK_ENGINE = textwrap.dedent("""

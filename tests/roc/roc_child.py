@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
         base, hb = argv[1], argv[2]
         sys.exit(broker_main(["--address", "127.0.0.1", "--base-port", base,
                               "--heartbeat", hb, "--unknown-grace", "0.2",
-                              "--has-standby", *argv[3:]]))
+                              *argv[3:]]))
     if mode == "counter":
         # a Counter served by every broker given (base ports)
         from ctlwire.roc import Endpoints, RocServer

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 import ctlwire
-from ctlwire._proc import child_env, free_base_port
+from ctlwire._testing.proc import child_env, free_base_port
 
 LIMIT = 20.0
 
@@ -59,7 +59,7 @@ BAD = [
     ("rocbroker", ["--liveness", "-1"], 2, "-1"),
     ("rocbroker", ["--base-port", "{held}"], 3, "{held}"),
     ("rocbroker", ["--standby-for", "tcp://127.0.0.1:5555"], 2, "tcp://"),
-    ("rocbroker", ["--standby-for", "127.0.0.1:5555", "--has-standby"], 2, "exclude"),
+    ("rocbroker", ["--standby-for", "127.0.0.1:5555", "--no-peer"], 2, "exclude"),
     ("rocbroker", ["--peer-interval", "1", "--peer-timeout", "0.5"], 2, "--peer-timeout"),
     ("rocbroker", ["--curve-secret", "{root}/missing", "--allow-keys", "{root}"], 2,
      "missing"),
@@ -142,3 +142,46 @@ def test_roclogdump_counts_malformed_messages(tmp_path):
     bad = int(out.split("records written, ")[1].split()[0])
     assert "1 records written" in out and bad >= 1
     assert '"message":"hello"' in log.read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_roclogdump_stops_cleanly_on_a_signal(tmp_path, sig):
+    from ctlwire.roc import Broker, Endpoints
+    ep = Endpoints("127.0.0.1", free_base_port())
+    broker = Broker(ep).start()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "ctlwire.cli.roclogdump", "--address",
+                              "127.0.0.1", "--base-port", str(ep.brokerBasePort), "-v",
+                              "-o", str(tmp_path / "x.log")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env=child_env(CTLWIRE_ROC_BROKER=None))
+        try:
+            assert "roclogdump:" in p.stdout.readline()
+            # a run that never reached a relay exits 3: wait until it has
+            while "connected to the relay" not in p.stderr.readline():
+                assert p.poll() is None
+            p.send_signal(sig)
+            out, err = p.communicate(timeout=LIMIT)
+        finally:
+            p.kill()
+    finally:
+        broker.stop()
+    assert p.returncode == 0, err
+    assert "0 records written, 0 malformed" in out
+
+
+def test_a_broker_whose_standby_port_is_taken_runs_alone_and_says_so():
+    base = free_base_port(4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base + 3))
+        s.listen()
+        p = _start("--base-port", str(base))
+        try:
+            assert "rocbroker: MDP" in p.stdout.readline()
+            warning = p.stderr.readline()
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=LIMIT)
+        finally:
+            p.kill()
+    assert "cannot listen for a standby" in warning and str(base + 3) in warning
+    assert p.returncode == 0, err

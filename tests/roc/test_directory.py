@@ -6,7 +6,7 @@ import sys
 
 from ctlwire.roc import RocClient
 
-from ctlwire._proc import child_env
+from ctlwire._testing.proc import child_env
 
 
 class Camera:

@@ -114,7 +114,7 @@ def _exactly_once(client: RocClient, caller: Caller) -> None:
 
 @pytest.fixture
 def pair(free_port, spawn):
-    """A primary (``--has-standby``), its standby and a counter server on both."""
+    """A primary (a plain ``rocbroker``), its standby and a counter server on both."""
     p, s = free_port(), free_port()
     primary = spawn("primary", str(p), HB)
     primary.wait_line("rocbroker: MDP")
@@ -215,3 +215,25 @@ def test_a_standby_asked_while_the_primary_lives_says_so_and_the_client_moves(pa
         assert client.call("counter", "history") == ["x"]
     finally:
         client.close()
+
+
+def test_a_lone_primary_serves_its_first_calls_after_the_peer_timeout(free_port, spawn):
+    base = free_port()
+    spawn("primary", str(base), HB).wait_line("rocbroker: MDP")
+    spawn("counter", HB, str(base)).wait_line("serving")
+    c = RocClient(Endpoints("127.0.0.1", base), timeout=10.0)
+    try:
+        assert c.call("counter", "increment", 0) == 1   # held, then served
+        assert c.broker_state() == "active"
+    finally:
+        c.close()
+
+
+def test_no_peer_runs_alone_and_active_at_once(free_port, spawn):
+    base = free_port()
+    spawn("primary", str(base), HB, "--no-peer").wait_line("rocbroker: MDP")
+    c = RocClient(Endpoints("127.0.0.1", base), timeout=10.0)
+    try:
+        assert c.broker_state() == "active"
+    finally:
+        c.close()

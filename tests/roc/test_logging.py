@@ -102,3 +102,39 @@ def test_logdump_counts_garbage_instead_of_writing_it(tmp_path, ep):
         assert dump.bad == 1 and dump.written == 0
     finally:
         dump.close()
+
+
+def test_logdump_moves_to_the_standby_when_its_broker_goes(tmp_path, free_port):
+    import threading
+
+    from ctlwire.roc import Broker, Endpoints
+    p_ep, s_ep = Endpoints("127.0.0.1", free_port()), Endpoints("127.0.0.1", free_port())
+    primary = Broker(p_ep, has_standby=True).start()
+    standby = Broker(s_ep, standby_for=p_ep).start()
+    dump = LogDump([p_ep, s_ep], str(tmp_path / "x.log"))
+    handler = RocLogger("node", [p_ep, s_ep])
+    logger = logging.getLogger("failover-test")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    t = threading.Thread(target=dump.run, daemon=True)
+    t.start()
+    try:
+        def logged(message: str) -> None:
+            deadline = time.monotonic() + 10
+            while message not in (tmp_path / "x.log").read_text():
+                assert time.monotonic() < deadline, f"{message!r} never written"
+                logger.info(message)
+                time.sleep(0.05)
+
+        logged("before")
+        primary.stop()
+        logged("after")  # through the standby's relay
+        assert dump.endpoint == s_ep.generalXPUB
+    finally:
+        dump.stop()
+        t.join(5)
+        logger.removeHandler(handler)
+        handler.close()
+        standby.stop()
+        primary.stop()

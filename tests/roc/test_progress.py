@@ -118,11 +118,11 @@ def test_the_timeout_runs_between_values_not_over_the_whole_call(broker, serve, 
                 yield i
 
     serve("slow", Slow())
-    client = RocClient(ep, timeout=1.0)
+    client = RocClient(ep, timeout=2.0)
     try:
-        # 6 ticks 0.3 s apart: 1.8 s in all, never 1 s without a value
-        assert list(client["slow"].ticks(6, 0.3)) == list(range(6))
+        # 8 ticks 0.3 s apart: 2.4 s in all, never 2 s without a value
+        assert list(client["slow"].ticks(8, 0.3)) == list(range(8))
         with pytest.raises(RocTimeout):
-            list(client["slow"].ticks(1, 3.0))
+            list(client["slow"].ticks(1, 4.0))
     finally:
         client.close()

@@ -125,3 +125,35 @@ def test_a_path_with_a_ttl_is_not_given_to_late_subscribers_once_expired(ep, bro
         assert _first(it) == {"dome": {"shutter": "open"}}
     finally:
         it.close()
+
+
+def test_a_subscriber_moves_to_the_standby_when_its_broker_goes(free_port):
+    from ctlwire.roc import Broker, Endpoints
+    p_ep, s_ep = Endpoints("127.0.0.1", free_port()), Endpoints("127.0.0.1", free_port())
+    primary = Broker(p_ep, has_standby=True).start()
+    standby = Broker(s_ep, standby_for=p_ep).start()
+    it = None
+    try:
+        # publishers send to every broker of the pair, so both keep the whole tree
+        with RocStatusUpdater([p_ep, s_ep]) as up:
+            deadline = time.monotonic() + 10
+            while primary.status.updates == 0 or standby.status.updates == 0:
+                assert time.monotonic() < deadline, "the pair never got the update"
+                up.emit("x.n", 1)
+                time.sleep(0.05)
+            it = statusUpdateIterator([p_ep, s_ep], "x", timeout=0.1)
+            assert _first(it) == {"x": {"n": 1}}
+            primary.stop()
+            # the standby's snapshot first, then what is published from now on
+            assert _first(it) == {"x": {"n": 1}}
+            deadline = time.monotonic() + 10
+            got: dict = {}
+            while got != {"x": {"n": 2}}:
+                assert time.monotonic() < deadline, "no update through the standby"
+                up.emit("x.n", 2)
+                got = next(it)
+    finally:
+        if it is not None:
+            it.close()
+        standby.stop()
+        primary.stop()

@@ -24,7 +24,7 @@ INF = float("inf")
 
 
 def cmd(name, *args, **kw):
-    from ctlwire._proc import child_env
+    from ctlwire._testing.proc import child_env
     return subprocess.Popen([str(BIN / name), *map(str, args)], env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -60,13 +60,14 @@ def test_unpaced_replay_into_the_recorder_arrives_complete_and_in_order(tmp_path
     n = 20_000  # by hand: 200,000, three times running
     src = generate_database(tmp_path / "src.sqlite", n)
     out = tmp_path / "rec.sqlite"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    replay = cmd("tcs-replay", src, "--url", url, "--speedup", "inf", "--wait-subscriber", "60")
+    replay = cmd("tcs-replay", src, "--url", "tcp://127.0.0.1:0", "--speedup", "inf",
+                 "--wait-subscriber", "60")
+    first = replay.stdout.readline()  # "tcs-replay: publishing on tcp://127.0.0.1:PORT"
+    assert "publishing on " in first, first
+    url = first.rsplit(" ", 1)[1].strip()
     rec = cmd("tcs-record", url, "-o", out, "--count", n, "--duration", "120")
     r_out, r_err = replay.communicate(timeout=180)
+    r_out = first + r_out
     c_out, c_err = rec.communicate(timeout=180)
     assert replay.returncode == 0, r_err
     assert rec.returncode == 0, c_err
@@ -465,3 +466,17 @@ def test_plot_draws_the_lateness_and_the_rate(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_corrupt_events_are_passed_over_and_summed_up_in_one_line(tmp_path):
+    from tcs_testlib import timed_event, write_db
+    events = [timed_event(i, "a.b.c", 100.0 + i * 0.001) for i in range(1, 6)]
+    events[2] = (3, "a.b.c", [("__data_time", "100.003", "number"),
+                              ("bad", b"\xff\xfe", "string")])
+    db = write_db(tmp_path / "c.sqlite", events)
+    proc = cmd("tcs-replay", db, "--url", "tcp://127.0.0.1:0", "--speedup", "inf")
+    out, err = proc.communicate(timeout=60)
+    lines = one_error_line(proc, out, err, 2)
+    assert len(lines) == 1 and "1 corrupt event(s) skipped" in lines[0]
+    assert "event 3" in lines[0] and "UTF-8" in lines[0]
+    assert "sent 4 = delivered 4 + dropped 0" in out

@@ -5,11 +5,10 @@ Submodules hold what aiokatcp's modules of the same names hold (``core``,
 ``connection``, ``sensor``, ``server``, ``client``, ``time_sync``); everything public
 is re-exported here. See ``docs/aiokatcp.md`` for the migration guide.
 
-May import: its own submodules only.
+Layering: the top of ``ctlwire.aiokatcp``; imports its own submodules only.
 """
 from __future__ import annotations
 
-from .. import __version__ as _ctlwire_version
 from .client import (AbstractSensorWatcher, Client, ProtocolError, SensorWatcher,
                      SyncState)
 from .connection import Connection, FailReply, InvalidReply
@@ -21,8 +20,9 @@ from .sensor import (AggregateSensor, Reading, Sensor, SensorSampler, SensorSet,
 from .server import DeviceServer, RequestContext
 from .time_sync import ClockState, TimeSyncUpdater
 
-#: Version of ctlwire (this package follows aiokatcp 2.x's API).
-__version__ = _ctlwire_version
+#: The aiokatcp release whose API this package follows (code that checks
+#: ``aiokatcp.__version__`` keeps working); ctlwire's own is ``ctlwire.__version__``.
+__version__ = "2.3.0"
 
 __all__ = [
     "Address", "DeviceStatus", "KatcpSyntaxError", "LogLevel", "Message", "Now",

@@ -11,16 +11,20 @@ request streams) with two differences that are why it exists: no bytecode dispat
 and the coroutine is stepped with ``PyIter_Send``, which reports a finished coroutine
 without raising and catching ``StopIteration``.
 
-Everything is reached through the Python attributes of the server and connection
-objects: their layout is ``server.py``'s, which this module follows.
+It reaches the server and the connection through Python attributes: exactly those
+declared by the protocols ``ServingServer`` and ``ServedConnection`` in ``server.py``
+(not a C-level state object as ``ctlwire.katcp._dispatch`` has: these objects are
+aiokatcp's public classes, which users subclass).
 
-May import: ``ctlwire.katcp.core`` (the codec) and ``ctlwire.aiokatcp.core``.
+Layering: imports ``ctlwire.katcp.core`` (the codec), ``ctlwire.aiokatcp.core`` and
+``ctlwire.aiokatcp.connection``.
 """
 from cpython.ref cimport PyObject, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8String
 
 from ctlwire.katcp.core import Message as _CMessage, encode_message as _encode_line
 from ctlwire.aiokatcp import core as _core
+from ctlwire.aiokatcp.connection import FailReply as _FailReply
 
 cdef extern from "Python.h":
     # 0: returned (*presult is the value), 1: yielded (*presult), -1: raised
@@ -36,7 +40,7 @@ cdef object _encode_all = _core.encode_all
 cdef bytes _OK = b"ok"
 
 
-def serve_read(conn, data, RequestContext):
+def serve_read(conn, RequestContext, data):
     """Serve one read of ``conn`` (a server ``ClientConnection``)."""
     cdef list items
     server = conn.owner
@@ -73,6 +77,24 @@ def serve_read(conn, data, RequestContext):
                 conn._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
+cdef object _call_direct(tuple direct, server, ctx, list raw):
+    cdef tuple decoders = <tuple>direct[1]
+    cdef Py_ssize_t n = len(decoders), i
+    func = direct[0]
+    try:
+        if n == 0:
+            return func(server, ctx)
+        if n == 1:
+            value = decoders[0](raw[0])
+            return func(server, ctx, value)
+        values = [server, ctx]
+        for i in range(n):
+            values.append(decoders[i](raw[i]))
+    except ValueError as exc:
+        raise _FailReply(str(exc)) from exc
+    return func(*values)
+
+
 cdef _dispatch(server, conn, msg, raw_mid, RequestContext):
     cdef PyObject *res = NULL
     cdef int step
@@ -86,8 +108,13 @@ cdef _dispatch(server, conn, msg, raw_mid, RequestContext):
     if handler is None or handler._needs_task:
         server._start_request(ctx)
         return
+    direct = handler._direct
     try:
-        coro = handler(server, ctx, msg)
+        if direct is not None and len(<list>msg.arguments) == len(<tuple>direct[1]):
+            # every parameter given: decode here and call the handler itself
+            coro = _call_direct(direct, server, ctx, msg.arguments)
+        else:
+            coro = handler(server, ctx, msg)
         step = PyIter_Send(coro, None, &res)
     except (KeyboardInterrupt, SystemExit):
         raise

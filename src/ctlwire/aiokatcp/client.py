@@ -11,7 +11,7 @@ sampled, whether the mirror is in sync) is the I/O-free
 Requests written during one loop iteration leave in one write (the first goes at
 once, so a lone request waits for nothing).
 
-May import: the standard library, :mod:`ctlwire.katcp.mirror` and the sibling modules
+Layering: imports the standard library, :mod:`ctlwire.katcp.mirror` and the sibling modules
 ``core``, ``connection``, ``sensor``.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ out in one ``transport.write`` per loop iteration, in the order it was written.
 Also here: :func:`wrap_handler`, which turns ``async def request_x(self, ctx, a: int,
 *rest: str)`` into a function of the message whose annotations decode the arguments.
 
-May import: the standard library, :mod:`ctlwire.katcp.core` and :mod:`.core`.
+Layering: imports the standard library, :mod:`ctlwire.katcp.core` and :mod:`.core`.
 """
 from __future__ import annotations
 
@@ -366,5 +366,10 @@ def wrap_handler(name: str, handler: Callable, fixed: int) -> Callable:
         inspect.Parameter("_msg", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                           annotation=core.Message)])
     wrapper._aiokatcp_orig_handler = handler  # type: ignore[attr-defined]
+    # What the server's compiled path needs to decode a request that gives every
+    # parameter itself, without calling the wrapper: (handler, decoders).
+    wrapper._direct = ((handler, decoders)  # type: ignore[attr-defined]
+                       if fixed == 2 and var_positional is None and not kw_missing
+                       and inspect.iscoroutinefunction(handler) else None)
     wrapper._is_coroutine_handler = inspect.iscoroutinefunction(handler)  # type: ignore
     return wrapper

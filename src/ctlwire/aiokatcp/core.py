@@ -5,7 +5,7 @@ KATCP codec (:mod:`ctlwire.katcp.core`): a :class:`Message` here keeps aiokatcp'
 (``Message.Type`` enum, ``mid`` as an ``int``, ``bytes(msg)`` ending in a newline) and
 hands formatting and parsing to the codec.
 
-May import: the standard library and :mod:`ctlwire.katcp.core` / ``exceptions``.
+Layering: imports the standard library and :mod:`ctlwire.katcp.core` / ``exceptions``.
 """
 from __future__ import annotations
 

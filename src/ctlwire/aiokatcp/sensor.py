@@ -5,7 +5,7 @@ given to :class:`SensorSampler` and schedules with ``loop.time()`` and ``loop.ca
 so it follows whatever clock the loop has (a simulated-time test loop included);
 reading timestamps are ``time.time()`` unless given.
 
-May import: the standard library and :mod:`.core`.
+Layering: imports the standard library and :mod:`.core`.
 """
 from __future__ import annotations
 

@@ -19,8 +19,10 @@ a task straight away), or the class sets ``EAGER_REQUESTS = False``.
 A ``#sensor-status`` line is formatted once per reading, however many clients sample
 the sensor, and a client's informs of one loop iteration leave in one write.
 
-May import: the standard library, :mod:`ctlwire.katcp.core` and the sibling modules
-``core``, ``connection``, ``sensor``.
+Layering: imports the standard library, :mod:`ctlwire.katcp.core`, ``ctlwire._ext``, the
+sibling modules ``core``, ``connection``, ``sensor`` and the compiled ``_serve`` (which
+sees a server and its connections only through :class:`ServingServer` and
+:class:`ServedConnection`, declared here).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ import time
 import traceback
 import types
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
+from typing import (Any, Awaitable, Callable, Deque, Dict, Iterable, List, Optional,
+                    Protocol, Set, Tuple)
 
 from .. import __version__ as _ctlwire_version
 from .._ext import load_extension
@@ -72,6 +75,52 @@ _FROM_CODEC = core._FROM_CODEC
 _serve_read = load_extension("ctlwire.aiokatcp._serve").serve_read
 
 
+class ServedConnection(Protocol):
+    """What the compiled read path (``_serve.pyx``) reads and calls on a connection.
+
+    ``ClientConnection`` provides it; a change to these names is a change to
+    ``_serve.pyx`` (and to its Python reference, ``ClientConnection._serve_read_py``).
+    """
+
+    owner: Any
+    logger: Any
+    _parser: Any
+    _transport: Any
+    _out: List[bytes]
+    _out_bytes: int
+    _dispatching: bool
+    _flush_pending: bool
+    _closed: bool
+    _paused: bool
+
+    def _malformed(self, error: Exception) -> None: ...
+
+    def _closed_warning(self) -> None: ...
+
+    def drain(self) -> Awaitable[None]: ...
+
+
+class ServingServer(Protocol):
+    """What the compiled read path reads and calls on the server (``DeviceServer``)."""
+
+    loop: asyncio.AbstractEventLoop
+    _stop_task: Optional[asyncio.Task]
+    _pending: Set[asyncio.Task]
+    _max_pending: int
+    _buffered_requests: Deque["RequestContext"]
+    _request_handlers: Dict[str, Callable]
+
+    def handle_message(self, conn: Any, msg: core.Message) -> None: ...
+
+    def _start_request(self, ctx: "RequestContext") -> None: ...
+
+    def _request_failed(self, ctx: "RequestContext", exc: BaseException) -> None: ...
+
+    def _track(self, ctx: "RequestContext", task: asyncio.Task) -> None: ...
+
+    def _finish_later(self, ctx: "RequestContext", coro: Any, first: Any) -> Awaitable[None]: ...
+
+
 class ClientConnection(connection.Connection):
     """The server's side of one client connection."""
 
@@ -83,18 +132,24 @@ class ClientConnection(connection.Connection):
         #: Held by ``?sensor-sampling`` while it changes this client's samplers.
         self.samplers_lock = asyncio.Lock()
         self.sensor_update = self._sensor_update  # stable bound method (observer)
+        if owner._fast_requests and _serve_read is not None:
+            # the transport calls the compiled path straight (no Python frame between);
+            # set before the transport exists, since uvloop looks it up once
+            self.data_received = functools.partial(  # type: ignore[method-assign]
+                _serve_read, self, RequestContext)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for sampler in self._samplers.values():
             sampler.close()
         self._samplers = {}
+        self.__dict__.pop("data_received", None)  # (it refers back to self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self.owner._fast_requests:
             super().data_received(data)
         elif _serve_read is not None:
-            _serve_read(self, data, RequestContext)
+            _serve_read(self, RequestContext, data)
         else:
             self._serve_read_py(data)
 
@@ -789,8 +844,9 @@ class DeviceServer(metaclass=DeviceServerMeta):
             !help ok 1
         """
         if name is None:
-            items = [(key, (handler.__doc__ or "").strip().splitlines()[0]
-                      if (handler.__doc__ or "").strip() else "")
+            # the first line of the docstring, as aiokatcp (empty if it starts with one)
+            items = [(key, (handler.__doc__ or "").splitlines()[0]
+                      if handler.__doc__ else "")
                      for key, handler in sorted(self._request_handlers.items())]
         else:
             handler = self._request_handlers.get(name)

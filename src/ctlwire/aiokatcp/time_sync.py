@@ -6,7 +6,7 @@
 and works inside containers. Where it does not exist (not Linux) the sensors are set
 ``INACTIVE``.
 
-May import: the standard library and :mod:`.sensor`.
+Layering: imports the standard library and :mod:`.sensor`.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The device is written against aiokatcp's API (``async def request_x(self, ctx, a
 int)`` handlers, ``Sensor(type, name, ...)``) with ``from ctlwire import aiokatcp`` as
 its only change; a ``ctlwire.aiokatcp`` client talks to it and mirrors its sensors.
 
-May import: :mod:`ctlwire.aiokatcp` and the standard library.
+Layering: imports :mod:`ctlwire.aiokatcp` and the standard library.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``rocbroker``: the ROC broker (7/MDP router, 8/MMI, log/status relay), a standby of
 another broker, or (``--list``) a look at what a broker serves.
 
-    rocbroker --address 127.0.0.1 --base-port 5555 [--has-standby]
+    rocbroker --address 127.0.0.1 --base-port 5555            # a primary
     rocbroker --address 127.0.0.2 --base-port 5555 --standby-for 127.0.0.1:5555
     rocbroker --list 127.0.0.1:5555
 
@@ -71,8 +71,10 @@ def _parser() -> CommandParser:
     ha = p.add_argument_group("primary and standby")
     ha.add_argument("--standby-for", metavar="HOST:PORT", type=broker_address,
                     help="run as the standby of the primary broker at HOST:PORT")
-    ha.add_argument("--has-standby", action="store_true",
-                    help="this primary has a standby: start passive until they agree")
+    ha.add_argument("--no-peer", action="store_true",
+                    help="run alone: no standby can join, active at once (by default a "
+                         "broker listens for a standby on BASE+3 and holds calls for up "
+                         "to --peer-timeout at start, until it knows it is the active one)")
     ha.add_argument("--peer-interval", type=positive_float, default=0.1,
                     help="heartbeats between primary and standby, seconds (default 0.1)")
     ha.add_argument("--peer-timeout", type=positive_float, default=0.5,
@@ -148,8 +150,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from ctlwire.roc import Broker, Endpoints
     log = logging.getLogger("ctlwire.roc.broker")
-    if args.standby_for and args.has_standby:
-        raise UsageError("--standby-for and --has-standby exclude each other")
+    if args.standby_for and args.no_peer:
+        raise UsageError("--standby-for and --no-peer exclude each other")
     if args.peer_timeout <= args.peer_interval:
         raise UsageError(f"--peer-timeout ({args.peer_timeout:g}) must exceed "
                          f"--peer-interval ({args.peer_interval:g})")
@@ -163,8 +165,10 @@ def _serve(args: argparse.Namespace) -> int:
                         queue_timeout=args.queue_timeout, unknown_grace=args.unknown_grace,
                         max_queue=args.max_queue, relay=not args.no_relay,
                         snapshots=not args.no_snapshots, standby_for=args.standby_for,
-                        has_standby=args.has_standby, peer_interval=args.peer_interval,
-                        peer_timeout=args.peer_timeout, security=security)
+                        has_standby=not (args.no_peer or args.standby_for),
+                        peer_interval=args.peer_interval,
+                        peer_timeout=args.peer_timeout, security=security,
+                        peer_optional=True)
     except zmq.ZMQError as exc:
         raise UnreachableError(f"cannot bind {args.address} ports {args.base_port}.."
                                f"{args.base_port + 3}: {exc}") from None
@@ -178,11 +182,13 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     role = "standby of " + args.standby_for if args.standby_for else \
-        ("primary with a standby" if args.has_standby else "broker")
+        ("alone" if broker.peer is None else
+         f"primary; a standby may join at {ep.brokerPeer}")
     print(f"{PROG}: MDP {ep.rocBroker}  XSUB {ep.generalXSUB}  XPUB {ep.generalXPUB}"
           f"  ({role}{', CURVE' if security else ''})", flush=True)
     log.info("bound MDP %s, XSUB %s, XPUB %s%s", ep.rocBroker, ep.generalXSUB,
-             ep.generalXPUB, f", peer link {ep.brokerPeer}" if args.has_standby else "")
+             ep.generalXPUB, "" if broker.peer is None or args.standby_for else
+             f", peer link {ep.brokerPeer}")
 
     def report() -> None:
         # -v: what the broker is doing, when it changes (the router itself never logs)

@@ -49,21 +49,26 @@ def _parser() -> CommandParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ctlwire.roc.endpoints import Endpoints, default_endpoints
+    from ctlwire.roc.endpoints import Endpoints, default_endpoint_list
     from ctlwire.roc.logdump import LogDump
+    sources: list[Endpoints] = []
     if args.address is None or args.base_port is None:
         try:
-            default = default_endpoints()
+            defaults = default_endpoint_list()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        address = args.address or default.brokerAddress
-        port = args.base_port or default.brokerBasePort
+        if args.address is None and args.base_port is None:
+            sources = defaults  # every broker of $CTLWIRE_ROC_BROKER, in order
+        address = args.address or defaults[0].brokerAddress
+        port = args.base_port or defaults[0].brokerBasePort
     else:
         address, port = args.address, args.base_port
     try:
         ep = Endpoints(address, port)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if not sources:
+        sources = [ep]
     security = broker_key = None
     if args.curve_secret or args.broker_key:
         if not (args.curve_secret and args.broker_key):
@@ -77,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise UsageError(str(exc)) from None
     try:
-        dump = LogDump(ep, args.output, max_bytes=args.max_bytes, backups=args.backups,
+        dump = LogDump(sources, args.output, max_bytes=args.max_bytes, backups=args.backups,
                        security=security, broker_key=broker_key)
     except OSError as exc:
         raise UsageError(f"cannot open {args.output!r}: {os.strerror(exc.errno or 0)}") \

@@ -18,7 +18,8 @@ starts when the first subscription arrives.  Progress: a status line on a termin
 else a log line every few seconds on stderr.
 
 Exit status: 0 done; 1 no subscriber within --wait-subscriber; 2 bad arguments or a
-missing, malformed or damaged database (the events before the damage are replayed);
+missing, malformed or damaged database (the events before the damage are replayed; corrupt
+events are passed over, counted and summed up in one line);
 3 the URL or the KATCP port can't be bound; 70 internal error.
 """
 from __future__ import annotations
@@ -243,11 +244,23 @@ def _check_plot_available(args) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_plot_available(args)
+    rlog = logging.getLogger("ctlwire.tcs.replay")
+    level = rlog.level
+    if not args.verbose:
+        # each corrupt event is summed up in one line at the end; -v logs every one
+        rlog.setLevel(logging.ERROR)
+    try:
+        return _replay_command(args)
+    finally:
+        rlog.setLevel(level)
+
+
+def _replay_command(args: argparse.Namespace) -> int:
     import zmq
 
     from ..tcs.events import TCSDatabaseError
     from ..tcs.transport import DEFAULT_HWM, ZMQServer
-    _check_plot_available(args)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     steer = None
     replay = None
@@ -403,6 +416,12 @@ def _serve(args, server, replay, steer, TCSMockEvent, ReplayDatabaseError, say) 
         else:
             where = "before the first event"
         raise UsageError(f"{damaged} ({where}; {st.sent} events before it were replayed)")
+    if st.skipped:
+        errors = steer.errors if steer is not None else \
+            [(args.db[0], eid, why) for eid, why in replay.errors]
+        path, eid, why = errors[0] if errors else (args.db[0], "?", "?")
+        raise UsageError(f"{st.skipped} corrupt event(s) skipped, the others were replayed; "
+                         f"first: {path} event {eid}: {why} (-v lists each)")
     return 0
 
 

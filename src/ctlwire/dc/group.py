@@ -216,8 +216,10 @@ class Group:
         # Received messages travel in batches (one per receive burst) so that a busy
         # group wakes the reader once per burst, not once per message.
         self._inbox = _framing.Inbox(PortTimeout, f"group {self.spec.groupName}")
-        # Users call the compiled inbox directly: no Python frame per message.
-        self.recv = self._inbox.get  # type: ignore[method-assign]
+        # Users call the compiled inbox directly: no Python frame per message (unless a
+        # subclass overrides recv).
+        if type(self).recv is Group.recv:
+            self.recv = self._inbox.get  # type: ignore[method-assign]
         self._events: queue.SimpleQueue[GroupEvent] = queue.SimpleQueue()
         self._peers: dict[bytes, _Peer] = {}
         self._leader_addr: dict[bytes, tuple[str, int]] = {}
@@ -275,8 +277,10 @@ class Group:
         timed = self.spec.timed
         self._sender = _framing.Sender(self.pub.getSocket(), self.memberId, timed, native,
                                        self.codec, GroupClosed, f"group {self.spec.groupName}")
-        # Users call the compiled sender directly: no Python frame per message.
-        self.send = self._sender.send_obj  # type: ignore[method-assign]
+        # Users call the compiled sender directly: no Python frame per message (unless a
+        # subclass overrides send).
+        if type(self).send is Group.send:
+            self.send = self._sender.send_obj  # type: ignore[method-assign]
         for port, channel in ((self.sub, "group"), (self.qry, "answer"), (self.ans, "query")):
             sock = port.getSocket()
             self._receivers[sock] = (_framing.Receiver(
@@ -918,7 +922,17 @@ class Group:
         if not peer.live:
             peer.live = True
             self._update_membership()
+            # It can hear us now (it sent from a connection it made to us, or we to it):
+            # answer soon, so that it counts us without waiting for our heartbeat.
+            self._presence_soon(now, 0.005)
             self._emit(EventKind.MEMBER_JOINED, member, self.term)
+
+    def _presence_soon(self, now: float, delay: float) -> None:
+        """Send a presence at ``now + delay`` unless one is due about then anyway."""
+        at = now + delay
+        if not any(abs(t - at) < 0.02 for t in self._presence_at):
+            self._presence_at.append(at)
+            self._presence_at.sort()
 
     def _depart(self, member: bytes, peer: _Peer, reason: str, forget: bool) -> None:
         if peer.live:
@@ -992,8 +1006,8 @@ class Group:
                 self._peers[rec.member] = _Peer(rec)
                 # Say we are here soon (once the new connection is up), rather than at
                 # the next heartbeat, so that the newcomer counts us without delay.
-                if not self._presence_at:
-                    self._presence_at = [now + 0.01, now + 0.05]
+                self._presence_soon(now, 0.01)
+                self._presence_soon(now, 0.05)
             else:
                 peer.record = rec
         return {rec.member for rec in records}

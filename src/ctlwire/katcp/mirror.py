@@ -18,7 +18,8 @@ Lifecycle::
          +------disconnected()-------+--+----interface_changed()-------+
     close() --> CLOSED (from any state)
 
-May import: the standard library only.
+Layering: the API-pieces layer (3) of ``ctlwire.katcp``, pure state like ``sensor``;
+imports the standard library only.
 """
 from __future__ import annotations
 

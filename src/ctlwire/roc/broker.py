@@ -70,6 +70,9 @@ class Broker:
     security : CurveSecurity, optional
         The broker's CURVE key pair and the allowed client keys: every socket then
         encrypts, and a peer without an allowed key gets nothing.
+    peer_optional : bool
+        With ``has_standby``: if the standby port cannot be bound, log a warning and
+        run alone instead of failing (what ``rocbroker`` does by default).
 
     Notes
     -----
@@ -83,7 +86,7 @@ class Broker:
                  relay: bool = True, snapshots: bool = True,
                  standby_for: Endpoints | str | None = None, has_standby: bool = False,
                  peer_interval: float = 0.1, peer_timeout: float = 0.5,
-                 security: Any = None) -> None:
+                 security: Any = None, peer_optional: bool = False) -> None:
         self.endpoints = endpoints
         self._own_ctx = ctx is None
         self._ctx = zmq.Context() if ctx is None else ctx
@@ -91,6 +94,7 @@ class Broker:
         self._thread: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self._security = security
+        self._peer_optional = peer_optional
         self.status: StatusStore | None = None
         self.peer: PeerState | None = None
         self._sock = self._socket(zmq.ROUTER, sndhwm=100_000, rcvhwm=100_000)
@@ -127,9 +131,19 @@ class Broker:
                              f"({interval}), both > 0")
         now = time.monotonic()
         if standby_for is None:
-            self.peer = PeerState(PRIMARY, timeout, now)
             link = self._socket(zmq.ROUTER)
-            link.bind(self.endpoints.brokerPeer)
+            try:
+                link.bind(self.endpoints.brokerPeer)
+            except zmq.ZMQError as exc:
+                link.close(0)
+                if not self._peer_optional:
+                    raise
+                # the command's default: a broker that cannot listen for a standby
+                # still serves, alone, and says why
+                log.warning("cannot listen for a standby on %s (%s): running alone",
+                            self.endpoints.brokerPeer, exc)
+                return
+            self.peer = PeerState(PRIMARY, timeout, now)
         else:
             if isinstance(standby_for, str):
                 standby_for = parse_broker_spec(standby_for)
@@ -187,9 +201,12 @@ class Broker:
                 # the router thread reads this flag; a vote there may also clear it
                 router.passive = not ps.active
                 if ps.state != last:
+                    # a primary starting up is news for -v; any other change, a warning
+                    quiet = ps.role == PRIMARY and ps.takeovers == 1 and ps.active
                     last = ps.state
-                    log.warning("broker %s (%s) is now %s", self.endpoints.rocBroker,
-                                ps.role, last)
+                    log.log(logging.INFO if quiet else logging.WARNING,
+                            "broker %s (%s) is now %s", self.endpoints.rocBroker,
+                            ps.role, last)
         except zmq.ZMQError:
             pass  # closing
 

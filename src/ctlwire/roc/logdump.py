@@ -8,6 +8,7 @@ rotated to ``FILE.1`` ... ``FILE.N`` like :class:`logging.handlers.RotatingFileH
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -18,10 +19,11 @@ import zmq
 from ctlwire import _json
 from ctlwire._curve import apply_client_trusting
 from ctlwire._zmq import make_socket
-from ctlwire.roc.endpoints import Endpoints, resolve
+from ctlwire.roc.endpoints import Endpoints, resolve_all
 from ctlwire.roc.logging import PREFIX
 
 _ORDER = ("iso", "level", "node", "logger", "message")
+log = logging.getLogger("ctlwire.roc.logdump")
 
 
 class LogDump:
@@ -60,14 +62,17 @@ class LogDump:
         self.written = 0
         self.bad = 0
         self.connected = False
-        self.endpoint = resolve(source, "generalXPUB")
+        # several brokers: the first, then the next whenever the connection drops
+        self.endpoints = resolve_all(source, "generalXPUB")
+        self.endpoint = self.endpoints[0]
         self._stop = threading.Event()
         self._file: IO[str] = open(path, "a", encoding="utf-8")
         self._sock = make_socket(ctx, zmq.SUB)
         apply_client_trusting(security, self._sock, broker_key)
         self._sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
         # tells "nothing was there to connect to" from "nobody logged anything"
-        self._mon = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self._mon = self._sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._sock.connect(self.endpoint)
 
     def _rotate(self) -> None:
@@ -117,8 +122,7 @@ class LogDump:
                 if self._sock.poll(int(wait * 1000) + 1):
                     if self.write(self._sock.recv_multipart()) and on_record is not None:
                         on_record()
-                if not self.connected:
-                    self._check_connected()
+                self._check_connected()
         finally:
             self.close()
         return self.written
@@ -128,11 +132,24 @@ class LogDump:
         self._stop.set()
 
     def _check_connected(self) -> None:
-        try:
-            self._mon.recv_multipart(zmq.NOBLOCK)
-            self.connected = True
-        except zmq.Again:
-            pass
+        while True:
+            try:
+                event = self._mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = int.from_bytes(event[0][:2], "little")
+            where = event[1].decode("utf-8", "replace") if len(event) > 1 else ""
+            if kind == zmq.EVENT_CONNECTED and not self.connected:
+                self.connected = True
+                log.info("connected to the relay at %s", where)
+            elif kind == zmq.EVENT_DISCONNECTED and where == self.endpoint and \
+                    len(self.endpoints) > 1:
+                # records published while we move are not seen
+                self._sock.disconnect(self.endpoint)
+                i = (self.endpoints.index(self.endpoint) + 1) % len(self.endpoints)
+                self.endpoint = self.endpoints[i]
+                self._sock.connect(self.endpoint)
+                log.warning("relay connection lost: moving to %s", self.endpoint)
 
     def close(self) -> None:
         """Close the socket and the file (idempotent)."""

@@ -273,9 +273,11 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
 
     Parameters
     ----------
-    source : Endpoints or str or None
+    source : Endpoints or str or list or None
         :class:`Endpoints` (its ``generalXPUB``), a ZeroMQ endpoint, ``host[:baseport]``,
-        or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555.
+        or ``None`` for ``$CTLWIRE_ROC_BROKER`` / localhost:5555.  Several brokers (a
+        primary and its standby): it subscribes at the first and moves to the next
+        when that connection drops, starting again with that broker's snapshot.
     mask : str or list of str
         Prefix(es) of the subtree of interest, e.g. ``'system'`` or ``'system.foo'``.
     ctx : zmq.Context, optional
@@ -303,6 +305,7 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
             _check_path(m, "mask")
     sock = make_socket(ctx, zmq.SUB)
     apply_client_trusting(security, sock, broker_key)
+    monitor = None
     try:
         if "" in masks or not masks:
             sock.setsockopt(zmq.SUBSCRIBE, PREFIX)
@@ -312,13 +315,30 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
             # brings updates sent above the mask; the exact filtering happens below
             for top in {m.split(".", 1)[0] for m in masks}:
                 sock.setsockopt(zmq.SUBSCRIBE, PREFIX + top.encode("utf-8"))
-        sock.connect(resolve(source, "generalXPUB"))
+        endpoints = resolve_all(source, "generalXPUB")
+        current = endpoints[0]
+        # with several brokers: follow the connection and move on when it drops
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED) \
+            if len(endpoints) > 1 else None
+        sock.connect(current)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         wait_ms = -1 if timeout is None else max(int(timeout * 1000), 0)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if deadline is not None:
                 wait_ms = max(int((deadline - time.monotonic()) * 1000), 0)
-            if not sock.poll(wait_ms):
+            ready = dict(poller.poll(None if wait_ms < 0 else wait_ms))
+            if monitor is not None and monitor in ready:
+                event = monitor.recv_multipart()
+                if event[1].decode("utf-8", "replace") == current:
+                    # the next broker's snapshot brings the current tree again
+                    sock.disconnect(current)
+                    current = endpoints[(endpoints.index(current) + 1) % len(endpoints)]
+                    sock.connect(current)
+            if sock not in ready:
                 if deadline is not None and time.monotonic() >= deadline:
                     deadline = time.monotonic() + timeout  # type: ignore[operator]
                     yield {}
@@ -330,6 +350,9 @@ def statusUpdateIterator(source: Endpoints | str | None = None,
                     deadline = time.monotonic() + timeout
                 yield tree
     finally:
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(0)
         sock.close(0)
 
 
