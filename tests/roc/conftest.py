@@ -49,7 +49,7 @@ class Child:
         for line in self.proc.stdout:  # type: ignore[union-attr]
             self.lines.append(line.rstrip("\n"))
 
-    def wait_line(self, text: str, timeout: float = 10.0) -> None:
+    def wait_line(self, text: str, timeout: float = 30.0) -> None:
         wait_for(lambda: any(text in ln for ln in self.lines) or self.proc.poll() is not None,
                  timeout, f"{text!r} from {self.args[2:]}")
         if not any(text in ln for ln in self.lines):
