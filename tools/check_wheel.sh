@@ -95,6 +95,7 @@ say "the suite against the installed wheel"
 rm -rf "$WORK/suite"
 mkdir -p "$WORK/suite"
 cp -R "$ROOT/tests" "$WORK/suite/tests"
+cp -R "$ROOT/docs" "$WORK/suite/docs"  # the guides' examples are run by tests
 find "$WORK/suite/tests" -name __pycache__ -prune -exec rm -rf {} +
 # pytest's settings from pyproject.toml, without the checkout around them.
 cat > "$WORK/suite/pytest.ini" <<'EOF'
