@@ -28,16 +28,16 @@ request <= 0.6 of aiokatcp's, pipelined >= 10x, fan-out >= 10x, client >= 2x.
 import argparse
 import asyncio
 import os
-import selectors
-import socket
 import subprocess
 import sys
 import time
 
 from ctlwire._testing.proc import child_env
 
+# the raw-socket load of the KATCP server benchmark, run here against both aiokatcp servers
+from bench_katcp_server import Conn, fan_out, pipelined  # noqa: E402
+
 N_SENSORS = 1000
-N_FANOUT_CLIENTS = 10
 IN_FLIGHT = 64
 BACKLOG_LIMIT = 1 << 20
 KINDS = ("ctlwire", "aiokatcp")
@@ -130,26 +130,6 @@ def _cpu_seconds(pid: int) -> float:
 
 
 # -- raw-socket drivers -------------------------------------------------------------------------
-class Conn:
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        self.read_lines(3)  # #version-connect x3
-
-    def read_lines(self, count: int) -> list:
-        while self.buf.count(b"\n") < count:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.buf += chunk
-        *lines, self.buf = self.buf.split(b"\n", count)
-        return lines
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def one_at_a_time(port: int, seconds: float) -> tuple:
     """(round trips per second, requests made)."""
     conn = Conn(port)
@@ -174,74 +154,6 @@ def one_at_a_time(port: int, seconds: float) -> tuple:
                 return n / (now - t0), n + 200
     finally:
         conn.close()
-
-
-def pipelined(port: int, seconds: float, batch: int) -> float:
-    conn = Conn(port)
-    try:
-        block = b"?echo hello\n" * batch
-        sock = conn.sock
-        n = 0
-        t0 = time.perf_counter()
-        end = t0 + seconds
-        while True:
-            sock.sendall(block)
-            got = 0
-            while got < batch:
-                data = sock.recv(1 << 16)
-                if not data:
-                    raise ConnectionError("server closed the connection")
-                got += data.count(b"\n")
-            n += batch
-            now = time.perf_counter()
-            if now >= end:
-                return n / (now - t0)
-    finally:
-        conn.close()
-
-
-def fan_out(port: int, seconds: float) -> float:
-    names = b",".join(b"sensor.%04d" % i for i in range(N_SENSORS))
-    conns = [Conn(port) for _ in range(N_FANOUT_CLIENTS)]
-    try:
-        for conn in conns:
-            conn.sock.sendall(b"?sensor-sampling " + names + b" auto\n")
-            while True:
-                (line,) = conn.read_lines(1)
-                if line.startswith(b"!sensor-sampling"):
-                    if b" ok " not in line:
-                        raise RuntimeError(f"sampling refused: {line[:200]!r}")
-                    break
-            conn.buf = b""
-            conn.sock.setblocking(False)
-        control = Conn(port)
-        control.sock.sendall(b"?start-updates\n")
-        sel = selectors.DefaultSelector()
-        for conn in conns:
-            sel.register(conn.sock, selectors.EVENT_READ)
-        warm_end = time.perf_counter() + min(1.0, seconds / 2)
-        count = 0
-        counting = False
-        t0 = 0.0
-        while True:
-            for key, _ in sel.select(0.5):
-                try:
-                    data = key.fileobj.recv(1 << 18)  # type: ignore[union-attr]
-                except BlockingIOError:
-                    continue
-                if not data:
-                    raise ConnectionError("server dropped a fan-out client")
-                if counting:
-                    count += data.count(b"\n")
-            now = time.perf_counter()
-            if not counting and now >= warm_end:
-                counting, t0 = True, now
-            elif counting and now - t0 >= seconds:
-                control.close()
-                return count / (now - t0)
-    finally:
-        for conn in conns:
-            conn.close()
 
 
 # -- the asyncio clients ---------------------------------------------------------------------
