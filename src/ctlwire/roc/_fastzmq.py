@@ -7,7 +7,6 @@ and callers keep using pyzmq.  ``CTLWIRE_ROC_NO_RAWZMQ=1`` forces the pyzmq path
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from collections import deque
@@ -15,25 +14,14 @@ from typing import Any
 
 import zmq
 
+from .._libzmq import function_addresses
+
 log = logging.getLogger("ctlwire.roc")
 
 _NAMES = ("zmq_msg_init", "zmq_msg_close", "zmq_msg_more", "zmq_msg_init_size",
           "zmq_msg_recv", "zmq_msg_send", "zmq_msg_data", "zmq_msg_size", "zmq_errno",
           "zmq_poll")
 _state: dict[str, Any] = {}
-
-
-def _libzmq_path() -> str | None:
-    # the copy pyzmq itself uses: the one mapped into this process
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                path = line.rsplit(None, 1)[-1]
-                if "libzmq" in os.path.basename(path) and os.path.exists(path):
-                    return path
-    except OSError:
-        return None
-    return None
 
 
 def _setup() -> Any:
@@ -44,15 +32,11 @@ def _setup() -> Any:
         try:
             from ctlwire._ext import load_extension
             raw = load_extension("ctlwire.roc._rawzmq")
-            path = _libzmq_path()
-            if path is None:
-                raise OSError("libzmq not found among the loaded libraries")
-            lib = ctypes.CDLL(path)
-            major = zmq.zmq_version_info()[0]
-            if major != 4:
-                raise OSError(f"libzmq {zmq.zmq_version()} is not 4.x")
-            raw.bind({n: ctypes.cast(getattr(lib, n), ctypes.c_void_p).value
-                      for n in _NAMES})
+            # the addresses in the libzmq pyzmq loaded (shared with the group framing)
+            addresses = function_addresses(_NAMES)
+            if addresses is None:
+                raise OSError("libzmq's functions are not reachable (see ctlwire._libzmq)")
+            raw.bind(addresses)
             mod = raw
         except (OSError, ImportError, AttributeError) as exc:
             log.debug("raw libzmq path unavailable, using pyzmq: %s", exc)
