@@ -20,7 +20,8 @@ from ctlwire._ext import load_extension
 
 def make_tree(root: Path, package: str, *files: str) -> Path:
     (root / "setup.py").write_text("# a checkout\n")
-    pkg = root / "src" / package
+    # a flat layout (package beside setup.py): the detection is the same as for src/
+    pkg = root / package
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     for name in files:
@@ -32,7 +33,7 @@ def make_tree(root: Path, package: str, *files: str) -> Path:
 def fresh_package(monkeypatch, tmp_path):
     def make(package: str, *files: str) -> Path:
         pkg = make_tree(tmp_path, package, *files)
-        monkeypatch.syspath_prepend(str(tmp_path / "src"))
+        monkeypatch.syspath_prepend(str(tmp_path))
         monkeypatch.delitem(sys.modules, package, raising=False)
         return pkg
     return make
@@ -89,7 +90,7 @@ def test_importing_an_unbuilt_copy_of_ctlwire_says_so(tmp_path):
     if not codec_src.exists():  # an installed wheel ships no .pyx: a checkout has it
         codec_src.write_text("")
     out = subprocess.run([sys.executable, "-c", "import ctlwire.katcp"],
-                         cwd=tmp_path / "src", capture_output=True, text=True, timeout=60)
+                         cwd=copy.parent, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: ctlwire is being imported from the source tree")

@@ -27,23 +27,9 @@ from ._decorators import (concurrent_reply, has_katcp_protocol_flags, inform, ma
                           return_reply, send_reply, unpack_message, unpack_types)
 from ._types import SEC_TS_KATCP_MAJOR  # noqa: F401  (importable from here, as before)
 from .core import DEFAULT_KATCP_MAJOR, FailReply, Message  # noqa: F401  (as before)
-from . import _types
+from . import _decorators, _types
 from ._types import (Address, Bool, Discrete, DiscreteMulti, Float, Int, KatcpType, Lru,
                      Parameter, Regex, StrictTimestamp, Str, Struct, Timestamp,
                      TimestampOrNow)
 
-__all__ = [
-    *_types.__all__,
-    "request",
-    "inform",
-    "unpack_message",
-    "return_reply",
-    "send_reply",
-    "make_reply",
-    "concurrent_reply",
-    "minimum_katcp_version",
-    "has_katcp_protocol_flags",
-    "request_timeout_hint",
-    "unpack_types",
-    "pack_types",
-]
+__all__ = [*_types.__all__, *_decorators.__all__]
