@@ -93,6 +93,16 @@ def suite(request: pytest.FixtureRequest) -> Suite:
     return Suite(request.config.getoption("--quick"))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A benchmark skipped (or failed) inside its rounds leaves pytest-benchmark a
+    # benchmark with no data, on which its JSON output raises at the very end of
+    # the run: drop those so the rest of a long run is still saved.
+    bs = getattr(session.config, "_benchmarksession", None)
+    if bs is not None and getattr(bs, "benchmarks", None):
+        bs.benchmarks[:] = [b for b in bs.benchmarks if getattr(b.stats, "data", None)]
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not _TABLE.rows:
