@@ -18,8 +18,8 @@ except ImportError:  # pragma: no cover - build requirement declared in pyprojec
     sys.exit("Building ctlwire needs Cython >= 3.0 (pip install cython)")
 
 SRC = Path(__file__).parent / "src"
-# Extensions that call the sqlite3 C API (declared in ctlwire/tcs/_replay.pxd).
-SQLITE_USERS = {"ctlwire.tcs._replay", "ctlwire.tcs._rawscan"}
+# Extensions that call the sqlite3 C API (declared in ctlwire/tcs/_replay.pxd and _record.pxd).
+SQLITE_USERS = {"ctlwire.tcs._replay", "ctlwire.tcs._rawscan", "ctlwire.tcs._record"}
 
 
 def sqlite_link_args():

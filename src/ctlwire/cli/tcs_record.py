@@ -6,9 +6,8 @@
 Stops after --duration seconds, --count events, or on SIGINT (Ctrl-C), SIGTERM or
 SIGHUP: everything received is written, the summary printed, and the exit status is 0.
 Events are committed in batches of at most 2000 events or 0.5 s (--batch,
---flush-interval) by a writer thread: a crash or SIGKILL loses at most what was not
-yet committed, the batch being built plus at most two handed to the writer (3 x 2000
-events, about a second of events at most when the writer keeps up).
+--flush-interval): a crash or SIGKILL loses at most the batch not yet committed (2000
+events, or half a second of events, at most).
 
 -o refuses a file that is not a TCS event database (it is left untouched), and an
 existing recording unless --append (a new session: a replay does not wait through the
@@ -56,7 +55,7 @@ def _parser() -> CommandParser:
     p.add_argument("--count", type=positive_int, default=None, help="stop after N events")
     p.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
                    help=f"events per committed batch at most (default {DEFAULT_BATCH}); "
-                        "a SIGKILL loses at most 3 batches")
+                        "a SIGKILL loses at most this batch")
     p.add_argument("--flush-interval", type=positive_float, default=DEFAULT_FLUSH_INTERVAL,
                    help="commit at least this often, seconds (default "
                         f"{DEFAULT_FLUSH_INTERVAL:g})")
@@ -107,25 +106,32 @@ def _run(args: argparse.Namespace) -> int:
     from ..tcs.record import TCSRecorder
     mode = "append" if args.append else "overwrite" if args.overwrite else "new"
     max_size = None if args.max_size is None else args.max_size * 1e6
+    stopped_by: list[str] = []
+    recorders: list = []
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stopped_by.append(signal.Signals(signum).name)
+        for r in recorders:
+            r.stop()
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {}
+    if main_thread:  # signals can only be handled there; before anything connects
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, on_signal)
     try:
         rec = TCSRecorder(args.urls, args.output, topics=args.topics, mode=mode,
                           batch=args.batch, flush_interval=args.flush_interval,
                           split_every=args.split_every, max_size=max_size)
-    except (TCSDatabaseError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-    except zmq.ZMQError as exc:
-        raise UsageError(str(exc)) from None
-    stopped_by: list[str] = []
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        stopped_by.append(signal.Signals(signum).name)
+    except BaseException as exc:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if isinstance(exc, (TCSDatabaseError, OSError, zmq.ZMQError)):
+            raise UsageError(str(exc)) from None
+        raise
+    recorders.append(rec)
+    if stopped_by:  # told to stop while starting
         rec.stop()
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {}
-    if main_thread:  # signals can only be handled there
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.signal(sig, on_signal)
     if not args.quiet:
         print(f"{PROG}: recording {', '.join(args.urls)} into {rec.files[0]}", flush=True)
     t0 = time.monotonic()

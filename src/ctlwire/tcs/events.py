@@ -21,7 +21,7 @@ from .. import _json
 __all__ = [
     "SCHEMA", "TCSDatabaseError", "open_database", "check_schema", "create_database",
     "EventWriter", "data_type_of", "mock_event", "MOCK_TOPIC", "make_event",
-    "generate_database", "decode_message", "INDEX",
+    "generate_database", "decode_message", "INDEX", "event_rows",
 ]
 
 #: The database schema (see ``docs/tcs-ocd.md``).
@@ -153,6 +153,35 @@ def _to_text(value: Any) -> str | None:
     return json.dumps(value, separators=(",", ":"))
 
 
+def event_rows(event: Mapping[str, Any]) -> list[tuple[str, str | None, str]]:
+    """The ``attribute`` rows ``(name, value, data_type)`` of an event, in its order.
+
+    Numbers as ``str``/``repr`` of the value (``'number'``), booleans as
+    ``"true"``/``"false"`` (``'boolean'``), text and null as ``'string'``, anything else
+    as its compact JSON text (``'json'``).  The reference of the recorder's compiled
+    conversion (``ctlwire.tcs._record``).
+    """
+    rows = []
+    append = rows.append
+    for name, value in event.items():
+        # the common JSON types inline: a call per attribute is a good share of what
+        # the Python path spends per event
+        tv = type(value)
+        if type(name) is not str:
+            name = str(name)
+        if tv is str:
+            append((name, value, "string"))
+        elif tv is float:
+            append((name, repr(value), "number"))
+        elif tv is int:
+            append((name, str(value), "number"))
+        elif tv is bool:
+            append((name, "true" if value else "false", "boolean"))
+        else:
+            append((name, _to_text(value), data_type_of(value)))
+    return rows
+
+
 class EventWriter:
     """Append events to a TCS database, in batches inside transactions.
 
@@ -182,23 +211,8 @@ class EventWriter:
         eid = self._next_id
         self._next_id += 1
         self._events.append((eid, topic))
-        append = self._attrs.append
-        for name, value in event.items():
-            # the common JSON types inline: a call per attribute is a good share of
-            # what a recorder spends per event
-            tv = type(value)
-            if type(name) is not str:
-                name = str(name)
-            if tv is str:
-                append((eid, name, value, "string"))
-            elif tv is float:
-                append((eid, name, repr(value), "number"))
-            elif tv is int:
-                append((eid, name, str(value), "number"))
-            elif tv is bool:
-                append((eid, name, "true" if value else "false", "boolean"))
-            else:
-                append((eid, name, _to_text(value), data_type_of(value)))
+        self._attrs.extend([(eid, name, value, dtype)
+                            for name, value, dtype in event_rows(event)])
         if self.batch and len(self._events) >= self.batch:
             self.flush()
         return eid

@@ -4,10 +4,13 @@ Every event received is written, in batches committed at least every
 ``flush_interval`` seconds or ``batch`` events (whichever comes first) and on stop, with
 one ``attribute`` row per key: numbers as ``'number'``, booleans as ``'boolean'``
 (``"true"``/``"false"``), text and null as ``'string'``, nested values as their JSON
-text with type ``'json'``.  A writer thread commits the batches while the next one is
-received; a crash (SIGKILL) loses at most what is not yet committed (the batch being
-built and at most two handed over).  The ``attribute_name`` index of a new file is
-built once when it is closed.
+text with type ``'json'``.  A crash (SIGKILL) loses at most the batch not yet committed.
+The ``attribute_name`` index of a new file is built once when it is closed.
+
+The receiving and writing are compiled (``ctlwire.tcs._record``): messages are read
+from libzmq and turned into rows and sqlite inserts with no Python object per event;
+what the compiled scanner does not take (nested values, non-ASCII text, malformed
+messages) goes through :func:`ctlwire.tcs.events.event_rows`, its reference.
 
 Each recording session is noted in the table ``ctlwire_session`` (first event id and
 start time), so a replay of a file appended to over several sessions does not wait
@@ -15,13 +18,13 @@ through the idle time between them.  Rotation (``split_every``/``max_size``) wri
 ``night-0001.sqlite``, ``night-0002.sqlite``, ... that replay together as one night.
 
 May import: ``ctlwire.tcs.events`` (database), ``ctlwire.tcs.transport`` (sockets),
-pyzmq and the standard library; no compiled extension.
+the recorder's compiled engine ``ctlwire.tcs._record``, ``ctlwire._libzmq``, pyzmq and
+the standard library.
 """
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import sqlite3
 import threading
@@ -30,8 +33,12 @@ from collections.abc import Callable, Sequence
 
 import zmq
 
-from .events import (EventWriter, TCSDatabaseError, check_schema, create_database)
+from .._ext import load_extension
+from .._libzmq import function_addresses
+from .events import INDEX, SCHEMA, TCSDatabaseError, check_schema, event_rows
 from .transport import TCSSubscriber
+
+_engine = load_extension("ctlwire.tcs._record")
 
 __all__ = ["TCSRecorder", "RecordingExistsError", "prepare_output", "part_path",
            "DEFAULT_BATCH", "DEFAULT_FLUSH_INTERVAL"]
@@ -169,106 +176,21 @@ def prepare_output(path: str, mode: str = "new", rotate: bool = False) -> int:
     return parts[-1][0] + 1
 
 
-def _open_writer(path: str, batch: int) -> EventWriter:
-    conn = create_database(path, check_same_thread=False, defer_index=True)
-    # WAL: a commit is one append, and a killed recorder leaves every committed batch
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SESSION_SCHEMA)
-    return EventWriter(conn, batch=0, index_at_close=True)
+#: What a new part runs before writing: WAL (a commit is one append, and a killed
+#: recorder leaves every committed batch), the schema without its deferred index.
+_SETUP = ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+          + SCHEMA.replace(INDEX + ";", "") + SESSION_SCHEMA)
 
 
-class _Sink:
-    """The writing side, in its own thread: sqlite releases the GIL while it inserts,
-    so receiving and decoding go on meanwhile.  Owns the current part's connection."""
-
-    def __init__(self, rec: "TCSRecorder") -> None:
-        self.rec = rec
-        self.queue: queue.Queue = queue.Queue(maxsize=1)
-        self.error: BaseException | None = None
-        self.writer = rec._open_next()
-        self.new_session = True
-        self.done_written = 0
-        self.thread = threading.Thread(target=self._loop, name="tcs-record-writer",
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def written(self) -> int:
-        return self.done_written + self.writer.written
-
-    def put(self, batch) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.queue.put(batch, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def _loop(self) -> None:
-        while True:
-            batch = self.queue.get()
-            if batch is None:
-                self.queue.task_done()
-                return
-            try:
-                self._write(batch)
-            except BaseException as exc:  # reported by put() and close()
-                self.error = exc
-                self.rec._stop.set()
-                self.queue.task_done()
-                return
-            self.queue.task_done()
-
-    def sync(self) -> None:
-        """Wait until every batch handed over is committed."""
-        if self.thread.is_alive():
-            self.queue.join()
-        if self.error is not None:
-            raise self.error
-
-    def _write(self, batch) -> None:
-        events = batch[0]
-        if not events:
-            return
-        w = self.writer
-        if self.new_session:
-            # the session starts with its first event (so does each part)
-            self.new_session = False
-            with w.conn:
-                w.conn.execute("INSERT INTO ctlwire_session (first_event_id, started) "
-                               "VALUES (?, ?)", (events[0][0], time.time()))
-        w.write(batch)
-        if self.rec.rotate and self.rec._part_due(w):
-            w.close()
-            self.done_written += w.written
-            self.writer = self.rec._open_next()
-            self.new_session = True
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-        try:
-            self.writer.close()
-        finally:
-            if self.error is not None:
-                raise self.error
-
-
-class _RowBuilder(EventWriter):
-    """Rows of received events, ids in arrival order; written by the sink."""
-
-    def __init__(self, next_id: int) -> None:
-        self.conn = None
-        self.batch = 0
-        self.index_at_close = False
-        self._events = []
-        self._attrs = []
-        self._next_id = next_id
-        self.written = 0
+def _raw_zmq() -> bool:
+    """Bind the compiled receiver to the libzmq pyzmq loaded; False: use pyzmq."""
+    if _engine.is_bound():
+        return True
+    addresses = function_addresses(_engine.ZMQ_FUNCTIONS)
+    if addresses is None:
+        return False
+    _engine.bind(addresses)
+    return True
 
 
 class TCSRecorder:
@@ -333,24 +255,32 @@ class TCSRecorder:
         self.files: list[str] = []
         self.created: list[str] = []
         self._stop = threading.Event()
-        self._sink = _Sink(self)
-        # event ids are handed out here, in arrival order, across parts
-        self._rows = _RowBuilder(self._sink.writer._next_id)
+        self._done_written = 0  # events committed in parts already closed
+        # a queue of its own that a stop can still write out in a few seconds;
+        # beyond it the publisher waits (or counts a drop)
+        self._writer = self._open_next(None)
         try:
-            # a queue of its own that a stop can still write out in a few seconds;
-            # beyond it the publisher waits (or counts a drop)
             self.subscriber = TCSSubscriber(urls, topics=topics, context=context,
                                             hwm=RCVHWM)
         except BaseException:
-            self._sink.close()
+            self._writer.close(INDEX)
             raise
+        self._raw = _raw_zmq()
         self._monitor = self.subscriber.socket.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.connected: set[str] = set()
-        self._received = 0
         self._closed = False
 
-    def _open_next(self) -> EventWriter:
+    def _rows_of(self, frames: list[bytes]) -> tuple[str, list] | None:
+        # the Python path of a message the compiled scanner did not take
+        got = self.subscriber.decode(frames)  # counts and logs a malformed one
+        if got is None:
+            return None
+        return got[0], event_rows(got[1])
+
+    def _open_next(self, next_id: int | None):
+        """The writer of the next part (or of the only file); event ids go on from
+        ``next_id`` (None: after the file's largest)."""
         if self.rotate:
             path = part_path(self.db_name, self._part)
             self._part += 1
@@ -358,13 +288,17 @@ class TCSRecorder:
             path = self.db_name
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             self.created.append(path)
-        writer = _open_writer(path, self.batch)
+        try:
+            writer = _engine.Writer(path, _SETUP, next_id, self._rows_of)
+        except _engine.RecordError as exc:
+            raise TCSDatabaseError(str(exc)) from None
+        writer.begin_session()  # the session starts with its first event (each part too)
         self.files.append(path)
         self._part_started = time.monotonic()
         return writer
 
-    def _part_due(self, w: EventWriter) -> bool:
-        if not w.written:
+    def _part_due(self) -> bool:
+        if not self._writer.written:
             return False
         if (self.split_every is not None
                 and time.monotonic() - self._part_started >= self.split_every):
@@ -379,12 +313,12 @@ class TCSRecorder:
     @property
     def recorded(self) -> int:
         """Events committed to the database(s)."""
-        return self._sink.written
+        return self._done_written + self._writer.written
 
     @property
     def received(self) -> int:
-        """Events received (committed or queued for the next batch)."""
-        return self._received
+        """Events received (committed or in the batch being written)."""
+        return self._done_written + self._writer.added
 
     def _read_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -399,9 +333,34 @@ class TCSRecorder:
             if msg["event"] == zmq.EVENT_CONNECTED:
                 self.connected.add(endpoint)
 
-    def _flush(self) -> None:
-        if self._rows.pending:
-            self._sink.put(self._rows.take())
+    def _commit(self) -> None:
+        """Commit the batch; start the next part when one is due."""
+        w = self._writer
+        w.commit()
+        if self.rotate and self._part_due():
+            w.close(INDEX)
+            self._done_written += w.written
+            self._writer = self._open_next(w.next_id)
+
+    def _take(self, most: int, wait_ms: int) -> int:
+        """Receive and write up to ``most`` queued messages, waiting at most
+        ``wait_ms`` for a first one; returns the messages taken."""
+        if self._raw:
+            return _engine.pump(self._writer, self.subscriber.socket, most, wait_ms)
+        sock = self.subscriber.socket
+        add = self._writer.add_frames
+        n = 0
+        while n < most:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                if n or wait_ms <= 0 or not sock.poll(wait_ms, zmq.POLLIN):
+                    break
+                wait_ms = 0
+                continue
+            add(frames)
+            n += 1
+        return n
 
     def run(self, duration: float | None = None, count: int | None = None,
             on_tick: Callable[["TCSRecorder"], None] | None = None) -> int:
@@ -426,71 +385,53 @@ class TCSRecorder:
         """
         start = time.monotonic()
         end = None if duration is None else start + duration
-        first = self._received
+        first = self.received
         want = None if count is None else first + count
-        last_flush = start
-        sock = self.subscriber.socket
-        decode = self.subscriber.decode
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
+        last_flush = last_tick = start
         stop = self._stop
-        rows = self._rows
-        add = rows.add
         batch = self.batch
         try:
             while not stop.is_set():
-                # a burst: read what is queued without waiting
-                n = 0
-                while n < 4096:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    got = decode(frames)
-                    if got is not None:
-                        add(got[0], got[1])
-                        self._received += 1
-                        if want is not None and self._received >= want:
-                            break
-                    n += 1
-                if rows.pending >= batch:
-                    self._flush()
+                most = batch - self._writer.pending
+                if want is not None:
+                    most = min(most, want - self.received)
+                now = time.monotonic()
+                wait = 0.1 if end is None else max(0.0, min(0.1, end - now))
+                if self._writer.pending:  # wake up in time to commit them
+                    wait = min(wait, max(0.0, last_flush + self.flush_interval - now))
+                n = self._take(max(1, most), int(wait * 1000) + 1)
+                if self._writer.pending >= batch:
+                    self._commit()
+                    last_flush = time.monotonic()
                 now = time.monotonic()
                 if now - last_flush >= self.flush_interval:
-                    self._flush()
+                    self._commit()
                     last_flush = now
-                if want is not None and self._received >= want:
+                if want is not None and self.received >= want:
                     break
                 if end is not None and now >= end:
                     break
-                self._read_monitor()
-                if on_tick is not None:
-                    on_tick(self)
-                if n == 0:
-                    wait = 0.1 if end is None else max(0.0, min(0.1, end - now))
-                    poller.poll(int(wait * 1000) + 1)
+                if n == 0 or now - last_tick >= 0.1:
+                    last_tick = now
+                    self._read_monitor()
+                    if on_tick is not None:
+                        on_tick(self)
             if stop.is_set():
                 self._drain(want)
         finally:
-            self._flush()
-            self._sink.sync()
-        return self._received - first
+            self._commit()
+        return self.received - first
 
     def _drain(self, want: int | None) -> None:
-        sock = self.subscriber.socket
-        decode = self.subscriber.decode
         limit = time.monotonic() + 10.0  # the queue holds at most RCVHWM events
-        while time.monotonic() < limit and (want is None or self._received < want):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+        while time.monotonic() < limit and (want is None or self.received < want):
+            most = self.batch - self._writer.pending
+            if want is not None:
+                most = min(most, want - self.received)
+            if self._take(max(1, most), 0) == 0:
                 return
-            got = decode(frames)
-            if got is not None:
-                self._rows.add(got[0], got[1])
-                self._received += 1
-                if self._rows.pending >= self.batch:
-                    self._flush()
+            if self._writer.pending >= self.batch:
+                self._commit()
 
     def remove_if_empty(self) -> list[str]:
         """After :meth:`close`: delete the files this recorder created and wrote no
@@ -515,13 +456,12 @@ class TCSRecorder:
         self._stop.set()
 
     def close(self) -> None:
-        """Commit, close the database and the subscriber."""
+        """Commit, build the index, close the database and the subscriber."""
         if self._closed:
             return
         self._closed = True
         try:
-            self._flush()
-            self._sink.close()
+            self._writer.close(INDEX)
         finally:
             try:
                 self.subscriber.socket.disable_monitor()
