@@ -464,7 +464,7 @@ def parse(payload):
         count = _parse(PyBytes_AS_STRING(b), n, arena, attrs)
         if count < 0:
             return None
-        return [(attrs[k].name[:attrs[k].name_len].decode("ascii"),
+        return [(attrs[k].name[:attrs[k].name_len].decode("utf-8"),
                  None if attrs[k].value == NULL
                  else attrs[k].value[:attrs[k].value_len].decode("utf-8"),
                  _DT_TEXT[attrs[k].dtype].decode())
