@@ -286,7 +286,11 @@ def _recorder(url, out, n, extra=()):
 
 def _unpaced_into(db, n, child_args, tmp):
     """Seconds for the replay to hand every event over (back-pressure) and for the
-    child to have them all."""
+    child to have them all (a recorder: all committed, index built, exited), and the
+    child's CPU µs per event (start-up included)."""
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ctx = zmq.Context()
     server = ZMQServer("tcp://127.0.0.1:0", context=ctx, on_full="block", hwm=1000)
     child = None
@@ -314,9 +318,12 @@ def _unpaced_into(db, n, child_args, tmp):
             got = conn.execute("SELECT count(*) FROM event").fetchone()[0]
             conn.close()
             assert got == sent == n, (got, sent, n)
+            os.remove(out)
         elif child_args == "count":
             assert int(child.stdout.read()) == n
-        return t_send, t_all
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime) / n * 1e6
+        return t_send, t_all, cpu
     finally:
         if child is not None and child.poll() is None:
             child.kill()
@@ -334,7 +341,8 @@ def bench_delivery(db, n, repeats, tmp):
             best = r if best is None or r[1] < best[1] else best
         rows[name] = best
         print(f"  {name:26s} replay hands over in {best[0]:6.2f} s ({n / best[0]:9.0f}/s); "
-              f"all received in {best[1]:6.2f} s ({n / best[1]:9.0f}/s)")
+              f"all received in {best[1]:6.2f} s ({n / best[1]:9.0f}/s)"
+              + (f"; child CPU {best[2]:5.1f} µs/event" if child else ""))
     base = n / rows["no subscriber"][0]
     rec = n / rows["tcs-record process"][1]
     print(f"  into the recorder: {rec / base:.2f} of the rate with no subscriber "

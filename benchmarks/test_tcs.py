@@ -110,3 +110,31 @@ def test_paced_replay(benchmark, suite, paced_database):
                 targets=[Target("max", 200.0)],
                 note="no peer or limit: pure Python cannot keep this pace")
     suite.run(benchmark, m, rounds=suite.pick(1, 3))
+
+
+def test_unpaced_replay_into_a_recorder(benchmark, suite, database, tmp_path_factory):
+    """Issue 14: the unpaced replay with back-pressure into a ``tcs-record`` process,
+    in events per second until the recorder has committed every event (its index
+    built, the process exited), beside the same replay with no subscriber (the limit:
+    what the replay reaches when delivery costs nothing) and a subscriber process that
+    only counts (what back-pressure through pyzmq costs by itself).  Every event is
+    checked to be in the recording.  CPU: the child's µs per event, start-up included."""
+    db, n = database
+    tmp = str(tmp_path_factory.mktemp("tcs_record"))
+
+    def into(child):
+        def one():
+            _, t_all, cpu = bt._unpaced_into(db, n, child, tmp)
+            return n / t_all, (cpu if child else None)
+        return one
+
+    m = Measure(FAMILY, "unpaced replay into a tcs-record process, all committed",
+                "events/s",
+                {"ctlwire": into("record"),
+                 "bare counting SUB process": into("count"),
+                 "no subscriber": into(None)},
+                limit="no subscriber", targets=[Target("limit", 0.8)],
+                note="both processes and both zmq I/O threads share the machine's cores; "
+                     "the recorder writes 9 sqlite rows per event and builds the "
+                     "attribute_name index at the end (docs/tcs-ocd.md, Recorder)")
+    suite.run(benchmark, m, rounds=suite.pick(1, 3))
