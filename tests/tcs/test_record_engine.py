@@ -150,3 +150,42 @@ def test_the_writer_writes_rows_in_order_and_commits_in_batches(tmp_path):
     w2 = _record.Writer(path, _SETUP, None, fallback)
     assert w2.next_id == 3
     w2.close()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["libzmq", "pyzmq"])
+def test_the_recorder_writes_every_kind_of_message_as_the_reference(tmp_path, raw):
+    import zmq
+
+    from ctlwire.tcs.record import TCSRecorder
+    from ctlwire.tcs.server import ZMQServer
+
+    events = [{"x": 1, "t": 1.7e9, "s": "ok", "b": False, "n": None},
+              {"nested": {"a": [1, 2.5]}, "name": "café"},
+              {"k": 1, "k ": 2, "esc": "a\"b\\c\n\u00e9"}]
+    bad = [[b"t.o.p", b"{not json"], [b"t.o.p", b"{}", b"third frame"], [b"alone"],
+           [b"\xff\xfe", b"{}"]]
+    ctx = zmq.Context()
+    server = ZMQServer("tcp://127.0.0.1:0", context=ctx, on_full="block")
+    out = tmp_path / "kinds.sqlite"
+    rec = TCSRecorder(server.endpoint, out, mode="new", context=ctx)
+    try:
+        rec._raw = rec._raw and raw
+        assert server.wait_for_subscriber(timeout=30)
+        for event, frames in zip(events, bad):
+            server.send_frames(frames)
+            server.send_frames([b"a.b.c", json.dumps(event).encode()])
+        server.send_frames(bad[-1])
+        server.send_frames([b"a.b.c", _json.dumps(events[0])])
+        assert rec.run(count=4, duration=30) == 4
+    finally:
+        rec.close()
+        server.close()
+        ctx.term()
+    assert rec.subscriber.bad == len(bad)
+    assert rec.recorded == 4
+    conn = sqlite3.connect(out)
+    for eid, event in enumerate(events + events[:1], start=1):
+        rows = conn.execute("SELECT name, value, data_type FROM attribute WHERE "
+                            "event_id = ? ORDER BY rowid", (eid,)).fetchall()
+        assert rows == event_rows(event)
+    conn.close()
