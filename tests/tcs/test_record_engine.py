@@ -78,6 +78,12 @@ number_literal = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f"{f:.17g}"),
     st.floats(allow_nan=False, allow_infinity=False).map(lambda f: f"{f:.16e}"),
     st.tuples(st.integers(0, 10**17), st.integers(-330, 330)).map(lambda t: f"{t[0]}e{t[1]}"),
+    # times (16-17 digits): shortest as sent, and longer or shorter than shortest
+    st.floats(1e9, 2e9).map(repr),
+    st.floats(1e9, 2e9).map(lambda f: f"{f:.17g}"),
+    st.floats(1e9, 2e9).map(lambda f: f"{f:.16g}"),
+    st.tuples(st.integers(10**15, 10**17), st.integers(-25, 3)).map(
+        lambda t: f"{t[0]}e{t[1]}"),
     st.sampled_from(["-0", "0", "-0.0", "0.0", "0e5", "1E400", "1e-400", "1e16", "1e15",
                      "0.0001", "0.00001", "123456789012345.6", "9999999999999998.0",
                      "1.7976931348623157e308", "5e-324", "01", "1.", ".5", "-", "1e"]),

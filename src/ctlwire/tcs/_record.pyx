@@ -299,16 +299,70 @@ cdef Py_ssize_t _number(const char *p, Py_ssize_t i, Py_ssize_t n, char **arena,
         x = PyOS_string_to_double(w, NULL, NULL)  # locale-independent, as Python's
         if isinf(x):
             return -1  # out of range: the Python path reports it
-        s = PyOS_double_to_string(x, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
-        k = 0
-        while s[k]:
-            w[k] = s[k]
-            k += 1
-        PyMem_Free(s)
-        w += k
+        if nd <= 17 and _shortest_nearest(x, digits, nd, decpt - nd):
+            # what publishers send (a shortest repr): the digits as they came
+            w += _format_repr(w, neg, digits, nd, decpt)
+        else:
+            s = PyOS_double_to_string(x, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+            k = 0
+            while s[k]:
+                w[k] = s[k]
+                k += 1
+            PyMem_Free(s)
+            w += k
     out_len[0] = <int>(w - out[0])
     arena[0] = w
     return i
+
+
+cdef extern from *:
+    """
+    typedef unsigned __int128 ctlwire_u128;
+    """
+    # Cython only needs to know it is an unsigned integer; C does the 128-bit arithmetic
+    ctypedef unsigned long long u128 "ctlwire_u128"
+
+ctypedef unsigned long long u64
+
+cdef u64 _POW10[20]
+_POW10[0] = 1
+for _k in range(1, 20):
+    _POW10[_k] = _POW10[_k - 1] * 10
+
+
+cdef bint _shortest_nearest(double x, const char *digits, int nd, int k) noexcept nogil:
+    """True when ``repr(x)`` has exactly these ``nd`` digits, ``x`` being the double
+    nearest ``DIGITS x 10**k``: they are the nearest ``nd``-digit decimal to ``x``, and no
+    decimal of fewer digits rounds to ``x``.  Exact integer arithmetic (128 bits) for
+    ``|x| < 2**53`` and ``-19 <= k <= 0``; False (ask ``repr``) anywhere else, at a tie,
+    or on a rounding interval's edge."""
+    cdef u64 bits, m, D = 0
+    cdef int be, e, i
+    cdef u128 X, Dv, H, T, U, diff, lo, hi, c
+    memcpy(&bits, &x, 8)
+    be = <int>((bits >> 52) & 0x7FF)
+    m = bits & ((<u64>1 << 52) - 1)
+    if be == 0 or be == 0x7FF or m == 0:
+        return False  # zero, subnormal, inf, or a power of two (lopsided interval)
+    m |= <u64>1 << 52
+    e = be - 1075  # |x| = m * 2**e
+    if e > 0 or e < -64 or k > 0 or k < -19:
+        return False
+    for i in range(nd):
+        D = D * 10 + <u64>(digits[i] - 48)
+    # everything times 2**(1-e) * 10**-k, so that all are integers
+    X = <u128>m * 2 * _POW10[-k]       # x
+    Dv = <u128>D << (1 - e)            # the decimal
+    H = _POW10[-k]                     # half an ulp of x
+    T = <u128>1 << (-e)                # half a unit of the decimal's last digit
+    U = T * 20                         # a unit of the digit before it
+    diff = X - Dv if X >= Dv else Dv - X
+    if diff >= T:
+        return False  # not the nearest nd-digit decimal (or a tie)
+    lo = X - H
+    hi = X + H
+    c = (hi // U) * U  # the largest shorter decimal at or below x's upper edge
+    return c < lo
 
 
 cdef int _format_repr(char *w, bint neg, const char *digits, int nd,
