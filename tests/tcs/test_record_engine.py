@@ -1,4 +1,4 @@
-"""The recorder's compiled row conversion (``ctlwire.tcs._record``) agrees with its
+"""The recorder's compiled row conversion (``ctlwire.tcs._jsonrows``) agrees with its
 pure-Python reference: ``decode_message`` then ``event_rows``.
 
 The compiled scanner may decline a message (None: the Python path writes it); whatever
@@ -19,6 +19,7 @@ from ctlwire._ext import load_extension
 from ctlwire.tcs.events import decode_message, event_rows
 
 _record = load_extension("ctlwire.tcs._record")
+_jsonrows = load_extension("ctlwire.tcs._jsonrows")
 
 
 def reference(payload: bytes):
@@ -31,7 +32,7 @@ def reference(payload: bytes):
 
 
 def check(payload: bytes):
-    got = _record.parse(payload)
+    got = _jsonrows.parse(payload)
     if got is not None:
         assert got == reference(payload), payload
     return got
@@ -114,7 +115,7 @@ def test_garbage_is_never_written_as_rows_the_reference_would_not_make(payload):
     (b'[1]', "not an object"),
 ])
 def test_what_the_fast_path_hands_over(payload, why):
-    assert _record.parse(payload) is None, why
+    assert _jsonrows.parse(payload) is None, why
 
 
 def test_the_writer_writes_rows_in_order_and_commits_in_batches(tmp_path):

@@ -3,10 +3,11 @@
 
 The sqlite3 C API functions that writing needs, declared from sqlite's documented,
 stable interface (https://sqlite.org/c3ref/) so that building needs no sqlite3 headers
-(setup.py links the runtime library, as for the replay), and the row a parsed
-attribute becomes.  The user-facing API is :mod:`ctlwire.tcs.record`.
+(setup.py links the runtime library, as for the replay), and the writer.  The user-facing API is :mod:`ctlwire.tcs.record`.
 """
 cimport cython
+
+from ctlwire.tcs._jsonrows cimport Attr, MAX_ATTRS
 
 cdef extern from *:
     """
@@ -69,22 +70,7 @@ cdef enum:
     SQLITE_OPEN_READWRITE = 0x00000002
     SQLITE_OPEN_CREATE = 0x00000004
     SQLITE_OPEN_NOMUTEX = 0x00008000
-    MAX_ATTRS = 64      # more keys than this: the Python path
     MULTI_ROWS = 16     # attribute rows per INSERT statement at most
-
-
-cdef enum DataType:
-    DT_STRING = 0
-    DT_NUMBER = 1
-    DT_BOOLEAN = 2
-
-
-cdef struct Attr:
-    const char *name
-    int name_len
-    const char *value    # NULL: SQL NULL (a JSON null)
-    int value_len
-    int dtype
 
 
 @cython.final

@@ -1,3 +1,4 @@
+"""Type stub of the compiled ``ctlwire.tcs._record`` (the recorder's receiver and writer)."""
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +10,6 @@ def bind(addresses: dict[str, int]) -> None: ...
 def is_bound() -> bool: ...
 
 class RecordError(Exception): ...
-
-def parse(payload: bytes) -> list[tuple[str, str | None, str]] | None: ...
 
 Fallback = Callable[[list[bytes]], tuple[str, list[tuple[str, str | None, str]]] | None]
 

@@ -1,0 +1,3 @@
+"""Type stub of the compiled ``ctlwire.tcs._jsonrows`` (the recorder's codec)."""
+
+def parse(payload: bytes) -> list[tuple[str, str | None, str]] | None: ...
