@@ -196,3 +196,23 @@ def test_the_recorder_writes_every_kind_of_message_as_the_reference(tmp_path, ra
                             "event_id = ? ORDER BY rowid", (eid,)).fetchall()
         assert rows == event_rows(event)
     conn.close()
+
+
+@pytest.mark.parametrize("keys", [1, 16, 17, 40, 64, 65])
+def test_events_of_many_keys_keep_every_row_in_order(tmp_path, keys):
+    from ctlwire.tcs.record import _SETUP
+
+    flat = {f"k{i}": i * 0.5 for i in range(keys)}
+    nested = dict(flat, zz=[1])
+    path = str(tmp_path / "many.sqlite")
+    w = _record.Writer(path, _SETUP, None,
+                       lambda frames: ("t", event_rows(decode_message(frames)[1])))
+    for event in (flat, nested):
+        assert w.add_frames([b"t", _json.dumps(event)])
+    w.close()
+    conn = sqlite3.connect(path)
+    for eid, event in ((1, flat), (2, nested)):
+        rows = conn.execute("SELECT name, value, data_type FROM attribute WHERE "
+                            "event_id = ? ORDER BY rowid", (eid,)).fetchall()
+        assert rows == event_rows(event)
+    conn.close()
