@@ -304,23 +304,40 @@ class RocClient:
         comes, the call is dropped unsent and ``result()`` raises
         :class:`BrokerUnavailable`.
         """
+        return self._call_async(objectId, method, args, kwargs, on_progress)
+
+    def _call_async(self, objectId: str, method: str, args: tuple, kwargs: dict,
+                    on_progress: Any) -> RocFuture:
         call_id, slot = self._make(objectId, method, args, kwargs)
         slot.progress = on_progress
-        if self._enqueue(call_id, slot):
-            # We lead: the call went out, unless no broker is connected yet
-            # (ZMQ_IMMEDIATE kept it back). Nobody may be about to read this client's
-            # socket, so keep leading until it is sent: a call handed out as "sent"
-            # must not wait for a result() that may never come.
-            try:
-                while self._unsent and not self._closing:
-                    remaining = slot.deadline - time.monotonic()
-                    if remaining <= 0:
-                        # result() reports it (BrokerUnavailable); it must not go out later
-                        slot.cancelled = True
-                        break
-                    self._pump(min(remaining, 0.25))
-            finally:
-                self._release()
+        with self._lock:
+            if self._closing:
+                raise RocError("client is closed")
+            self._pending[call_id] = slot
+            if self._leader:
+                self._hand_to_leader(slot)
+                return RocFuture(self, call_id, slot)
+            # Nobody reads the socket and nobody can start to while we hold the lock:
+            # send from here, without taking the lead (a lock round trip less per call).
+            if not self._unsent and self._send_raw(slot.msg):
+                slot.sent = True
+                return RocFuture(self, call_id, slot)
+            self._leader = True
+        self._send(slot)
+        # We lead and no broker is connected yet (ZMQ_IMMEDIATE kept the call
+        # back). Nobody may be about to read this client's socket, so keep
+        # leading until it is sent: a call handed out as "sent" must not wait
+        # for a result() that may never come.
+        try:
+            while self._unsent and not self._closing:
+                remaining = slot.deadline - time.monotonic()
+                if remaining <= 0:
+                    # result() reports it (BrokerUnavailable); it must not go out later
+                    slot.cancelled = True
+                    break
+                self._pump(min(remaining, 0.25))
+        finally:
+            self._release()
         return RocFuture(self, call_id, slot)
 
     def service_available(self, objectId: str) -> bool:
@@ -796,10 +813,10 @@ class _RemoteMethod:
             return ProgressIterator(self._client, fut._id, fut._slot, values)
         return self._client._call(self._oid, self._name, args, kwargs)
 
-    def call_async(self, *args: Any, **kwargs: Any) -> RocFuture:
+    def call_async(self, *args: Any, on_progress: Any = None, **kwargs: Any) -> RocFuture:
         """Send the call and return a :class:`RocFuture` at once (``on_progress=``
         takes a callback for the values of a streaming method)."""
-        return self._client.call_async(self._oid, self._name, *args, **kwargs)
+        return self._client._call_async(self._oid, self._name, args, kwargs, on_progress)
 
     def __repr__(self) -> str:
         return f"<remote method {self._oid}.{self._name}>"
