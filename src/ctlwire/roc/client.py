@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections import deque
+from threading import get_ident
 from typing import Any
 
 import zmq
@@ -44,6 +45,10 @@ log = logging.getLogger("ctlwire.roc.client")
 #: Longest a waiting leader sleeps before it looks at the connection's monitor: how
 #: soon a dead broker is noticed (and its calls resent).
 _LINK_CHECK = 0.1
+#: Longest a leader waits in one blocking receive while only one thread has ever used
+#: the client (it then does not watch the wake-up pipe): how late the first call of a
+#: second thread can go out.
+_SOLO_SLICE = 0.02
 #: Pause before a call refused by a broker without a server is sent again.
 _RETRY_PAUSE = 0.05
 #: How long calls may wait for a connection before a client with several brokers
@@ -262,6 +267,12 @@ class RocClient:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poll = poller(self._sock, self._wake_r)
+        # While one thread alone has used the client, its leader waits in a blocking
+        # receive (libzmq's own wait: about half the system calls of a poll over the
+        # socket and the wake-up pipe); a second thread ends that for good.
+        self._thread: int | None = None
+        self._solo = True
+        self._rcvtimeo = -2
         # guards _leader, _outbox and _followers; the socket belongs to the leader
         self._lock = threading.Lock()
         self._leader = False
@@ -308,6 +319,8 @@ class RocClient:
 
     def _call_async(self, objectId: str, method: str, args: tuple, kwargs: dict,
                     on_progress: Any) -> RocFuture:
+        if self._solo and get_ident() != self._thread:
+            self._note_thread()
         call_id, slot = self._make(objectId, method, args, kwargs)
         slot.progress = on_progress
         with self._lock:
@@ -423,6 +436,8 @@ class RocClient:
         return call_id, slot
 
     def _call(self, objectId: str, method: str, args: tuple, kwargs: dict) -> Any:
+        if self._solo and get_ident() != self._thread:
+            self._note_thread()
         call_id, slot = self._make(objectId, method, args, kwargs)
         if self._enqueue(call_id, slot):
             # uncontended: we already lead, read until our reply is in
@@ -512,6 +527,20 @@ class RocClient:
                 self._send_outbox()
             if self._drain(mine):
                 return
+        if self._solo and not self._unsent:
+            # no other thread can hand us work: libzmq's blocking receive
+            ms = int(min(timeout, _SOLO_SLICE) * 1000) + 1
+            if ms != self._rcvtimeo:
+                self._sock.setsockopt(zmq.RCVTIMEO, ms)
+                self._rcvtimeo = ms
+            frames = self._recv(True)
+            if self._outbox:  # a second thread came meanwhile
+                self._send_outbox()
+            if frames is not None:
+                self._drain(mine, frames)
+            elif self._monitor is not None:
+                self._check_link()
+            return
         # while calls are blocked (no broker yet), wait for writability too
         mask = self._poll(bool(self._unsent), int(timeout * 1000))
         if mask == 0 and self._monitor is not None:
@@ -536,16 +565,20 @@ class RocClient:
             if not slot.cancelled:
                 self._send(slot)
 
-    def _drain(self, mine: _Slot | None) -> bool:
-        """Leader only: deliver the replies queued on the socket, without waiting;
-        stop after ``mine``.  Returns whether ``mine`` got its reply."""
+    def _drain(self, mine: _Slot | None, first: list | None = None) -> bool:
+        """Leader only: deliver ``first`` (a message already read) and the replies
+        queued on the socket, without waiting; stop after ``mine``.  Returns whether
+        ``mine`` got its reply."""
         pending = self._pending
         recv = self._recv
         loads = _json.loads
         while True:
-            frames = recv(False)
-            if frames is None:
-                break
+            if first is not None:
+                frames, first = first, None
+            else:
+                frames = recv(False)
+                if frames is None:
+                    break
             if len(frames) < 4 or frames[0] != b"" or frames[1] != _MDPC:
                 self.stray_replies += 1
                 continue
@@ -675,7 +708,19 @@ class RocClient:
             self.resends += 1
             self._send(slot)
 
+    def _note_thread(self) -> None:
+        if self._thread is None:
+            self._thread = get_ident()
+        else:
+            self._solo = False  # for good: the leader watches the wake-up pipe again
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
+
     def _finish(self, call_id: Any, slot: _Slot, until: Any = None) -> Any:
+        if self._solo and get_ident() != self._thread:
+            self._note_thread()
         while slot.reply is None:
             if until is not None and until():
                 return None
