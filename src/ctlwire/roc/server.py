@@ -58,7 +58,8 @@ _STOP_CHECK = 0.1
 #: Worker connections per server unless told otherwise (measured, see docs/roc.md:
 #: enough to keep the server busy while replies travel back; more gain nothing).
 DEFAULT_CONNECTIONS = 16
-#: Upper bound of ``connections`` (one poll covers at most this many sockets).
+#: Upper bound of ``connections`` (the receiver covers at most this many sockets, and
+#: every socket of a server holds at least one connection in use).
 MAX_CONNECTIONS = 64
 
 
