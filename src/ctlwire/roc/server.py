@@ -16,7 +16,7 @@ from on it for ``liveness`` heartbeat intervals, that connection is replaced by 
 one (a new routing id) that registers again.
 
 With several brokers (a primary and its standby) the server registers with every one
-of them, ``connections`` sockets each, so a standby that takes over already has its
+of them, ``connections`` connections each, so a standby that takes over already has its
 servers.  Requests carrying a client id are answered from a bounded reply cache when
 they are repeated (a client retrying after a failover), so such a call runs once.  A
 method that returns a generator streams: each yielded value goes to the caller as a
