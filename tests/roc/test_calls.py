@@ -255,3 +255,42 @@ def test_a_zero_timeout_does_not_wait(broker, serve, ep, camera, wait_for):
         with pytest.raises(RocTimeout):
             c.call("cam", "add", 1, 2)
         assert time.monotonic() - t0 < 5.0  # at once; slack for a loaded machine
+
+
+class Gate:
+    """A method that returns only when the test opens the gate (False after 10 s)."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+
+    def wait(self) -> bool:
+        return self.opened.wait(10)
+
+
+def test_a_second_threads_call_goes_out_while_the_first_thread_waits(ep, broker, serve,
+                                                                     camera, wait_for):
+    # the first thread alone has used the client so far, so while it waits for a reply
+    # it sits in a blocking receive that does not watch for other threads' calls; the
+    # second thread's call must get through all the same (it opens the gate)
+    gate = Gate()
+    serve("gate", gate)
+    serve("cam", camera)
+    c = RocClient(ep, timeout=20.0)
+    got: list = []
+
+    def second() -> None:
+        wait_for(lambda: c._leader, 10, "the first thread to wait for its reply")
+        got.append(c.call("cam", "add", 2, 3))
+        gate.opened.set()
+
+    try:
+        assert c.call("cam", "add", 1, 2) == 3
+        fut = c.call_async("gate", "wait")
+        t = threading.Thread(target=second)
+        t.start()
+        assert fut.result() is True, "the second thread's call waited for the first's"
+        t.join(15)
+        assert got == [5]
+    finally:
+        gate.opened.set()
+        c.close()

@@ -152,6 +152,24 @@ def test_pyzmq_multi_delivers_every_message_once_in_order(multi_pairs, script):
     _run_multi(_PyMulti(near), far, script)
 
 
+_script_one = st.lists(st.one_of(
+    st.tuples(st.just(0), _messages),
+    st.tuples(st.just("echo"), st.just(0)),
+    st.tuples(st.just("recv"), st.none()),
+), max_size=30)
+
+
+@settings(max_examples=50, deadline=None)
+@given(_script_one)
+def test_one_socket_multi_delivers_every_message_once_in_order(multi_pairs, script):
+    # one socket (a server's usual case) gets a plain blocking receive instead
+    from ctlwire.roc._fastzmq import _Single, multi
+    near, far, _ = multi_pairs
+    mux = multi(near[:1])
+    assert isinstance(mux, _Single)
+    _run_multi(mux, far, script)
+
+
 def test_raw_multi_times_out_when_nothing_arrives(multi_pairs):
     near, far, mod = multi_pairs
     if mod is None:

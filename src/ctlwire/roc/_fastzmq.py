@@ -145,8 +145,45 @@ class _PyMulti:
         return None
 
 
+class _Single:
+    """:func:`multi` for one socket: a blocking receive with a timeout.
+
+    libzmq then waits on the socket's own mailbox and reads the message straight
+    after the wake-up, where :class:`~ctlwire.roc._rawzmq.RawMulti` (which must watch
+    several sockets through their edge-triggered ``ZMQ_FD``) needs a failed
+    non-blocking receive, a poll and a second receive: about three system calls
+    more for every wake-up.
+    """
+
+    __slots__ = ("_sock", "_recv", "_send", "_timeout")
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self._sock = sock
+        self._recv, self._send = wire(sock)
+        self._timeout = -2
+
+    def mark(self, i: int) -> None:
+        pass  # libzmq's own receive looks at the socket's commands: nothing to remember
+
+    def mark_all(self) -> None:
+        pass
+
+    def send(self, i: int, frames: list) -> bool:
+        return self._send(frames)
+
+    def recv(self, timeout_ms: int) -> tuple[int, list] | None:
+        if timeout_ms != self._timeout:
+            # (0 would not wait at all and -1 forever: neither is what is asked)
+            self._sock.setsockopt(zmq.RCVTIMEO, max(timeout_ms, 1))
+            self._timeout = timeout_ms
+        frames = self._recv(True)
+        return None if frames is None else (0, frames)
+
+
 def multi(socks: list[zmq.Socket]) -> Any:
     """A receiver over ``socks`` (1 to 64): ``recv(timeout_ms) -> (index, frames) |
     None``, ``send(index, frames) -> bool``, ``mark(index)`` / ``mark_all()``."""
+    if len(socks) == 1:
+        return _Single(socks[0])
     mod = _setup()
     return _PyMulti(socks) if mod is None else mod.RawMulti(socks)

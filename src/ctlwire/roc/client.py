@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections import deque
+from threading import get_ident
 from typing import Any
 
 import zmq
@@ -44,6 +45,10 @@ log = logging.getLogger("ctlwire.roc.client")
 #: Longest a waiting leader sleeps before it looks at the connection's monitor: how
 #: soon a dead broker is noticed (and its calls resent).
 _LINK_CHECK = 0.1
+#: Longest a leader waits in one blocking receive while only one thread has ever used
+#: the client (it then does not watch the wake-up pipe): how late the first call of a
+#: second thread can go out.
+_SOLO_SLICE = 0.02
 #: Pause before a call refused by a broker without a server is sent again.
 _RETRY_PAUSE = 0.05
 #: How long calls may wait for a connection before a client with several brokers
@@ -262,6 +267,12 @@ class RocClient:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poll = poller(self._sock, self._wake_r)
+        # While one thread alone has used the client, its leader waits in a blocking
+        # receive (libzmq's own wait: about half the system calls of a poll over the
+        # socket and the wake-up pipe); a second thread ends that for good.
+        self._thread: int | None = None
+        self._solo = True
+        self._rcvtimeo = -2
         # guards _leader, _outbox and _followers; the socket belongs to the leader
         self._lock = threading.Lock()
         self._leader = False
@@ -304,23 +315,42 @@ class RocClient:
         comes, the call is dropped unsent and ``result()`` raises
         :class:`BrokerUnavailable`.
         """
+        return self._call_async(objectId, method, args, kwargs, on_progress)
+
+    def _call_async(self, objectId: str, method: str, args: tuple, kwargs: dict,
+                    on_progress: Any) -> RocFuture:
+        if self._solo and get_ident() != self._thread:
+            self._note_thread()
         call_id, slot = self._make(objectId, method, args, kwargs)
         slot.progress = on_progress
-        if self._enqueue(call_id, slot):
-            # We lead: the call went out, unless no broker is connected yet
-            # (ZMQ_IMMEDIATE kept it back). Nobody may be about to read this client's
-            # socket, so keep leading until it is sent: a call handed out as "sent"
-            # must not wait for a result() that may never come.
-            try:
-                while self._unsent and not self._closing:
-                    remaining = slot.deadline - time.monotonic()
-                    if remaining <= 0:
-                        # result() reports it (BrokerUnavailable); it must not go out later
-                        slot.cancelled = True
-                        break
-                    self._pump(min(remaining, 0.25))
-            finally:
-                self._release()
+        with self._lock:
+            if self._closing:
+                raise RocError("client is closed")
+            self._pending[call_id] = slot
+            if self._leader:
+                self._hand_to_leader(slot)
+                return RocFuture(self, call_id, slot)
+            # Nobody reads the socket and nobody can start to while we hold the lock:
+            # send from here, without taking the lead (a lock round trip less per call).
+            if not self._unsent and self._send_raw(slot.msg):
+                slot.sent = True
+                return RocFuture(self, call_id, slot)
+            self._leader = True
+        self._send(slot)
+        # We lead and no broker is connected yet (ZMQ_IMMEDIATE kept the call
+        # back). Nobody may be about to read this client's socket, so keep
+        # leading until it is sent: a call handed out as "sent" must not wait
+        # for a result() that may never come.
+        try:
+            while self._unsent and not self._closing:
+                remaining = slot.deadline - time.monotonic()
+                if remaining <= 0:
+                    # result() reports it (BrokerUnavailable); it must not go out later
+                    slot.cancelled = True
+                    break
+                self._pump(min(remaining, 0.25))
+        finally:
+            self._release()
         return RocFuture(self, call_id, slot)
 
     def service_available(self, objectId: str) -> bool:
@@ -406,6 +436,8 @@ class RocClient:
         return call_id, slot
 
     def _call(self, objectId: str, method: str, args: tuple, kwargs: dict) -> Any:
+        if self._solo and get_ident() != self._thread:
+            self._note_thread()
         call_id, slot = self._make(objectId, method, args, kwargs)
         if self._enqueue(call_id, slot):
             # uncontended: we already lead, read until our reply is in
@@ -495,6 +527,20 @@ class RocClient:
                 self._send_outbox()
             if self._drain(mine):
                 return
+        if self._solo and not self._unsent:
+            # no other thread can hand us work: libzmq's blocking receive
+            ms = int(min(timeout, _SOLO_SLICE) * 1000) + 1
+            if ms != self._rcvtimeo:
+                self._sock.setsockopt(zmq.RCVTIMEO, ms)
+                self._rcvtimeo = ms
+            frames = self._recv(True)
+            if self._outbox:  # a second thread came meanwhile
+                self._send_outbox()
+            if frames is not None:
+                self._drain(mine, frames)
+            elif self._monitor is not None:
+                self._check_link()
+            return
         # while calls are blocked (no broker yet), wait for writability too
         mask = self._poll(bool(self._unsent), int(timeout * 1000))
         if mask == 0 and self._monitor is not None:
@@ -519,16 +565,20 @@ class RocClient:
             if not slot.cancelled:
                 self._send(slot)
 
-    def _drain(self, mine: _Slot | None) -> bool:
-        """Leader only: deliver the replies queued on the socket, without waiting;
-        stop after ``mine``.  Returns whether ``mine`` got its reply."""
+    def _drain(self, mine: _Slot | None, first: list | None = None) -> bool:
+        """Leader only: deliver ``first`` (a message already read) and the replies
+        queued on the socket, without waiting; stop after ``mine``.  Returns whether
+        ``mine`` got its reply."""
         pending = self._pending
         recv = self._recv
         loads = _json.loads
         while True:
-            frames = recv(False)
-            if frames is None:
-                break
+            if first is not None:
+                frames, first = first, None
+            else:
+                frames = recv(False)
+                if frames is None:
+                    break
             if len(frames) < 4 or frames[0] != b"" or frames[1] != _MDPC:
                 self.stray_replies += 1
                 continue
@@ -658,7 +708,19 @@ class RocClient:
             self.resends += 1
             self._send(slot)
 
+    def _note_thread(self) -> None:
+        if self._thread is None:
+            self._thread = get_ident()
+        else:
+            self._solo = False  # for good: the leader watches the wake-up pipe again
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
+
     def _finish(self, call_id: Any, slot: _Slot, until: Any = None) -> Any:
+        if self._solo and get_ident() != self._thread:
+            self._note_thread()
         while slot.reply is None:
             if until is not None and until():
                 return None
@@ -796,10 +858,10 @@ class _RemoteMethod:
             return ProgressIterator(self._client, fut._id, fut._slot, values)
         return self._client._call(self._oid, self._name, args, kwargs)
 
-    def call_async(self, *args: Any, **kwargs: Any) -> RocFuture:
+    def call_async(self, *args: Any, on_progress: Any = None, **kwargs: Any) -> RocFuture:
         """Send the call and return a :class:`RocFuture` at once (``on_progress=``
         takes a callback for the values of a streaming method)."""
-        return self._client.call_async(self._oid, self._name, *args, **kwargs)
+        return self._client._call_async(self._oid, self._name, args, kwargs, on_progress)
 
     def __repr__(self) -> str:
         return f"<remote method {self._oid}.{self._name}>"

@@ -1,19 +1,22 @@
 """RocServer: share the methods and attributes of a Python object through the broker.
 
 A server is a set of 7/MDP workers whose service name is the object id: it opens
-``connections`` DEALER sockets to the broker, each sending its own READY, so the
-broker sees that many workers for the object and can hand the server the next call
-while the previous reply is still on its way back.  (MDP gives a worker one request
-at a time; the spec allows several workers per object id.)  One thread polls every
-connection and runs the calls one at a time, in the order it reads them, so the
-object never sees two calls at once.  While a method runs, a small heartbeat thread
-borrows the sockets, so a slow method does not get the server declared dead.  When the
-broker says DISCONNECT on a connection, or has not been heard from on it for
-``liveness`` heartbeat intervals, that connection is replaced by a new socket that
-registers again.
+``connections`` connections to the broker, each with its own routing id and its own
+READY, so the broker sees that many workers for the object and can hand the server the
+next call while the previous reply is still on its way back.  (MDP gives a worker one
+request at a time; the spec allows several workers per object id.)  The connections
+are made by one ROUTER socket (each named locally by ``ZMQ_CONNECT_ROUTING_ID``):
+on the wire each is exactly a DEALER worker's connection, but the server's thread
+reads one socket, so libzmq wakes it once for a burst of requests instead of once
+per connection.  That thread runs the calls one at a time, in the order it reads
+them, so the object never sees two calls at once.  While a method runs, a small
+heartbeat thread borrows the sockets, so a slow method does not get the server
+declared dead.  When the broker says DISCONNECT on a connection, or has not been heard
+from on it for ``liveness`` heartbeat intervals, that connection is replaced by a new
+one (a new routing id) that registers again.
 
 With several brokers (a primary and its standby) the server registers with every one
-of them, ``connections`` sockets each, so a standby that takes over already has its
+of them, ``connections`` connections each, so a standby that takes over already has its
 servers.  Requests carrying a client id are answered from a bounded reply cache when
 they are repeated (a client retrying after a failover), so such a call runs once.  A
 method that returns a generator streams: each yielded value goes to the caller as a
@@ -21,6 +24,7 @@ PARTIAL message (a ctlwire extension of 7/MDP, see docs/roc.md) while the call r
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -54,17 +58,21 @@ _STOP_CHECK = 0.1
 #: Worker connections per server unless told otherwise (measured, see docs/roc.md:
 #: enough to keep the server busy while replies travel back; more gain nothing).
 DEFAULT_CONNECTIONS = 16
-#: Upper bound of ``connections`` (one poll covers at most this many sockets).
+#: Upper bound of ``connections`` (the receiver covers at most this many sockets, and
+#: every socket of a server holds at least one connection in use).
 MAX_CONNECTIONS = 64
 
 
 class _Conn:
-    """One worker connection: a DEALER socket registered with the broker."""
+    """One worker connection registered with the broker: a connection of one of the
+    server's ROUTER sockets, named locally by ``alias``."""
 
-    __slots__ = ("sock", "last_sent", "heard", "broker")
+    __slots__ = ("sock", "alias", "j", "last_sent", "heard", "broker")
 
-    def __init__(self, sock: zmq.Socket, now: float, broker: int) -> None:
+    def __init__(self, sock: zmq.Socket, alias: bytes, now: float, broker: int) -> None:
         self.sock = sock
+        self.alias = alias     # its routing id on our side (ZMQ_CONNECT_ROUTING_ID)
+        self.j = 0             # index of ``sock`` in the receiver (RocServer._mux)
         self.broker = broker   # index into RocServer.endpoints
         self.last_sent = now   # for heartbeats: when we last sent on it
         self.heard = now       # for liveness: when the broker last spoke on it
@@ -149,7 +157,13 @@ class RocServer:
         self._id_prefix = _router.GROUP_TAG + os.urandom(8)
         self._opened = 0
         self._conns: list[_Conn] = []
-        # receives from / sends on the connections by index (see _fastzmq.multi)
+        # the ROUTER sockets holding the connections: usually one; a replaced
+        # connection goes to a spare socket, and a socket is closed once none of its
+        # connections is in use (libzmq cannot drop one connection of a socket)
+        self._socks: list[zmq.Socket] = []
+        self._spare: zmq.Socket | None = None
+        self._by_alias: dict[bytes, int] = {}   # alias -> index into _conns
+        # receives from / sends on the sockets by index (see _fastzmq.multi)
         self._mux: Any = None
         # held by the serving loop except while a method runs; the heartbeat thread
         # takes it then, so a socket is only ever used by one thread at a time
@@ -169,38 +183,78 @@ class RocServer:
         self.registered = threading.Event()
 
     # -- socket management -------------------------------------------------
-    def _open(self, broker: int) -> _Conn:
-        sock = make_socket(self._ctx, zmq.DEALER)
-        self._opened += 1
-        sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + self._opened.to_bytes(4, "big"))
+    def _new_socket(self) -> zmq.Socket:
+        sock = make_socket(self._ctx, zmq.ROUTER)
+        # a full queue to the broker is EAGAIN, as on a DEALER, not a silent drop
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         apply_client_trusting(self._security, sock, self._broker_key)
+        self._socks.append(sock)
+        return sock
+
+    def _open(self, broker: int, sock: zmq.Socket) -> _Conn:
+        self._opened += 1
+        alias = self._opened.to_bytes(4, "big")
+        # both options apply to the next connect only
+        sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + alias)
+        sock.setsockopt(zmq.CONNECT_ROUTING_ID, alias)
         sock.connect(self.endpoints[broker])
-        sock.send_multipart([b"", _MDPW, _READY, self._service])
+        # the connection's queue exists from now on (not ZMQ_IMMEDIATE): READY waits
+        # there for the broker like a DEALER's would
+        sock.send_multipart([alias, b"", _MDPW, _READY, self._service])
         self.registrations += 1
         self.registered.set()
-        return _Conn(sock, time.monotonic(), broker)
+        return _Conn(sock, alias, time.monotonic(), broker)
 
     def _connect(self, index: int | None = None) -> None:
         """Open every connection (``index`` None) or replace connection ``index``."""
         if index is None:
             self._close_all()
-            self._conns = [self._open(b) for b in range(len(self.endpoints))
+            sock = self._new_socket()
+            self._conns = [self._open(b, sock) for b in range(len(self.endpoints))
                            for _ in range(self.connections)]
             log.debug("registered %r at %s (%d connections each)", self.objectId,
                       ", ".join(self.endpoints), self.connections)
         else:
-            broker = self._conns[index].broker
-            self._conns[index].sock.close(0)
-            self._conns[index] = self._open(broker)
-        self._mux = multi([c.sock for c in self._conns])
+            old = self._conns[index]
+            spare = self._spare
+            if spare is None or spare is old.sock:
+                spare = self._spare = self._new_socket()
+            self._conns[index] = self._open(old.broker, spare)
+            if not any(c.sock is old.sock for c in self._conns):
+                # only replaced connections left on it: close them all
+                self._socks.remove(old.sock)
+                old.sock.close(0)
+                if self._spare is old.sock:
+                    self._spare = None
+        self._by_alias = {c.alias: i for i, c in enumerate(self._conns)}
+        self._mux = multi(self._socks)
+        where = {id(s): j for j, s in enumerate(self._socks)}
+        for c in self._conns:
+            c.j = where[id(c.sock)]
+
+    def _send(self, i: int, frames: list) -> bool:
+        """Send ``frames`` (a DEALER worker's frames) on connection ``i`` without
+        blocking; False when it takes no more."""
+        c = self._conns[i]
+        try:
+            return self._mux.send(c.j, [c.alias, *frames])
+        except Exception as exc:
+            # no such connection (any more): as good as a full queue
+            if getattr(exc, "errno", None) == errno.EHOSTUNREACH:
+                return False
+            raise
 
     def _close_all(self, say_goodbye: bool = False) -> None:
-        for i, c in enumerate(self._conns):
-            if say_goodbye:
-                # tell the broker at once instead of letting it time us out
-                self._mux.send(i, [b"", _MDPW, _DISCONNECT])
-            c.sock.close(0)
+        if say_goodbye:
+            # tell the broker at once instead of letting it time us out
+            for i in range(len(self._conns)):
+                self._send(i, [b"", _MDPW, _DISCONNECT])
+        for sock in self._socks:
+            sock.close(0)
+        self._socks = []
+        self._spare = None
         self._conns = []
+        self._by_alias = {}
         self._mux = None
 
     def _heartbeat_while_busy(self) -> None:
@@ -217,7 +271,7 @@ class RocServer:
                     t = time.monotonic()
                     for i, c in enumerate(self._conns):
                         if t - c.last_sent >= self.heartbeat:
-                            self._mux.send(i, beat)
+                            self._send(i, beat)
                             c.last_sent = t
             finally:
                 self._sock_lock.release()
@@ -252,7 +306,7 @@ class RocServer:
             if t - c.last_sent >= interval:
                 # every connection beats each interval, replies or not: a reply
                 # does not need to postpone it, and this keeps the hot path lean
-                self._mux.send(i, beat)
+                self._send(i, beat)
                 c.last_sent = t
             if t - c.heard > life and t > grace:
                 log.info("broker %s silent for %.1f s on connection %d: reconnecting",
@@ -275,7 +329,7 @@ class RocServer:
             blocked = 0.0
             while not stop.is_set():
                 with lock:
-                    if self._mux.send(current[0], msg):
+                    if self._send(current[0], msg):
                         self._conns[current[0]].last_sent = now()
                         return
                 # the broker is not taking more: wait instead of dropping a value,
@@ -303,8 +357,13 @@ class RocServer:
             got = self._mux.recv(int(min(next_due - t, _STOP_CHECK) * 1000) + 1)
             if got is None:
                 continue
-            i, frames = got
-            self._conns[i].heard = t
+            frames = got[1]
+            i = self._by_alias.get(frames[0])
+            if i is None:
+                continue  # a connection replaced since: the broker forgot it too
+            c = self._conns[i]
+            c.heard = t
+            del frames[0]
             kind = classify(frames)
             if kind == _B_REQUEST:
                 body = frames[5] if len(frames) == 6 else b"".join(frames[5:])
@@ -318,7 +377,13 @@ class RocServer:
                     lock.acquire()
                     self._busy = False
                 self.calls += 1
-                self._mux.send(i, [b"", _MDPW, _REPLY, frames[3], b"", reply])
+                try:
+                    # (a full queue to a dead broker drops it, as a DEALER's would)
+                    self._mux.send(c.j, [c.alias, b"", _MDPW, _REPLY, frames[3], b"",
+                                         reply])
+                except Exception as exc:
+                    if getattr(exc, "errno", None) != errno.EHOSTUNREACH:
+                        raise
                 grace = now() + life
             elif kind == _B_HEARTBEAT:
                 pass
