@@ -94,6 +94,22 @@ class SensorHub:
             self.others[conn] = strategy
         self._refresh()
 
+    def add_auto(self, conn: ClientConnection) -> bytes:
+        """Have ``conn`` sample with ``auto`` (what :meth:`add` does for a
+        :class:`SampleAuto`, for a bulk request); returns the line of the current
+        reading, which the caller sends."""
+        autos = self.autos
+        if conn in self.others or conn in autos:
+            self.others.pop(conn, None)
+            autos[conn] = conn._queue_fn
+            self._refresh()
+        else:
+            autos[conn] = queue = conn._queue_fn
+            self._autos += (queue,)
+            if len(autos) == 1 and not self.others:
+                self.sensor.attach(self)
+        return self.line(self.sensor.read())
+
     def remove(self, conn: ClientConnection) -> None:
         self.autos.pop(conn, None)
         self.others.pop(conn, None)

@@ -7,7 +7,7 @@ tables are collected from the whole class hierarchy). Their docstrings are the
 
 The handlers use what ``DeviceServer`` provides: its sensors (``_sensors``), clients
 (``_conns``), ``log``, identity (``version()``, ``build_state()``) and sampling
-(``_make_strategy``, ``_set_strategy``, ``clear_strategies``).
+(``_make_strategy``, ``_set_strategy``, ``_sample_auto``, ``clear_strategies``).
 
 Layering: imports ``ctlwire.katcp.core``, ``kattypes``, ``sampling`` and ``sensor``.
 """
@@ -78,6 +78,7 @@ class StandardRequests:
         def clear_strategies(self, client_conn: Any, remove_client: bool = False) -> None: ...
         def _make_strategy(self, conn: Any, sensor: Sensor, strategy: bytes,
                            params: list[bytes]) -> SampleStrategy: ...
+        def _sample_auto(self, conn: Any, sensors: list[Sensor]) -> None: ...
         def _set_strategy(self, conn: Any, sensor: Sensor,
                           strategy: SampleStrategy) -> None: ...
 
@@ -488,6 +489,11 @@ class StandardRequests:
         if not self.PROTOCOL_INFO.strategy_allowed(strategy_name):
             raise FailReply(f"Strategy {strategy_name.decode()} not allowed for version "
                             f"{self.PROTOCOL_INFO.major} of katcp")
+        if strategy_name == b"auto" and not params and len(names) > 1 \
+                and _get_ident() == self._loop_tid:
+            # a mirror syncing: nothing to check per sensor, nothing to build
+            self._sample_auto(conn, [self._sensors[name] for name in names])
+            return req.make_reply("ok", names_arg, "auto")
         # Build every strategy first so a bad parameter changes nothing.
         new: list[tuple[Sensor, SampleStrategy]] = []
         for name in names:
