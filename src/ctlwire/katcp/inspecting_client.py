@@ -44,6 +44,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
+from _thread import get_ident
+
 from ._client_requests import BlockingClient
 from .core import KatcpClientError, Message
 from .mirror import DeviceMirror, MirroredSensor, SensorInfo, SensorReading, SyncState
@@ -55,6 +57,8 @@ __all__ = ["ClientState", "InspectingClient", "InspectedSensor", "ModelChange",
 log = logging.getLogger("ctlwire.katcp.inspecting_client")
 
 _STATUS_CODES = {raw.decode(): code for code, raw in Sensor.STATUSES_RAW.items()}
+_MESSAGE = Message
+_INFORM = Message.INFORM
 
 
 class ClientState(enum.Enum):
@@ -112,8 +116,7 @@ class InspectedSensor:
         Range or discrete values, as Python values.
     """
 
-    __slots__ = ("_client", "_mirrored", "name", "description", "units", "type", "_params",
-                 "_parser", "_listeners", "__weakref__")
+    __slots__ = ("_client", "_mirrored", "_params", "_parser", "_listeners", "__weakref__")
 
     def __init__(self, client: "InspectingClient", mirrored: MirroredSensor) -> None:
         self._client = client
@@ -121,16 +124,28 @@ class InspectedSensor:
         self._set_info(mirrored)
 
     def _set_info(self, mirrored: MirroredSensor) -> None:
-        info = mirrored.info
         self._mirrored = mirrored
-        self.name = info.name
-        self.description = info.description
-        self.units = info.units
-        self.type = info.type_name
         # the typed parser is made on first use: a sync of thousands of sensors need not
         # pay for the sensors nobody reads
         self._parser: Any = None
         self._params: list = []
+
+    # (read from the mirror's description: a sync makes one of these per sensor)
+    @property
+    def name(self) -> str:
+        return self._mirrored.info.name
+
+    @property
+    def description(self) -> str:
+        return self._mirrored.info.description
+
+    @property
+    def units(self) -> str:
+        return self._mirrored.info.units
+
+    @property
+    def type(self) -> str:
+        return self._mirrored.info.type_name
 
     def _typed(self) -> Optional[Sensor]:
         parser = self._parser
@@ -210,7 +225,9 @@ class InspectedSensor:
         It runs in the client's I/O thread and must not block. With ``reading=True`` it is
         also called at once with the latest reading, if there is one.
         """
-        self._listeners.append(listener)
+        with self._client._lock:
+            self._listeners.append(listener)
+            self._client._listening += 1
         if reading:
             latest = self.get_reading()
             if latest is not None:
@@ -218,10 +235,12 @@ class InspectedSensor:
 
     def unregister_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``."""
-        try:
-            self._listeners.remove(listener)
-        except ValueError:
-            pass
+        with self._client._lock:
+            try:
+                self._listeners.remove(listener)
+            except ValueError:
+                return
+            self._client._listening -= 1
 
     def is_listener(self, listener: Listener) -> bool:
         return listener in self._listeners
@@ -260,13 +279,38 @@ class _Link(BlockingClient):
         self._owner = owner
         super().__init__(*args, **kwargs)
 
-    def handle_inform(self, msg: Message) -> Any:
-        # Readings are most of the traffic of a mirror: straight to the owner, without
-        # the three calls of the generic inform dispatch.
-        if msg.mid is None and msg.name == "sensor-status":
-            self._owner._on_sensor_status(msg.arguments)
-            return None
-        return super().handle_inform(msg)
+    def _dispatch_items(self, items: list) -> None:
+        # Readings are most of the traffic of a mirror, and a sync brings one per sensor
+        # in a burst: each run of them goes to the owner at once (one lock, one wake-up),
+        # everything else through the generic dispatch, in the order received.
+        statuses: list = []
+        others: list = []
+        dispatch = super()._dispatch_items
+        for item in items:
+            if (item.__class__ is _MESSAGE and item.mtype == _INFORM and item.mid is None
+                    and item.name == "sensor-status"):
+                if others:
+                    dispatch(others)
+                    others = []
+                statuses.append(item.arguments)
+            else:
+                if statuses:
+                    self._readings(statuses)
+                    statuses = []
+                others.append(item)
+        if statuses:
+            self._readings(statuses)
+        if others or not items:
+            dispatch(others)
+
+    def _readings(self, statuses: list) -> None:
+        self._dispatching_thread = get_ident()  # (listeners may not make blocking requests)
+        try:
+            self._owner._on_sensor_statuses(statuses)
+        except Exception:  # noqa: BLE001 - as the generic dispatch: logged, never fatal
+            self._logger.exception("handling %d #sensor-status informs failed", len(statuses))
+        finally:
+            self._dispatching_thread = 0
 
     def inform_interface_changed(self, msg: Message) -> None:
         self._owner._on_interface_changed(msg.arguments)
@@ -275,10 +319,20 @@ class _Link(BlockingClient):
         self._owner._on_link(connected)
 
 
-def _info(msg: Message) -> SensorInfo:
-    a = msg.arguments
-    text = [x.decode("utf-8", "replace") for x in a[:4]]
-    return SensorInfo(text[0], text[1], text[2], text[3], tuple(a[4:]))
+def _infos(informs: list[Message], logger: logging.Logger) -> list[SensorInfo]:
+    """The :class:`SensorInfo` of each ``#sensor-list`` inform (one too short is skipped)."""
+    infos = []
+    append = infos.append
+    for msg in informs:
+        a = msg.arguments
+        try:
+            append(SensorInfo(a[0].decode("utf-8", "replace"), a[1].decode("utf-8", "replace"),
+                              a[2].decode("utf-8", "replace"), a[3].decode("utf-8", "replace"),
+                              tuple(a[4:])))
+        except IndexError:
+            logger.warning("#sensor-list inform without name, description, units and type "
+                           "skipped: %r", msg)
+    return infos
 
 
 StateCallback = Callable[[ClientState, ModelChange], None]
@@ -333,6 +387,7 @@ class InspectingClient:
         self._strategies_due: set[str] = set()      # custom strategies to (re)apply
         self._timeout_hints: dict[str, float] = {}
         self._readings_seen = 0
+        self._listening = 0  # listeners registered on sensors: none, no lookups per reading
         self._waiters = 0
         self._help_due = False
         self._help_futures: Optional[tuple] = None  # (help, hints, link generation)
@@ -718,28 +773,26 @@ class InspectingClient:
         self._flush_callbacks()
         self._kick.set()
 
-    def _on_sensor_status(self, args: Sequence[bytes]) -> None:
-        try:
-            ts = float(args[0])
-        except (ValueError, IndexError):
-            self._logger.warning("bad #sensor-status from %s: %r", self._address(), args)
-            return
+    def _on_sensor_statuses(self, informs: list) -> None:
+        """``#sensor-status`` informs (their arguments), from whichever thread reads."""
         updated = []
         with self._lock:
             mirror = self._mirror
             was = mirror.state
-            for i in range(2, len(args) - 2, 3):
-                name = args[i].decode("utf-8", "replace")
-                if mirror.sensor_status(ts, name, args[i + 1].decode("ascii", "replace"),
-                                        args[i + 2]) is not None:
-                    sensor = self._sensors.get(name)
+            sensors, bad = mirror.sensor_status_informs(informs)
+            if self._listening:
+                known = self._sensors
+                for mirrored, raw in sensors:
+                    sensor = known.get(mirrored.info.name)
                     if sensor is not None and sensor._listeners:
-                        updated.append(sensor)
-            self._readings_seen += 1
+                        updated.append((sensor, raw))
+            self._readings_seen += len(informs)
             if self._waiters:  # (notify_all costs more than the rest of a reading)
                 self._cond.notify_all()
-        for sensor in updated:
-            reading = sensor.get_reading()
+        for args in bad:
+            self._logger.warning("bad #sensor-status from %s: %r", self._address(), args)
+        for sensor, raw in updated:
+            reading = sensor._parse(raw)
             for listener in list(sensor._listeners):
                 try:
                     listener(sensor, reading)
@@ -820,21 +873,30 @@ class InspectingClient:
                 failed = True
             else:
                 failed = False
-                change = self._mirror.sensor_list([_info(m) for m in informs], generation)
-                pending = self._pending_changes
+                mirror = self._mirror
+                change = mirror.sensor_list(_infos(informs, self._logger), generation)
+                added = [info.name for info in change.added]
+                sensors = self._sensors
+                mirrored = mirror.sensors
+                for name in added:
+                    sensors[name] = InspectedSensor(self, mirrored[name])
+                self._pending_changes.sensors_added.extend(added)
+                wanted = self._wanted
+                strategies = self._strategies
                 default = self._default
-                for info in change.added:
-                    self._sensors[info.name] = InspectedSensor(self, self._mirror.sensors[info.name])
-                    pending.sensors_added.append(info.name)
-                    if (default is not None and info.name not in self._wanted
-                            and info.name not in self._unsampled):
-                        self._wanted[info.name] = None
-                        if default != ("auto",):
-                            self._strategies[info.name] = default
-                    if info.name in self._wanted:
-                        self._mirror.watch(info.name, self)
-                        if info.name in self._strategies:
-                            self._strategies_due.add(info.name)
+                if default is not None:
+                    unsampled = self._unsampled
+                    custom = default != ("auto",)
+                    for name in added:
+                        if name not in wanted and name not in unsampled:
+                            wanted[name] = None
+                            if custom:
+                                strategies[name] = default
+                watch = [name for name in added if name in wanted]
+                mirror.watch_many(watch, self)
+                if strategies:
+                    self._strategies_due.update(name for name in watch if name in strategies)
+                pending = self._pending_changes
                 for old, new in change.changed:
                     self._sensors[new.name]._set_info(self._mirror.sensors[new.name])
                     pending.sensors_changed.append(new.name)
