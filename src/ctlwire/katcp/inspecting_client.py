@@ -58,6 +58,7 @@ log = logging.getLogger("ctlwire.katcp.inspecting_client")
 
 _STATUS_CODES = {raw.decode(): code for code, raw in Sensor.STATUSES_RAW.items()}
 _MESSAGE = Message
+_NO_PARAMS: list = []  # (never changed: _typed() replaces it)
 _INFORM = Message.INFORM
 
 
@@ -119,16 +120,19 @@ class InspectedSensor:
     __slots__ = ("_client", "_mirrored", "_params", "_parser", "_listeners", "__weakref__")
 
     def __init__(self, client: "InspectingClient", mirrored: MirroredSensor) -> None:
+        # (a sync makes one per sensor: nothing is allocated here that can wait)
         self._client = client
-        self._listeners: list[Listener] = []
-        self._set_info(mirrored)
+        self._listeners: Sequence[Listener] = ()  # a list once one is registered
+        self._mirrored = mirrored
+        self._parser: Any = None  # as _set_info
+        self._params: list = _NO_PARAMS
 
     def _set_info(self, mirrored: MirroredSensor) -> None:
         self._mirrored = mirrored
         # the typed parser is made on first use: a sync of thousands of sensors need not
         # pay for the sensors nobody reads
         self._parser: Any = None
-        self._params: list = []
+        self._params: list = _NO_PARAMS
 
     # (read from the mirror's description: a sync makes one of these per sensor)
     @property
@@ -226,7 +230,9 @@ class InspectedSensor:
         also called at once with the latest reading, if there is one.
         """
         with self._client._lock:
-            self._listeners.append(listener)
+            if not self._listeners:
+                self._listeners = []
+            self._listeners.append(listener)  # type: ignore[union-attr]
             self._client._listening += 1
         if reading:
             latest = self.get_reading()
@@ -237,7 +243,7 @@ class InspectedSensor:
         """Stop calling ``listener``."""
         with self._client._lock:
             try:
-                self._listeners.remove(listener)
+                self._listeners.remove(listener)  # type: ignore[union-attr]
             except ValueError:
                 return
             self._client._listening -= 1
@@ -317,22 +323,6 @@ class _Link(BlockingClient):
 
     def notify_connected(self, connected: bool) -> None:
         self._owner._on_link(connected)
-
-
-def _infos(informs: list[Message], logger: logging.Logger) -> list[SensorInfo]:
-    """The :class:`SensorInfo` of each ``#sensor-list`` inform (one too short is skipped)."""
-    infos = []
-    append = infos.append
-    for msg in informs:
-        a = msg.arguments
-        try:
-            append(SensorInfo(a[0].decode("utf-8", "replace"), a[1].decode("utf-8", "replace"),
-                              a[2].decode("utf-8", "replace"), a[3].decode("utf-8", "replace"),
-                              tuple(a[4:])))
-        except IndexError:
-            logger.warning("#sensor-list inform without name, description, units and type "
-                           "skipped: %r", msg)
-    return infos
 
 
 StateCallback = Callable[[ClientState, ModelChange], None]
@@ -779,13 +769,16 @@ class InspectingClient:
         with self._lock:
             mirror = self._mirror
             was = mirror.state
-            sensors, bad = mirror.sensor_status_informs(informs)
             if self._listening:
+                readings: list = []
+                bad = mirror.sensor_status_informs(informs, readings)
                 known = self._sensors
-                for mirrored, raw in sensors:
+                for mirrored, raw in readings:
                     sensor = known.get(mirrored.info.name)
                     if sensor is not None and sensor._listeners:
                         updated.append((sensor, raw))
+            else:
+                bad = mirror.sensor_status_informs(informs)
             self._readings_seen += len(informs)
             if self._waiters:  # (notify_all costs more than the rest of a reading)
                 self._cond.notify_all()
@@ -874,7 +867,12 @@ class InspectingClient:
             else:
                 failed = False
                 mirror = self._mirror
-                change = mirror.sensor_list(_infos(informs, self._logger), generation)
+                change, bad = mirror.sensor_list_informs([m.arguments for m in informs],
+                                                         generation)
+                for args in bad:
+                    self._logger.warning("#sensor-list inform without name, description, "
+                                         "units and type from %s skipped: %r",
+                                         self._address(), args)
                 added = [info.name for info in change.added]
                 sensors = self._sensors
                 mirrored = mirror.sensors

@@ -90,6 +90,26 @@ class MirroredSensor:
         self.watchers = {} if watchers is None else watchers
 
 
+_new_tuple = tuple.__new__  # (a named tuple made without its Python-level __new__)
+
+
+def _sensor_infos(informs: Iterable[Sequence[bytes]],
+                  bad: List[Sequence[bytes]]) -> Iterable[SensorInfo]:
+    """The :class:`SensorInfo` of each ``#sensor-list`` inform; too short ones go to
+    ``bad``. Text that is not UTF-8 is decoded with replacement characters."""
+    for a in informs:
+        try:
+            try:
+                text = (a[0].decode(), a[1].decode(), a[2].decode(), a[3].decode(),
+                        tuple(a[4:]))
+            except UnicodeDecodeError:
+                text = tuple(x.decode("utf-8", "replace") for x in a[:4]) + (tuple(a[4:]),)
+        except IndexError:
+            bad.append(a)
+            continue
+        yield _new_tuple(SensorInfo, text)
+
+
 # status words as they come on the wire -> as the mirror keeps them
 _STATUS_WORDS = {w.encode(): w for w in ("unknown", "nominal", "warn", "error", "failure",
                                            "unreachable", "inactive")}
@@ -244,25 +264,41 @@ class DeviceMirror:
         # than what the mirror holds) but another is asked for.
         if generation is None or generation == self._list_generation:
             self._need_sensor_list = False
+        sensors = self.sensors
         seen: Set[str] = set()
+        add_seen = seen.add
+        added = change.added
         for info in entries:
-            seen.add(info.name)
-            old = self.sensors.get(info.name)
+            name = info.name
+            add_seen(name)
+            old = sensors.get(name)
             if old is None:
-                s = MirroredSensor(info)
-                self.sensors[info.name] = s
-                change.added.append(info)
+                sensors[name] = MirroredSensor(info)
+                added.append(info)
             elif old.info != info:
                 change.changed.append((old.info, info))
                 old.info = info
                 old.reading = None
                 old.subscribed = Subscribed.UNKNOWN
                 self._check_sampling(old)
-        for name in [n for n in self.sensors if n not in seen]:
-            s = self.sensors.pop(name)
-            self._need_sampling.discard(name)
-            change.removed.append(s.info)
+        if len(seen) < len(sensors):
+            for name in [n for n in sensors if n not in seen]:
+                s = sensors.pop(name)
+                self._need_sampling.discard(name)
+                change.removed.append(s.info)
         return change
+
+    def sensor_list_informs(self, informs: Iterable[Sequence[bytes]],
+                            generation: Optional[int] = None
+                            ) -> Tuple[ListChange, List[Sequence[bytes]]]:
+        """:meth:`sensor_list` from the ``#sensor-list`` informs' arguments (``name
+        description units type params...``, as bytes).
+
+        Returns what changed, and the informs too short to describe a sensor (which are
+        left out).
+        """
+        bad: List[Sequence[bytes]] = []
+        return self.sensor_list(_sensor_infos(informs, bad), generation), bad
 
     def sensor_list_failed(self) -> None:
         """The ``?sensor-list`` failed: it is asked for again."""
@@ -331,23 +367,24 @@ class DeviceMirror:
             self._check_sampling(s)
         return s
 
-    def sensor_status_informs(self, informs: Iterable[Sequence[bytes]]
-                              ) -> Tuple[List[Tuple[MirroredSensor, SensorReading]],
-                                         List[Sequence[bytes]]]:
+    def sensor_status_informs(self, informs: Iterable[Sequence[bytes]],
+                              updated: Optional[List[Tuple[MirroredSensor,
+                                                           SensorReading]]] = None
+                              ) -> List[Sequence[bytes]]:
         """Apply many ``#sensor-status`` informs at once, given their arguments
         (``timestamp count name status value ...``, as bytes).
 
         The same as :meth:`sensor_status` for every reading in them, for the bursts a
-        sync brings (one reading per sensor). Returns ``(sensor, reading)`` of every
-        reading of a sensor the mirror knows, in order, and the informs that could not
-        be read.
+        sync brings (one reading per sensor). With ``updated``, ``(sensor, reading)`` of
+        every reading of a sensor the mirror knows is appended to it, in order. Returns
+        the informs that could not be read.
         """
-        updated: List[Tuple[MirroredSensor, SensorReading]] = []
         bad: List[Sequence[bytes]] = []
         sensors = self.sensors
         need = self._need_sampling
         yes = Subscribed.YES
         words = _STATUS_WORDS
+        new_reading = _new_tuple
         for args in informs:
             try:
                 timestamp = float(args[0])
@@ -360,9 +397,9 @@ class DeviceMirror:
                 if s is None:
                     continue
                 status = args[i + 1]
-                s.reading = reading = SensorReading(
+                s.reading = reading = new_reading(SensorReading, (
                     timestamp, words.get(status) or status.decode("ascii", "replace"),
-                    args[i + 2])
+                    args[i + 2]))
                 if s.subscribed is not yes:
                     # the device is evidently sampling it
                     s.subscribed = yes
@@ -370,8 +407,9 @@ class DeviceMirror:
                         need.discard(s.info.name)
                     else:
                         self._check_sampling(s)
-                updated.append((s, reading))
-        return updated, bad
+                if updated is not None:
+                    updated.append((s, reading))
+        return bad
 
     # -- interest ----------------------------------------------------------------------------------
     def watch_many(self, names: Iterable[str], watcher: Hashable) -> None:
