@@ -372,7 +372,9 @@ class InspectingClient:
         self._default: Optional[tuple] = tuple(sample.split()) if sample else None
         self._unsampled: set[str] = set()   # set to none explicitly: no default for them
         self._pending_changes = ModelChange()
-        self._sensors: dict[str, InspectedSensor] = {}
+        # name -> InspectedSensor, or its MirroredSensor until someone asks for it (a
+        # sync of thousands of sensors makes no objects nobody uses): see _inspected
+        self._sensors: dict[str, Union[InspectedSensor, MirroredSensor]] = {}
         self._strategies: dict[str, tuple] = {}     # name -> (strategy, *params) not auto
         self._strategies_due: set[str] = set()      # custom strategies to (re)apply
         self._timeout_hints: dict[str, float] = {}
@@ -553,7 +555,7 @@ class InspectingClient:
     @property
     def sensor(self) -> dict[str, InspectedSensor]:
         with self._lock:
-            return dict(self._sensors)
+            return {name: self._inspected(name) for name in self._sensors}
 
     @property
     def sensors(self) -> list[str]:
@@ -577,9 +579,16 @@ class InspectingClient:
         """The sensor called ``name`` (``KeyError`` if the device has none)."""
         with self._lock:
             try:
-                return self._sensors[name]
+                return self._inspected(name)
             except KeyError:
                 raise KeyError(f"{self._address()} has no sensor {name!r}") from None
+
+    def _inspected(self, name: str) -> InspectedSensor:
+        # caller holds the lock; KeyError for a sensor the device does not have
+        sensor = self._sensors[name]
+        if sensor.__class__ is not InspectedSensor:
+            sensor = self._sensors[name] = InspectedSensor(self, sensor)  # type: ignore
+        return sensor  # type: ignore[return-value]
 
     # -- requests --------------------------------------------------------------------------------
     def request_timeout(self, name: str, timeout: Optional[float] = None) -> Optional[float]:
@@ -606,8 +615,9 @@ class InspectingClient:
             raise KatcpClientError(f"?sensor-value {name} failed on {self._address()}: "
                                    f"{_reason(reply)}")
         a = informs[0].arguments
-        sensor = self._sensors.get(name)
         raw = SensorReading(float(a[0]), a[3].decode(), a[4])
+        with self._lock:
+            sensor = self._inspected(name) if name in self._sensors else None
         if sensor is not None:
             return sensor._parse(raw)  # type: ignore[return-value]
         return Reading(raw.timestamp, _STATUS_CODES.get(raw.status, 0), raw.value)
@@ -775,7 +785,7 @@ class InspectingClient:
                 known = self._sensors
                 for mirrored, raw in readings:
                     sensor = known.get(mirrored.info.name)
-                    if sensor is not None and sensor._listeners:
+                    if sensor.__class__ is InspectedSensor and sensor._listeners:
                         updated.append((sensor, raw))
             else:
                 bad = mirror.sensor_status_informs(informs)
@@ -877,7 +887,7 @@ class InspectingClient:
                 sensors = self._sensors
                 mirrored = mirror.sensors
                 for name in added:
-                    sensors[name] = InspectedSensor(self, mirrored[name])
+                    sensors[name] = mirrored[name]  # (made an InspectedSensor on demand)
                 self._pending_changes.sensors_added.extend(added)
                 wanted = self._wanted
                 strategies = self._strategies
@@ -896,7 +906,11 @@ class InspectingClient:
                     self._strategies_due.update(name for name in watch if name in strategies)
                 pending = self._pending_changes
                 for old, new in change.changed:
-                    self._sensors[new.name]._set_info(self._mirror.sensors[new.name])
+                    sensor = sensors[new.name]
+                    if sensor.__class__ is InspectedSensor:
+                        sensor._set_info(mirrored[new.name])  # type: ignore[union-attr]
+                    else:
+                        sensors[new.name] = mirrored[new.name]
                     pending.sensors_changed.append(new.name)
                     if new.name in self._strategies:
                         self._strategies_due.add(new.name)
