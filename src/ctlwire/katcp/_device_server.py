@@ -194,6 +194,12 @@ class DeviceServer(DeviceServerBase, StandardRequests):
         hubs = self._hubs
         loop = self._loop
         started = SampleAuto.started
+        queue = conn._queue_fn
+
+        def inform_callback(sensor: Sensor, reading: Any) -> None:
+            # (one for all: the hubs feed these strategies' client themselves)
+            queue(hubs[sensor].line(reading))
+
         lines = []
         for sensor in sensors:
             old = strategies.pop(sensor, None)
@@ -202,7 +208,7 @@ class DeviceServer(DeviceServerBase, StandardRequests):
             hub = hubs.get(sensor)
             if hub is None:
                 hub = hubs[sensor] = SensorHub(self, sensor)
-            strategies[sensor] = started(_informer(conn, hub), sensor, loop)
+            strategies[sensor] = started(inform_callback, sensor, loop)
             try:
                 lines.append(hub.add_auto(conn))
             except Exception:  # as SampleStrategy.inform: logged, the others still go out

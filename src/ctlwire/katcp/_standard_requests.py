@@ -366,9 +366,14 @@ class StandardRequests:
             !sensor-list ok 2
         """
         sensors = self._matching_sensors(msg)
-        for name, sensor in sensors:
-            req.inform(name, sensor.description, sensor.units, sensor.stype,
-                       *sensor.formatted_params)
+        mid = msg.mid
+        # one send for the whole list: mirrors ask for all of it at every (re)connect
+        if sensors:
+            req.client_connection._send(b"".join([
+                encode_message(_INFORM, "sensor-list", (
+                    name, sensor.description, sensor.units, sensor.stype,
+                    *sensor.formatted_params), mid)
+                for name, sensor in sensors]))
         return req.make_reply("ok", len(sensors))
 
     def request_sensor_value(self, req: ClientRequestConnection, msg: Message) -> Message:
