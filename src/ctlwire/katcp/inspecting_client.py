@@ -886,13 +886,15 @@ class InspectingClient:
                 added = [info.name for info in change.added]
                 sensors = self._sensors
                 mirrored = mirror.sensors
-                for name in added:
-                    sensors[name] = mirrored[name]  # (made an InspectedSensor on demand)
+                # (made an InspectedSensor on demand)
+                sensors.update(zip(added, map(mirrored.__getitem__, added)))
                 self._pending_changes.sensors_added.extend(added)
                 wanted = self._wanted
                 strategies = self._strategies
                 default = self._default
-                if default is not None:
+                if default == ("auto",) and not wanted and not self._unsampled:
+                    wanted.update(dict.fromkeys(added))  # (a first sync: sample them all)
+                elif default is not None:
                     unsampled = self._unsampled
                     custom = default != ("auto",)
                     for name in added:
