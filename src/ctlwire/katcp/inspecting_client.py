@@ -960,13 +960,20 @@ class InspectingClient:
     def _sample(self, names: list[str], strategy: str) -> None:
         # The mirror only knows "sampled (auto) or not": a sensor with a strategy of its
         # own gets that strategy straight away instead (one reading, not two).
-        groups: dict[tuple, list[str]] = {(strategy,): []}
+        plain = (strategy,)
+        groups: dict[tuple, list[str]] = {plain: []}
         with self._lock:
-            for name in names:
-                own = self._strategies.get(name) if strategy == "auto" else None
-                groups.setdefault(own or (strategy,), []).append(name)
-                if own:
-                    self._strategies_due.discard(name)
+            strategies = self._strategies
+            if strategy != "auto" or not strategies.keys() & names:
+                groups[plain] = names
+            else:
+                for name in names:
+                    own = strategies.get(name)
+                    if own:
+                        groups.setdefault(own, []).append(name)
+                        self._strategies_due.discard(name)
+                    else:
+                        groups[plain].append(name)
         ok_names: list[str] = []
         failed: list[str] = []
         for group_strategy, group in groups.items():
@@ -975,7 +982,8 @@ class InspectingClient:
             failed += bad
         with self._lock:
             self._mirror.sampling_done(ok_names, strategy, True)
-            self._mirror.sampling_done(failed, strategy, False)
+            if failed:
+                self._mirror.sampling_done(failed, strategy, False)
 
     def _apply_strategies(self, names: list[str]) -> None:
         with self._lock:
