@@ -110,6 +110,10 @@ def _sensor_infos(informs: Iterable[Sequence[bytes]],
         yield _new_tuple(SensorInfo, text)
 
 
+# length of a #sensor-status inform's arguments -> where its readings' names are (made
+# once per length, not once per inform; for the usual short informs only)
+_READING_POSITIONS: Dict[int, Tuple[int, ...]] = {}
+
 # status words as they come on the wire -> as the mirror keeps them
 _STATUS_WORDS = {w.encode(): w for w in ("unknown", "nominal", "warn", "error", "failure",
                                            "unreachable", "inactive")}
@@ -385,13 +389,20 @@ class DeviceMirror:
         yes = Subscribed.YES
         words = _STATUS_WORDS
         new_reading = _new_tuple
+        positions = _READING_POSITIONS
         for args in informs:
             try:
                 timestamp = float(args[0])
             except (ValueError, IndexError):
                 bad.append(args)
                 continue
-            for i in range(2, len(args) - 2, 3):
+            n = len(args)
+            at = positions.get(n)
+            if at is None:
+                at = range(2, n - 2, 3)
+                if n <= 32:
+                    positions[n] = tuple(at)
+            for i in at:
                 raw = args[i]
                 s = sensors.get(raw.decode("utf-8", "replace"))
                 if s is None:
