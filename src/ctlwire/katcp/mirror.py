@@ -98,15 +98,14 @@ def _sensor_infos(informs: Iterable[Sequence[bytes]],
     """The :class:`SensorInfo` of each ``#sensor-list`` inform; too short ones go to
     ``bad``. Text that is not UTF-8 is decoded with replacement characters."""
     for a in informs:
-        try:
-            try:
-                text = (a[0].decode(), a[1].decode(), a[2].decode(), a[3].decode(),
-                        tuple(a[4:]))
-            except UnicodeDecodeError:
-                text = tuple(x.decode("utf-8", "replace") for x in a[:4]) + (tuple(a[4:]),)
-        except IndexError:
+        if len(a) < 4:
             bad.append(a)
             continue
+        try:
+            text = (a[0].decode(), a[1].decode(), a[2].decode(), a[3].decode(),
+                    tuple(a[4:]))
+        except UnicodeDecodeError:
+            text = tuple(x.decode("utf-8", "replace") for x in a[:4]) + (tuple(a[4:]),)
         yield _new_tuple(SensorInfo, text)
 
 
