@@ -231,16 +231,22 @@ class DeviceMirror:
             return Action("sensor-list")
         if self._need_help:
             return Action("help")
-        add = sorted(n for n in self._need_sampling
-                     if self.sensors[n].watchers
-                     and self.sensors[n].subscribed is not Subscribed.YES)
+        add: List[str] = []
+        remove: List[str] = []
+        if self._need_sampling:
+            sensors = self.sensors
+            yes, no = Subscribed.YES, Subscribed.NO
+            for n in self._need_sampling:
+                s = sensors[n]
+                if s.watchers:
+                    if s.subscribed is not yes:
+                        add.append(n)
+                elif s.subscribed is not no:
+                    remove.append(n)
         if add:
-            return Action("sample", tuple(add), "auto")
-        remove = sorted(n for n in self._need_sampling
-                        if not self.sensors[n].watchers
-                        and self.sensors[n].subscribed is not Subscribed.NO)
+            return Action("sample", tuple(sorted(add)), "auto")
         if remove:
-            return Action("sample", tuple(remove), "none")
+            return Action("sample", tuple(sorted(remove)), "none")
         self._set_state(SyncState.SYNCED)
         return None
 
