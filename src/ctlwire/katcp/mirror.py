@@ -97,15 +97,18 @@ def _sensor_infos(informs: Iterable[Sequence[bytes]],
                   bad: List[Sequence[bytes]]) -> Iterable[SensorInfo]:
     """The :class:`SensorInfo` of each ``#sensor-list`` inform; too short ones go to
     ``bad``. Text that is not UTF-8 is decoded with replacement characters."""
+    shared: Dict[Tuple[bytes, ...], Tuple[bytes, ...]] = {}
     for a in informs:
         if len(a) < 4:
             bad.append(a)
             continue
+        params = tuple(a[4:])
+        # sensors often share their params (a range): one tuple for all, not one each
+        params = shared.setdefault(params, params)
         try:
-            text = (a[0].decode(), a[1].decode(), a[2].decode(), a[3].decode(),
-                    tuple(a[4:]))
+            text = (a[0].decode(), a[1].decode(), a[2].decode(), a[3].decode(), params)
         except UnicodeDecodeError:
-            text = tuple(x.decode("utf-8", "replace") for x in a[:4]) + (tuple(a[4:]),)
+            text = tuple(x.decode("utf-8", "replace") for x in a[:4]) + (params,)
         yield _new_tuple(SensorInfo, text)
 
 
