@@ -893,8 +893,10 @@ class InspectingClient:
                 wanted = self._wanted
                 strategies = self._strategies
                 default = self._default
+                watch = None
                 if default == ("auto",) and not wanted and not self._unsampled:
                     wanted.update(dict.fromkeys(added))  # (a first sync: sample them all)
+                    watch = added
                 elif default is not None:
                     unsampled = self._unsampled
                     custom = default != ("auto",)
@@ -903,7 +905,8 @@ class InspectingClient:
                             wanted[name] = None
                             if custom:
                                 strategies[name] = default
-                watch = [name for name in added if name in wanted]
+                if watch is None:
+                    watch = [name for name in added if name in wanted]
                 mirror.watch_many(watch, self)
                 if strategies:
                     self._strategies_due.update(name for name in watch if name in strategies)
