@@ -308,7 +308,9 @@ class StandardRequests:
         return req.make_reply("ok", len(versions))
 
     def _matching_sensors(self, msg: Message) -> list[tuple[str, Sensor]]:
-        pattern = msg.arguments[0].decode("utf-8", "replace") if msg.arguments else None
+        if not msg.arguments:
+            return sorted(self._sensors.items())  # all of them (a mirror's every sync)
+        pattern = msg.arguments[0].decode("utf-8", "replace")
         exact, name_filter = construct_name_filter(pattern)
         sensors = [(name, sensor) for name, sensor in sorted(self._sensors.items())
                    if name_filter(name)]
