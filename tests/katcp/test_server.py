@@ -594,6 +594,24 @@ def test_sampling_bulk_auto_then_none_stops_that_sensor_only(server):
     assert with_client(server, body) == [("box.temp", "nominal", "30.0")]
 
 
+def test_sampling_bulk_auto_logs_a_reading_it_cannot_send_and_sends_the_others(server,
+                                                                                caplog):
+    def broken(sensor, value):
+        raise RuntimeError("cannot format")
+
+    server.label._wire = broken  # (a function slot of this sensor only)
+
+    async def body(client):
+        reply, _ = await client.request("sensor-sampling", "box.count,psu.label", "auto")
+        informs = status_values(await client.wait_informs("sensor-status", 1))
+        return reply, informs
+    with caplog.at_level(logging.ERROR):
+        reply, informs = with_client(server, body)
+    assert reply == [b"box.count,psu.label", b"auto"]
+    assert informs == [("box.count", "unknown", "0")]
+    assert "psu.label" in caplog.text and "cannot format" in caplog.text
+
+
 def test_sampling_bulk_auto_serves_each_new_client_alike(server):
     # the server keeps a sensor's fan-out when its last client leaves; the next client
     # gets the same first readings and updates

@@ -200,7 +200,7 @@ class DeviceServer(DeviceServerBase, StandardRequests):
             # (one for all: the hubs feed these strategies' client themselves)
             queue(hubs[sensor].line(reading))
 
-        lines = []
+        fed = []
         for sensor in sensors:
             old = strategies.pop(sensor, None)
             if old is not None:
@@ -209,11 +209,14 @@ class DeviceServer(DeviceServerBase, StandardRequests):
             if hub is None:
                 hub = hubs[sensor] = SensorHub(self, sensor)
             strategies[sensor] = started(inform_callback, sensor, loop)
-            try:
-                lines.append(hub.add_auto(conn))
-            except Exception:  # as SampleStrategy.inform: logged, the others still go out
-                self._logger.exception("Unhandled exception sending the reading of "
-                                       "sensor %r", sensor.name)
+            fed.append(hub)
+
+        def failed(hub: SensorHub) -> None:
+            # as SampleStrategy.inform: logged, the others still go out
+            self._logger.exception("Unhandled exception sending the reading of sensor %r",
+                                   hub.sensor.name)
+
+        lines = SensorHub.add_autos(fed, conn, failed)
         if lines:
             conn._queue(b"".join(lines))
 
