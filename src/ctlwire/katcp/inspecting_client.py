@@ -401,8 +401,10 @@ class InspectingClient:
         self._stopping.clear()
         self._sync_thread = threading.Thread(target=self._sync_loop, daemon=True,
                                              name=f"katcp-inspect-{self._link.bind_address[1]}")
-        self._sync_thread.start()
+        # the link first: its connect is on the way to everything; the sync thread has
+        # nothing to do before #version-connect has come (a kick waits for it if need be)
         self._link.start()
+        self._sync_thread.start()
         if timeout is not None:
             self.until_synced(timeout)
 
