@@ -411,8 +411,11 @@ class DeviceMirror:
                 if n <= 32:
                     positions[n] = tuple(at)
             for i in at:
-                raw = args[i]
-                s = sensors.get(raw.decode("utf-8", "replace"))
+                try:
+                    name = args[i].decode()
+                except UnicodeDecodeError:
+                    name = args[i].decode("utf-8", "replace")
+                s = sensors.get(name)
                 if s is None:
                     continue
                 status = args[i + 1]
@@ -423,7 +426,7 @@ class DeviceMirror:
                     # the device is evidently sampling it
                     s.subscribed = yes
                     if s.watchers:
-                        need.discard(s.info.name)
+                        need.discard(name)
                     else:
                         self._check_sampling(s)
                 if updated is not None:
