@@ -280,12 +280,20 @@ class DeviceMirror:
         seen: Set[str] = set()
         add_seen = seen.add
         added = change.added
+        new_sensor = object.__new__
+        no = Subscribed.NO
         for info in entries:
             name = info.name
             add_seen(name)
             old = sensors.get(name)
             if old is None:
-                sensors[name] = MirroredSensor(info)
+                # MirroredSensor(info), without the call of its __init__ (a sync makes
+                # one per sensor)
+                s = sensors[name] = new_sensor(MirroredSensor)
+                s.info = info
+                s.reading = None
+                s.subscribed = no
+                s.watchers = {}
                 added.append(info)
             elif old.info != info:
                 change.changed.append((old.info, info))
