@@ -185,6 +185,24 @@ def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
     return predicate()
 
 
+# ---------------------------------------------------------------------- connecting
+def test_numeric_addresses_are_taken_as_they_are_and_names_are_resolved():
+    from ctlwire.katcp._client_link import _literal_address
+
+    assert _literal_address("127.0.0.1", 7) == [
+        (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 7))]
+    assert _literal_address("::1", 7) == [
+        (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", 7, 0, 0))]
+    assert _literal_address("localhost", 7) == []  # left to getaddrinfo
+    assert _literal_address("fe80::1%lo", 7) == []  # (a scope needs the resolver)
+
+
+def test_connects_by_host_name_too(peer, clients):
+    client = started(clients(BlockingClient, "localhost", peer.port))
+    reply, _ = client.blocking_request(Message.request("watchdog"), timeout=TIMEOUT)
+    assert reply.reply_ok()
+
+
 # ---------------------------------------------------------------------- protocol detection
 def test_v5_protocol_flags_come_from_version_connect(peer, clients):
     client = started(clients(BlockingClient, "127.0.0.1", peer.port))

@@ -546,6 +546,88 @@ def test_sampling_bulk_with_unknown_sensor_changes_nothing(server):
     assert with_client(server, body) == [b"box.count", b"none"]
 
 
+def _set(server, sensor, value):
+    return asyncio.get_running_loop().run_in_executor(None, sensor.set_value, value)
+
+
+def test_sampling_bulk_auto_sends_current_readings_then_every_update(server):
+    async def body(client):
+        reply, _ = await client.request("sensor-sampling", "box.count,box.temp", "auto")
+        first = status_values(await client.wait_informs("sensor-status", 2))
+        await _set(server, server.count, 7)
+        await _set(server, server.count, 7)  # auto: sent again, unchanged or not
+        later = status_values(await client.wait_informs("sensor-status", 4))[2:]
+        query = await client.request("sensor-sampling", "box.temp")
+        return reply, first, later, query[0]
+    reply, first, later, query = with_client(server, body)
+    assert reply == [b"box.count,box.temp", b"auto"]
+    assert sorted(first) == [("box.count", "unknown", "0"), ("box.temp", "nominal", "20.5")]
+    assert later == [("box.count", "nominal", "7")] * 2
+    assert query == [b"box.temp", b"auto"]
+
+
+def test_sampling_bulk_auto_replaces_a_strategy_without_sending_twice(server):
+    async def body(client):
+        await client.request("sensor-sampling", "box.count", "event")
+        await client.wait_informs("sensor-status", 1)
+        await client.request("sensor-sampling", "box.count,psu.ok", "auto")
+        await client.wait_informs("sensor-status", 3)
+        await _set(server, server.count, 5)
+        await _set(server, server.temp, 21.0)  # not sampled: nothing
+        await _set(server, server.ok, True)
+        informs = status_values(await client.wait_informs("sensor-status", 5))
+        return informs[3:], (await client.request("sensor-sampling", "box.count"))[0]
+    updates, query = with_client(server, body)
+    assert updates == [("box.count", "nominal", "5"), ("psu.ok", "nominal", "1")]
+    assert query == [b"box.count", b"auto"]
+
+
+def test_sampling_bulk_auto_then_none_stops_that_sensor_only(server):
+    async def body(client):
+        await client.request("sensor-sampling", "box.count,box.temp", "auto")
+        await client.wait_informs("sensor-status", 2)
+        await client.request("sensor-sampling", "box.count", "none")
+        await _set(server, server.count, 9)
+        await _set(server, server.temp, 30.0)
+        informs = status_values(await client.wait_informs("sensor-status", 3))
+        return informs[2:]
+    assert with_client(server, body) == [("box.temp", "nominal", "30.0")]
+
+
+def test_sampling_bulk_auto_logs_a_reading_it_cannot_send_and_sends_the_others(server,
+                                                                                caplog):
+    def broken(sensor, value):
+        raise RuntimeError("cannot format")
+
+    server.label._wire = broken  # (a function slot of this sensor only)
+
+    async def body(client):
+        reply, _ = await client.request("sensor-sampling", "box.count,psu.label", "auto")
+        informs = status_values(await client.wait_informs("sensor-status", 1))
+        return reply, informs
+    with caplog.at_level(logging.ERROR):
+        reply, informs = with_client(server, body)
+    assert reply == [b"box.count,psu.label", b"auto"]
+    assert informs == [("box.count", "unknown", "0")]
+    assert "psu.label" in caplog.text and "cannot format" in caplog.text
+
+
+def test_sampling_bulk_auto_serves_each_new_client_alike(server):
+    # the server keeps a sensor's fan-out when its last client leaves; the next client
+    # gets the same first readings and updates
+    async def body(client):
+        await client.request("sensor-sampling", "box.count,psu.label", "auto")
+        first = status_values(await client.wait_informs("sensor-status", 2))
+        await _set(server, server.count, server.count.value() + 1)
+        update = status_values(await client.wait_informs("sensor-status", 3))[2]
+        return sorted(first), update
+    (first1, update1), (first2, update2) = with_client(server, body), with_client(server, body)
+    assert [name for name, _, _ in first1] == ["box.count", "psu.label"]
+    assert first2[1] == first1[1] == ("psu.label", "unknown", "main supply")
+    assert first2[0] == update1 == ("box.count", "nominal", "1")
+    assert update2 == ("box.count", "nominal", "2")
+
+
 @pytest.mark.parametrize("args, match", [
     (("nope", "auto"), "Unknown sensor name: nope"),
     (("box.count", "sometimes"), "Unknown strategy name: sometimes"),

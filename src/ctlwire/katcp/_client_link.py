@@ -62,6 +62,20 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _RCV_SLICE = 0.05
 
 
+def _literal_address(host: str, port: int) -> list:
+    """``getaddrinfo``'s answer for a numeric IPv4 or IPv6 address, without asking it
+    (the resolver costs a few ms the first time: it loads the IDNA codec); ``[]`` for
+    a name."""
+    for family, addr in ((socket.AF_INET, (host, port)),
+                         (socket.AF_INET6, (host, port, 0, 0))):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError, TypeError):
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)]
+    return []
+
+
 def _wait_fds(readers: list, writers: list, timeout: float) -> tuple[list, list]:
     """``select()`` without its 1024-descriptor limit (rare paths only: connect, backoff,
     a write that did not fit)."""
@@ -285,7 +299,8 @@ class ClientLink:
         """Try each address of the server once; True when connected."""
         host, port = self._bindaddr
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = _literal_address(host, port) or socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             self._logger.warning("Cannot resolve %s: %s", self.bind_address_string, exc)
             return False

@@ -19,7 +19,7 @@ from ._sensor_hub import SensorHub
 from ._server_base import DeviceServerBase
 from ._standard_requests import StandardRequests
 from .core import Message, encode_message
-from .sampling import SampleNone, SampleStrategy
+from .sampling import SampleAuto, SampleNone, SampleStrategy
 from .sensor import Sensor
 
 __all__ = ["DeviceServer", "AsyncDeviceServer"]
@@ -54,6 +54,8 @@ class DeviceServer(DeviceServerBase, StandardRequests):
         self.extra_versions: dict[str, tuple[str, str | None]] = {}
         self._restart_queue: Any = None
         self._sensors: dict[str, Sensor] = {}
+        # One hub per sensor ever sampled; kept (observing nothing) when nobody samples
+        # it any more, for the next client: mirrors reconnect and sample all again.
         self._hubs: dict[Sensor, SensorHub] = {}
         self.setup_sensors()
 
@@ -149,8 +151,6 @@ class DeviceServer(DeviceServerBase, StandardRequests):
             hub = self._hubs.get(sensor)
             if hub is not None:
                 hub.remove(client_conn)
-                if hub.empty:
-                    del self._hubs[sensor]
 
     def _forget_client(self, conn: ClientConnection) -> None:
         if conn.strategies:
@@ -165,8 +165,6 @@ class DeviceServer(DeviceServerBase, StandardRequests):
         if isinstance(strategy, SampleNone):
             if hub is not None:
                 hub.remove(conn)
-                if hub.empty:
-                    del self._hubs[sensor]
             return
         if hub is None:
             hub = self._hub(sensor)
@@ -182,14 +180,57 @@ class DeviceServer(DeviceServerBase, StandardRequests):
 
     def _make_strategy(self, conn: ClientConnection, sensor: Sensor, strategy: bytes,
                        params: list[bytes]) -> SampleStrategy:
-        line = self._hub(sensor).line
+        return SampleStrategy.get_strategy(strategy, _informer(conn, self._hub(sensor)),
+                                           sensor, *params, loop=self._loop)
+
+    def _sample_auto(self, conn: ClientConnection, sensors: list[Sensor]) -> None:
+        """``auto`` on many sensors of ``conn`` at once (loop thread): what
+        ``_set_strategy`` does for each, with the first readings sent in one write.
+
+        A bulk ``?sensor-sampling ... auto`` is how mirrors sync a device: this keeps
+        its cost per sensor to the bookkeeping (no strategy checks, no per-sensor
+        send)."""
+        strategies = conn.strategies
+        hubs = self._hubs
+        loop = self._loop
+        started = SampleAuto.started
         queue = conn._queue_fn
 
         def inform_callback(sensor: Sensor, reading: Any) -> None:
-            queue(line(reading))
+            # (one for all: the hubs feed these strategies' client themselves)
+            queue(hubs[sensor].line(reading))
 
-        return SampleStrategy.get_strategy(strategy, inform_callback, sensor, *params,
-                                           loop=self._loop)
+        fed = []
+        for sensor in sensors:
+            old = strategies.pop(sensor, None)
+            if old is not None:
+                old.cancel()
+            hub = hubs.get(sensor)
+            if hub is None:
+                hub = hubs[sensor] = SensorHub(self, sensor)
+            strategies[sensor] = started(inform_callback, sensor, loop)
+            fed.append(hub)
+
+        def failed(hub: SensorHub) -> None:
+            # as SampleStrategy.inform: logged, the others still go out
+            self._logger.exception("Unhandled exception sending the reading of sensor %r",
+                                   hub.sensor.name)
+
+        lines = SensorHub.add_autos(fed, conn, failed)
+        if lines:
+            conn._queue(b"".join(lines))
+
+
+def _informer(conn: ClientConnection, hub: SensorHub) -> Any:
+    """The inform callback of ``conn``'s strategy for ``hub``'s sensor: the hub's
+    (cached) line, queued to the client."""
+    line = hub.line
+    queue = conn._queue_fn
+
+    def inform_callback(sensor: Sensor, reading: Any) -> None:
+        queue(line(reading))
+
+    return inform_callback
 
 
 #: katcp-python name of a device server whose handlers run in the loop: the default here.

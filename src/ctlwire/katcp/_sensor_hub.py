@@ -94,6 +94,48 @@ class SensorHub:
             self.others[conn] = strategy
         self._refresh()
 
+    def add_auto(self, conn: ClientConnection) -> bytes:
+        """Have ``conn`` sample with ``auto`` (what :meth:`add` does for a
+        :class:`SampleAuto`, for a bulk request); returns the line of the current
+        reading, which the caller sends."""
+        autos = self.autos
+        if conn in self.others or conn in autos:
+            self.others.pop(conn, None)
+            autos[conn] = conn._queue_fn
+            self._refresh()
+        else:
+            autos[conn] = queue = conn._queue_fn
+            self._autos += (queue,)
+            if len(autos) == 1 and not self.others:
+                self.sensor.attach(self)
+        return self.line(self.sensor.read())
+
+    @staticmethod
+    def add_autos(hubs: list["SensorHub"], conn: ClientConnection,
+                  failed: Callable[["SensorHub"], None]) -> list[bytes]:
+        """:meth:`add_auto` on many hubs for one client (a bulk request): the lines of
+        their current readings, in order. A line that cannot be made is left out and
+        its hub given to ``failed`` (from inside an ``except`` block)."""
+        queue = conn._queue_fn
+        lines = []
+        append = lines.append
+        for hub in hubs:
+            try:
+                autos = hub.autos
+                if conn in autos or conn in hub.others:
+                    append(hub.add_auto(conn))
+                    continue
+                # add_auto's usual case, inline
+                autos[conn] = queue
+                hub._autos += (queue,)
+                if len(autos) == 1 and not hub.others:
+                    hub.sensor.attach(hub)
+                reading = hub.sensor.read()
+                append(hub._last_line if reading is hub._last_reading else hub.line(reading))
+            except Exception:  # noqa: BLE001 - one bad sensor must not stop the others
+                failed(hub)
+        return lines
+
     def remove(self, conn: ClientConnection) -> None:
         self.autos.pop(conn, None)
         self.others.pop(conn, None)

@@ -7,7 +7,7 @@ tables are collected from the whole class hierarchy). Their docstrings are the
 
 The handlers use what ``DeviceServer`` provides: its sensors (``_sensors``), clients
 (``_conns``), ``log``, identity (``version()``, ``build_state()``) and sampling
-(``_make_strategy``, ``_set_strategy``, ``clear_strategies``).
+(``_make_strategy``, ``_set_strategy``, ``_sample_auto``, ``clear_strategies``).
 
 Layering: imports ``ctlwire.katcp.core``, ``kattypes``, ``sampling`` and ``sensor``.
 """
@@ -78,6 +78,7 @@ class StandardRequests:
         def clear_strategies(self, client_conn: Any, remove_client: bool = False) -> None: ...
         def _make_strategy(self, conn: Any, sensor: Sensor, strategy: bytes,
                            params: list[bytes]) -> SampleStrategy: ...
+        def _sample_auto(self, conn: Any, sensors: list[Sensor]) -> None: ...
         def _set_strategy(self, conn: Any, sensor: Sensor,
                           strategy: SampleStrategy) -> None: ...
 
@@ -307,7 +308,9 @@ class StandardRequests:
         return req.make_reply("ok", len(versions))
 
     def _matching_sensors(self, msg: Message) -> list[tuple[str, Sensor]]:
-        pattern = msg.arguments[0].decode("utf-8", "replace") if msg.arguments else None
+        if not msg.arguments:
+            return sorted(self._sensors.items())  # all of them (a mirror's every sync)
+        pattern = msg.arguments[0].decode("utf-8", "replace")
         exact, name_filter = construct_name_filter(pattern)
         sensors = [(name, sensor) for name, sensor in sorted(self._sensors.items())
                    if name_filter(name)]
@@ -365,9 +368,14 @@ class StandardRequests:
             !sensor-list ok 2
         """
         sensors = self._matching_sensors(msg)
-        for name, sensor in sensors:
-            req.inform(name, sensor.description, sensor.units, sensor.stype,
-                       *sensor.formatted_params)
+        mid = msg.mid
+        # one send for the whole list: mirrors ask for all of it at every (re)connect
+        if sensors:
+            req.client_connection._send(b"".join([
+                encode_message(_INFORM, "sensor-list", (
+                    name, sensor.description, sensor.units, sensor.stype,
+                    *sensor.formatted_params), mid)
+                for name, sensor in sensors]))
         return req.make_reply("ok", len(sensors))
 
     def request_sensor_value(self, req: ClientRequestConnection, msg: Message) -> Message:
@@ -488,6 +496,11 @@ class StandardRequests:
         if not self.PROTOCOL_INFO.strategy_allowed(strategy_name):
             raise FailReply(f"Strategy {strategy_name.decode()} not allowed for version "
                             f"{self.PROTOCOL_INFO.major} of katcp")
+        if strategy_name == b"auto" and not params and len(names) > 1 \
+                and _get_ident() == self._loop_tid:
+            # a mirror syncing: nothing to check per sensor, nothing to build
+            self._sample_auto(conn, [self._sensors[name] for name in names])
+            return req.make_reply("ok", names_arg, "auto")
         # Build every strategy first so a bad parameter changes nothing.
         new: list[tuple[Sensor, SampleStrategy]] = []
         for name in names:

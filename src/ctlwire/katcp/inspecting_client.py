@@ -44,6 +44,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
+from _thread import get_ident
+
 from ._client_requests import BlockingClient
 from .core import KatcpClientError, Message
 from .mirror import DeviceMirror, MirroredSensor, SensorInfo, SensorReading, SyncState
@@ -55,6 +57,9 @@ __all__ = ["ClientState", "InspectingClient", "InspectedSensor", "ModelChange",
 log = logging.getLogger("ctlwire.katcp.inspecting_client")
 
 _STATUS_CODES = {raw.decode(): code for code, raw in Sensor.STATUSES_RAW.items()}
+_MESSAGE = Message
+_NO_PARAMS: list = []  # (never changed: _typed() replaces it)
+_INFORM = Message.INFORM
 
 
 class ClientState(enum.Enum):
@@ -112,25 +117,39 @@ class InspectedSensor:
         Range or discrete values, as Python values.
     """
 
-    __slots__ = ("_client", "_mirrored", "name", "description", "units", "type", "_params",
-                 "_parser", "_listeners", "__weakref__")
+    __slots__ = ("_client", "_mirrored", "_params", "_parser", "_listeners", "__weakref__")
 
     def __init__(self, client: "InspectingClient", mirrored: MirroredSensor) -> None:
+        # (a sync makes one per sensor: nothing is allocated here that can wait)
         self._client = client
-        self._listeners: list[Listener] = []
-        self._set_info(mirrored)
+        self._listeners: Sequence[Listener] = ()  # a list once one is registered
+        self._mirrored = mirrored
+        self._parser: Any = None  # as _set_info
+        self._params: list = _NO_PARAMS
 
     def _set_info(self, mirrored: MirroredSensor) -> None:
-        info = mirrored.info
         self._mirrored = mirrored
-        self.name = info.name
-        self.description = info.description
-        self.units = info.units
-        self.type = info.type_name
         # the typed parser is made on first use: a sync of thousands of sensors need not
         # pay for the sensors nobody reads
         self._parser: Any = None
-        self._params: list = []
+        self._params: list = _NO_PARAMS
+
+    # (read from the mirror's description: a sync makes one of these per sensor)
+    @property
+    def name(self) -> str:
+        return self._mirrored.info.name
+
+    @property
+    def description(self) -> str:
+        return self._mirrored.info.description
+
+    @property
+    def units(self) -> str:
+        return self._mirrored.info.units
+
+    @property
+    def type(self) -> str:
+        return self._mirrored.info.type_name
 
     def _typed(self) -> Optional[Sensor]:
         parser = self._parser
@@ -210,7 +229,11 @@ class InspectedSensor:
         It runs in the client's I/O thread and must not block. With ``reading=True`` it is
         also called at once with the latest reading, if there is one.
         """
-        self._listeners.append(listener)
+        with self._client._lock:
+            if not self._listeners:
+                self._listeners = []
+            self._listeners.append(listener)  # type: ignore[union-attr]
+            self._client._listening += 1
         if reading:
             latest = self.get_reading()
             if latest is not None:
@@ -218,10 +241,12 @@ class InspectedSensor:
 
     def unregister_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``."""
-        try:
-            self._listeners.remove(listener)
-        except ValueError:
-            pass
+        with self._client._lock:
+            try:
+                self._listeners.remove(listener)  # type: ignore[union-attr]
+            except ValueError:
+                return
+            self._client._listening -= 1
 
     def is_listener(self, listener: Listener) -> bool:
         return listener in self._listeners
@@ -260,25 +285,44 @@ class _Link(BlockingClient):
         self._owner = owner
         super().__init__(*args, **kwargs)
 
-    def handle_inform(self, msg: Message) -> Any:
-        # Readings are most of the traffic of a mirror: straight to the owner, without
-        # the three calls of the generic inform dispatch.
-        if msg.mid is None and msg.name == "sensor-status":
-            self._owner._on_sensor_status(msg.arguments)
-            return None
-        return super().handle_inform(msg)
+    def _dispatch_items(self, items: list) -> None:
+        # Readings are most of the traffic of a mirror, and a sync brings one per sensor
+        # in a burst: each run of them goes to the owner at once (one lock, one wake-up),
+        # everything else through the generic dispatch, in the order received.
+        statuses: list = []
+        others: list = []
+        dispatch = super()._dispatch_items
+        for item in items:
+            if (item.__class__ is _MESSAGE and item.mtype == _INFORM and item.mid is None
+                    and item.name == "sensor-status"):
+                if others:
+                    dispatch(others)
+                    others = []
+                statuses.append(item.arguments)
+            else:
+                if statuses:
+                    self._readings(statuses)
+                    statuses = []
+                others.append(item)
+        if statuses:
+            self._readings(statuses)
+        if others or not items:
+            dispatch(others)
+
+    def _readings(self, statuses: list) -> None:
+        self._dispatching_thread = get_ident()  # (listeners may not make blocking requests)
+        try:
+            self._owner._on_sensor_statuses(statuses)
+        except Exception:  # noqa: BLE001 - as the generic dispatch: logged, never fatal
+            self._logger.exception("handling %d #sensor-status informs failed", len(statuses))
+        finally:
+            self._dispatching_thread = 0
 
     def inform_interface_changed(self, msg: Message) -> None:
         self._owner._on_interface_changed(msg.arguments)
 
     def notify_connected(self, connected: bool) -> None:
         self._owner._on_link(connected)
-
-
-def _info(msg: Message) -> SensorInfo:
-    a = msg.arguments
-    text = [x.decode("utf-8", "replace") for x in a[:4]]
-    return SensorInfo(text[0], text[1], text[2], text[3], tuple(a[4:]))
 
 
 StateCallback = Callable[[ClientState, ModelChange], None]
@@ -328,11 +372,14 @@ class InspectingClient:
         self._default: Optional[tuple] = tuple(sample.split()) if sample else None
         self._unsampled: set[str] = set()   # set to none explicitly: no default for them
         self._pending_changes = ModelChange()
-        self._sensors: dict[str, InspectedSensor] = {}
+        # name -> InspectedSensor, or its MirroredSensor until someone asks for it (a
+        # sync of thousands of sensors makes no objects nobody uses): see _inspected
+        self._sensors: dict[str, Union[InspectedSensor, MirroredSensor]] = {}
         self._strategies: dict[str, tuple] = {}     # name -> (strategy, *params) not auto
         self._strategies_due: set[str] = set()      # custom strategies to (re)apply
         self._timeout_hints: dict[str, float] = {}
         self._readings_seen = 0
+        self._listening = 0  # listeners registered on sensors: none, no lookups per reading
         self._waiters = 0
         self._help_due = False
         self._help_futures: Optional[tuple] = None  # (help, hints, link generation)
@@ -354,8 +401,10 @@ class InspectingClient:
         self._stopping.clear()
         self._sync_thread = threading.Thread(target=self._sync_loop, daemon=True,
                                              name=f"katcp-inspect-{self._link.bind_address[1]}")
-        self._sync_thread.start()
+        # the link first: its connect is on the way to everything; the sync thread has
+        # nothing to do before #version-connect has come (a kick waits for it if need be)
         self._link.start()
+        self._sync_thread.start()
         if timeout is not None:
             self.until_synced(timeout)
 
@@ -508,7 +557,7 @@ class InspectingClient:
     @property
     def sensor(self) -> dict[str, InspectedSensor]:
         with self._lock:
-            return dict(self._sensors)
+            return {name: self._inspected(name) for name in self._sensors}
 
     @property
     def sensors(self) -> list[str]:
@@ -532,9 +581,16 @@ class InspectingClient:
         """The sensor called ``name`` (``KeyError`` if the device has none)."""
         with self._lock:
             try:
-                return self._sensors[name]
+                return self._inspected(name)
             except KeyError:
                 raise KeyError(f"{self._address()} has no sensor {name!r}") from None
+
+    def _inspected(self, name: str) -> InspectedSensor:
+        # caller holds the lock; KeyError for a sensor the device does not have
+        sensor = self._sensors[name]
+        if sensor.__class__ is not InspectedSensor:
+            sensor = self._sensors[name] = InspectedSensor(self, sensor)  # type: ignore
+        return sensor  # type: ignore[return-value]
 
     # -- requests --------------------------------------------------------------------------------
     def request_timeout(self, name: str, timeout: Optional[float] = None) -> Optional[float]:
@@ -561,8 +617,9 @@ class InspectingClient:
             raise KatcpClientError(f"?sensor-value {name} failed on {self._address()}: "
                                    f"{_reason(reply)}")
         a = informs[0].arguments
-        sensor = self._sensors.get(name)
         raw = SensorReading(float(a[0]), a[3].decode(), a[4])
+        with self._lock:
+            sensor = self._inspected(name) if name in self._sensors else None
         if sensor is not None:
             return sensor._parse(raw)  # type: ignore[return-value]
         return Reading(raw.timestamp, _STATUS_CODES.get(raw.status, 0), raw.value)
@@ -718,28 +775,29 @@ class InspectingClient:
         self._flush_callbacks()
         self._kick.set()
 
-    def _on_sensor_status(self, args: Sequence[bytes]) -> None:
-        try:
-            ts = float(args[0])
-        except (ValueError, IndexError):
-            self._logger.warning("bad #sensor-status from %s: %r", self._address(), args)
-            return
+    def _on_sensor_statuses(self, informs: list) -> None:
+        """``#sensor-status`` informs (their arguments), from whichever thread reads."""
         updated = []
         with self._lock:
             mirror = self._mirror
             was = mirror.state
-            for i in range(2, len(args) - 2, 3):
-                name = args[i].decode("utf-8", "replace")
-                if mirror.sensor_status(ts, name, args[i + 1].decode("ascii", "replace"),
-                                        args[i + 2]) is not None:
-                    sensor = self._sensors.get(name)
-                    if sensor is not None and sensor._listeners:
-                        updated.append(sensor)
-            self._readings_seen += 1
+            if self._listening:
+                readings: list = []
+                bad = mirror.sensor_status_informs(informs, readings)
+                known = self._sensors
+                for mirrored, raw in readings:
+                    sensor = known.get(mirrored.info.name)
+                    if sensor.__class__ is InspectedSensor and sensor._listeners:
+                        updated.append((sensor, raw))
+            else:
+                bad = mirror.sensor_status_informs(informs)
+            self._readings_seen += len(informs)
             if self._waiters:  # (notify_all costs more than the rest of a reading)
                 self._cond.notify_all()
-        for sensor in updated:
-            reading = sensor.get_reading()
+        for args in bad:
+            self._logger.warning("bad #sensor-status from %s: %r", self._address(), args)
+        for sensor, raw in updated:
+            reading = sensor._parse(raw)
             for listener in list(sensor._listeners):
                 try:
                     listener(sensor, reading)
@@ -820,23 +878,47 @@ class InspectingClient:
                 failed = True
             else:
                 failed = False
-                change = self._mirror.sensor_list([_info(m) for m in informs], generation)
-                pending = self._pending_changes
+                mirror = self._mirror
+                entries = [m.arguments for m in informs]
+                del informs  # (a thousand objects fewer for the garbage collector to visit)
+                change, bad = mirror.sensor_list_informs(entries, generation)
+                for args in bad:
+                    self._logger.warning("#sensor-list inform without name, description, "
+                                         "units and type from %s skipped: %r",
+                                         self._address(), args)
+                added = [info.name for info in change.added]
+                sensors = self._sensors
+                mirrored = mirror.sensors
+                # (made an InspectedSensor on demand)
+                sensors.update(zip(added, map(mirrored.__getitem__, added)))
+                self._pending_changes.sensors_added.extend(added)
+                wanted = self._wanted
+                strategies = self._strategies
                 default = self._default
-                for info in change.added:
-                    self._sensors[info.name] = InspectedSensor(self, self._mirror.sensors[info.name])
-                    pending.sensors_added.append(info.name)
-                    if (default is not None and info.name not in self._wanted
-                            and info.name not in self._unsampled):
-                        self._wanted[info.name] = None
-                        if default != ("auto",):
-                            self._strategies[info.name] = default
-                    if info.name in self._wanted:
-                        self._mirror.watch(info.name, self)
-                        if info.name in self._strategies:
-                            self._strategies_due.add(info.name)
+                watch = None
+                if default == ("auto",) and not wanted and not self._unsampled:
+                    wanted.update(dict.fromkeys(added))  # (a first sync: sample them all)
+                    watch = added
+                elif default is not None:
+                    unsampled = self._unsampled
+                    custom = default != ("auto",)
+                    for name in added:
+                        if name not in wanted and name not in unsampled:
+                            wanted[name] = None
+                            if custom:
+                                strategies[name] = default
+                if watch is None:
+                    watch = [name for name in added if name in wanted]
+                mirror.watch_many(watch, self)
+                if strategies:
+                    self._strategies_due.update(name for name in watch if name in strategies)
+                pending = self._pending_changes
                 for old, new in change.changed:
-                    self._sensors[new.name]._set_info(self._mirror.sensors[new.name])
+                    sensor = sensors[new.name]
+                    if sensor.__class__ is InspectedSensor:
+                        sensor._set_info(mirrored[new.name])  # type: ignore[union-attr]
+                    else:
+                        sensors[new.name] = mirrored[new.name]
                     pending.sensors_changed.append(new.name)
                     if new.name in self._strategies:
                         self._strategies_due.add(new.name)
@@ -884,13 +966,20 @@ class InspectingClient:
     def _sample(self, names: list[str], strategy: str) -> None:
         # The mirror only knows "sampled (auto) or not": a sensor with a strategy of its
         # own gets that strategy straight away instead (one reading, not two).
-        groups: dict[tuple, list[str]] = {(strategy,): []}
+        plain = (strategy,)
+        groups: dict[tuple, list[str]] = {plain: []}
         with self._lock:
-            for name in names:
-                own = self._strategies.get(name) if strategy == "auto" else None
-                groups.setdefault(own or (strategy,), []).append(name)
-                if own:
-                    self._strategies_due.discard(name)
+            strategies = self._strategies
+            if strategy != "auto" or not strategies.keys() & names:
+                groups[plain] = names
+            else:
+                for name in names:
+                    own = strategies.get(name)
+                    if own:
+                        groups.setdefault(own, []).append(name)
+                        self._strategies_due.discard(name)
+                    else:
+                        groups[plain].append(name)
         ok_names: list[str] = []
         failed: list[str] = []
         for group_strategy, group in groups.items():
@@ -899,7 +988,8 @@ class InspectingClient:
             failed += bad
         with self._lock:
             self._mirror.sampling_done(ok_names, strategy, True)
-            self._mirror.sampling_done(failed, strategy, False)
+            if failed:
+                self._mirror.sampling_done(failed, strategy, False)
 
     def _apply_strategies(self, names: list[str]) -> None:
         with self._lock:

@@ -221,6 +221,21 @@ class SampleAuto(SampleStrategy):
         if params:
             raise ValueError("The 'auto' strategy takes no parameters.")
 
+    @classmethod
+    def started(cls, inform_callback: InformCallback, sensor: Sensor,
+                loop: asyncio.AbstractEventLoop | None) -> "SampleAuto":
+        """An ``auto`` strategy that counts as started, for a device server that feeds
+        it and has sent the first reading itself (a bulk ``?sensor-sampling``: the
+        checks of the constructor and :meth:`start` have nothing to check)."""
+        self = cls.__new__(cls)
+        self._inform_callback = inform_callback
+        self._sensor = sensor
+        self._params = ()
+        self._loop = loop
+        self._attached = False
+        self._cancelled = False
+        return self
+
     def update(self, sensor: Sensor, reading: Reading) -> None:
         self.inform(reading)
 
