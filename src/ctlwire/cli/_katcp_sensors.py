@@ -135,7 +135,12 @@ def _line(ts: bytes, name: bytes, status: bytes, value: bytes) -> str:
 
 
 class _Stop:
-    """SIGTERM and SIGHUP end a long-running command normally (exit 0), as Ctrl-C does."""
+    """SIGINT, SIGTERM and SIGHUP end a long-running command normally (exit 0).
+
+    SIGINT gets a handler of its own too (as in ``tcs-record``) rather than Python's
+    KeyboardInterrupt: a command started as a shell's background job inherits SIGINT
+    ignored, and ``kill -INT`` must still stop it with its summary.
+    """
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -143,7 +148,7 @@ class _Stop:
 
     def __enter__(self) -> "_Stop":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
                 if sig is not None:
                     self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
         return self
