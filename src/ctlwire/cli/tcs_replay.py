@@ -108,7 +108,9 @@ def _parser() -> CommandParser:
                    help="mock mode: stop after N events")
     p.add_argument("--spin", type=spin, default=None, metavar="SECONDS",
                    help="busy-wait this long before each deadline instead of sleeping "
-                        "(default 0: always sleep; at most 0.1)")
+                        "(0: always sleep; at most 0.1; default: adaptive, spins what "
+                        "sleeps overshoot, up to 500 us, and only sleeps while the "
+                        "machine is busy)")
     p.add_argument("--realtime", action="store_true",
                    help="pace under SCHED_FIFO (Linux, needs CAP_SYS_NICE): precise timing "
                         "on a busy machine")

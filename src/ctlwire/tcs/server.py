@@ -29,16 +29,20 @@ _log = logging.getLogger("ctlwire.tcs")
 
 __all__ = [
     "ZMQServer", "TCSDBReplay", "TCSMockEvent", "TCSSubscriber", "TCSDatabaseError",
-    "ReplayStats", "string_to_bytes", "use_realtime_scheduling", "MOCK_TOPIC",
+    "ReplayStats", "Pacer", "string_to_bytes", "use_realtime_scheduling", "MOCK_TOPIC",
 ]
 
 #: Counters of a replay pass (sent, filtered, skipped, lateness); see ``TCSDBReplay.stats``.
 ReplayStats = _replay.ReplayStats
 
-#: Default spin window of the replay's pacing (seconds). 0: always sleep. Spinning the
-#: last stretch before a deadline helps only on an otherwise idle machine; on a busy
-#: 2-core one the spinning thread is preempted and ends up later (see docs/tcs-ocd.md).
-DEFAULT_SPIN = 0.0
+#: Default spin setting of the replay's pacing: None, adaptive (see ``Pacer``): the
+#: wait sleeps, then spins a window that follows how late this thread's sleeps end, and
+#: stops spinning for a while when the spinning thread is being preempted (a busy
+#: machine). 0 always sleeps; a number of seconds is a fixed window (docs/tcs-ocd.md).
+DEFAULT_SPIN = None
+
+#: The pacing's wait (``Pacer(spin).wait_until(deadline, interrupt)``).
+Pacer = _replay.Pacer
 
 _SORT_ORDERS = {"none": 0, "__data_time": 1, "__wire_time": 2}
 
@@ -87,11 +91,12 @@ class TCSDBReplay:
     json_compat : bool, optional
         Keyword only.  Encode with the standard library's ``json.dumps`` (byte-for-byte
         stdlib output) instead of the compact fast encoder.
-    spin : float, optional
-        Keyword only.  Seconds before a deadline during which the wait spins rather
-        than sleeps (default 0: always sleep, with a 1 µs timer slack on Linux).
-        A window of about the kernel's wake-up latency (100-200 µs) trades one
-        busy core for precision on a machine with cores to spare.
+    spin : float or None, optional
+        Keyword only.  How each wait ends: None (default) adaptive, it sleeps and then
+        spins a window that follows how late this thread's sleeps end (0 to 500 µs),
+        and only sleeps for a while when the machine is busy enough to preempt the
+        spinning; 0 always sleeps (1 µs timer slack on Linux); a number of seconds
+        spins that fixed window before each deadline.
 
     Attributes
     ----------
@@ -116,15 +121,18 @@ class TCSDBReplay:
     def __init__(self, db_name: str, sort_by: str = "none", speedup: float = 1.0,
                  topics: Sequence[str] | str | None = None, convert_number: bool = False,
                  convert_bool: bool = False, *, json_compat: bool = False,
-                 spin: float = DEFAULT_SPIN) -> None:
+                 spin: float | None = DEFAULT_SPIN) -> None:
         if sort_by not in _SORT_ORDERS:
             raise ValueError(f"unknown sort_by {sort_by!r}: use one of "
                              f"{', '.join(repr(k) for k in _SORT_ORDERS)}")
         speedup = float(speedup)
         if not speedup > 0:  # also rejects NaN
             raise ValueError(f"speedup must be > 0, got {speedup!r}")
+        if spin is not None and not float(spin) >= 0:  # also rejects NaN
+            raise ValueError(f"spin must be >= 0 seconds or None, got {spin!r}")
         if isinstance(topics, str):
             topics = [topics]
+        self._spin = None if spin is None else float(spin)
         self.db_name = str(db_name)
         self.sort_by = sort_by
         self.speedup = speedup
@@ -136,7 +144,6 @@ class TCSDBReplay:
         self._encode = _encoder(json_compat)
         self._replayer = None
         self.event_ids: Iterator[int] = iter(())
-        self._spin = float(spin)
         self._reset_iter()
 
     # -- documented iteration -------------------------------------------------
