@@ -1116,7 +1116,7 @@ cdef class Replayer:
         self.stats.sent += 1
         return msg
 
-    def run_due(self, prepare, deliver, long long limit=-1):
+    def run_due(self, prepare, deliver, long long limit=-1, interrupt=None):
         """Pace the remaining events, handing them over in batches of those due.
 
         ``prepare(topic, event)`` is called for each accepted event (times rewritten)
@@ -1126,7 +1126,8 @@ cdef class Replayer:
         has come, at once: after a late event the ones due meanwhile go together
         instead of one wait each.  An event's lateness is from its deadline to when
         ``deliver`` returned.  Returns the number of items delivered; ``limit`` >= 0
-        stops after that many.
+        stops after that many; ``interrupt`` (an object with ``is_set()``) being set
+        during a wait ends the pass there (the items prepared ahead are not sent).
 
         Items are prepared up to 64 ahead, and only while the next deadline is
         further away than about twice what preparing one costs.  The clock starts
@@ -1143,9 +1144,9 @@ cdef class Replayer:
         while limit < 0 or n < limit:
             paced = self.speedup != INFINITY
             while not end and len(ahead) < 64 and (limit < 0 or n + len(ahead) < limit):
-                if ahead:
+                if ahead and paced:
                     off = (<tuple>ahead[0])[0]
-                    if not paced or off != off:
+                    if off != off:
                         break
                     if self.start_mono + off - _mono() <= 2 * cost + 10e-6:
                         break
@@ -1171,7 +1172,10 @@ cdef class Replayer:
                 break
             off = (<tuple>ahead[0])[0]
             if off == off:
-                self.pacer._wait(self.start_mono + off, None)
+                if self.pacer._wait(self.start_mono + off, interrupt):
+                    break
+            elif interrupt is not None and interrupt.is_set():
+                break
             # the head is due: so is every item behind it whose deadline has passed
             now = _mono()
             k = 1

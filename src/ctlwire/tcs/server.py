@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .. import _json
@@ -249,6 +249,21 @@ class TCSDBReplay:
             return self._replayer.run(server.send_frames)
         finally:
             server.on_full = old
+
+    def run_due(self, prepare: Callable[[str, dict[str, Any]], Any],
+                deliver: Callable[[list[Any]], Any], limit: int = -1,
+                interrupt: Any = None) -> int:
+        """Pace the rest of this pass, handing events over in batches of those due.
+
+        ``prepare(topic, event)`` turns each accepted event (times rewritten) into what
+        is handed over, ahead of its deadline (None: nothing to hand over);
+        ``deliver(items)`` gets every prepared item whose deadline has come, in order.
+        Lateness (:attr:`stats`) runs from an event's deadline to when ``deliver``
+        returned.  ``interrupt`` (e.g. a ``threading.Event``) ends the pass early when
+        set (checked at least every 50 ms while waiting).  Returns the number of items
+        delivered.
+        """
+        return self._replayer.run_due(prepare, deliver, limit, interrupt)
 
     def frames(self) -> Iterator[list[bytes]]:
         """Iterate accepted events as ``[topic, json]`` bytes frames (None skipped)."""
