@@ -305,6 +305,11 @@ def monotonic():
 cdef double ADAPT_START = 200e-6
 cdef double ADAPT_MAX = 500e-6
 cdef double ADAPT_STEP = 0.1e-6       # the window goes down by this, up by 99 times it
+
+#: Adaptive pacing: the first spin window, its largest, and the step of its tracker (s).
+ADAPTIVE_START = ADAPT_START
+ADAPTIVE_MAX = ADAPT_MAX
+ADAPTIVE_STEP = ADAPT_STEP
 cdef double PREEMPT_GAP = 30e-6       # a gap this long between clock reads: preempted
 cdef double PREEMPT_SHARE = 0.1
 cdef double JUDGE_EVERY = 0.25        # seconds of spinning between judgements
@@ -354,6 +359,7 @@ cdef class Pacer:
 
     @property
     def window(self):
+        """The spin window now (seconds; 0 while spinning is suspended)."""
         if self.adaptive and self.resume_at != 0.0:
             return 0.0
         return self.window_
@@ -438,6 +444,11 @@ cdef class Pacer:
                     self.suspended += 1
                 self.spun = self.lost = 0.0
         return 0
+
+    def learn(self, double late):
+        """Feed the adaptive window one sleep that ended ``late`` seconds past its
+        target (what every sleeping wait does; public for tests and tuning)."""
+        self._learn(late)
 
     cdef void _learn(self, double late) noexcept:
         """One sleep ended ``late`` seconds after it was due: move the window."""
