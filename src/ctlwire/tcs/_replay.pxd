@@ -91,7 +91,7 @@ cdef class Pacer:
     cdef bint adaptive
     cdef double fixed
     cdef double window_
-    cdef double resume_at
+    cdef double resume_at, cooldown
     cdef double spun, lost
     cdef public long long sleeps, spins, suspended
 

@@ -301,7 +301,9 @@ def monotonic():
 # sleep ends 50-100 µs late (a virtual CPU that halts is woken by its host), a spin does
 # not; on a busy one a spinning thread is preempted and ends up later than a sleeping
 # one, so when more than PREEMPT_SHARE of the spinning time was lost to preemption the
-# wait only sleeps for COOLDOWN seconds, then tries spinning again.
+# wait only sleeps for a cool-down, then tries spinning again; the cool-down doubles
+# (COOLDOWN up to COOLDOWN_MAX) each time the machine is still busy, and halves after
+# a judgement that finds it idle.
 cdef double ADAPT_START = 200e-6
 cdef double ADAPT_MAX = 500e-6
 cdef double ADAPT_STEP = 0.1e-6       # the window goes down by this, up by 99 times it
@@ -314,6 +316,7 @@ cdef double PREEMPT_GAP = 30e-6       # a gap this long between clock reads: pre
 cdef double PREEMPT_SHARE = 0.1
 cdef double JUDGE_EVERY = 0.25        # seconds of spinning between judgements
 cdef double COOLDOWN = 2.0
+cdef double COOLDOWN_MAX = 64.0
 
 
 cdef class Pacer:
@@ -348,6 +351,7 @@ cdef class Pacer:
             self.fixed = spin
             self.window_ = spin
         self.resume_at = 0.0
+        self.cooldown = COOLDOWN
         self.spun = 0.0
         self.lost = 0.0
         self.sleeps = self.spins = self.suspended = 0
@@ -440,8 +444,11 @@ cdef class Pacer:
             if self.spun >= JUDGE_EVERY:
                 if self.lost > PREEMPT_SHARE * self.spun:
                     # preempted while spinning: the machine is busy, sleep for a while
-                    self.resume_at = prev + COOLDOWN
+                    self.resume_at = prev + self.cooldown
+                    self.cooldown = min(self.cooldown * 2, COOLDOWN_MAX)
                     self.suspended += 1
+                else:
+                    self.cooldown = max(self.cooldown / 2, COOLDOWN)
                 self.spun = self.lost = 0.0
         return 0
 
