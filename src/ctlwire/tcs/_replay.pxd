@@ -91,12 +91,13 @@ cdef class Pacer:
     cdef bint adaptive
     cdef double fixed
     cdef double window_
-    cdef double resume_at, cooldown
+    cdef double resume_at, cooldown, gil_lead
     cdef double spun, lost
     cdef public long long sleeps, spins, suspended
 
     cdef int _wait(self, double deadline, object interrupt) except -1
     cdef void _learn(self, double late) noexcept
+    cdef void _learn_gil(self, double took) noexcept
 
 
 @cython.final

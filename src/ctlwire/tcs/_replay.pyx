@@ -317,6 +317,9 @@ cdef double PREEMPT_SHARE = 0.1
 cdef double JUDGE_EVERY = 0.25        # seconds of spinning between judgements
 cdef double COOLDOWN = 2.0
 cdef double COOLDOWN_MAX = 64.0
+# Longest stretch spun holding the GIL before a deadline (see Pacer._wait): another
+# Python thread (a server's loop) gets no GIL meanwhile.
+cdef double GIL_LEAD_MAX = 20e-6
 
 
 cdef class Pacer:
@@ -351,6 +354,7 @@ cdef class Pacer:
             self.fixed = spin
             self.window_ = spin
         self.resume_at = 0.0
+        self.gil_lead = 0.0
         self.cooldown = COOLDOWN
         self.spun = 0.0
         self.lost = 0.0
@@ -430,15 +434,23 @@ cdef class Pacer:
             return 0
         self.spins += 1
         worst = 0.0
+        # the spin ends gil_lead before the deadline: taking the GIL back may wait
+        # for another Python thread (a server's event loop), and that wait is better
+        # spent before the deadline than after it; the rest is spun holding the GIL
+        lead_at = deadline - self.gil_lead
         with nogil:
             t0 = prev = _mono()
-            while prev < deadline:
+            while prev < lead_at:
                 now = _mono()
                 gap = now - prev
                 if gap > PREEMPT_GAP:
                     worst += gap
                 prev = now
         if self.adaptive:
+            now = _mono()
+            self._learn_gil(now - prev)
+            while now < deadline:
+                now = _mono()
             self.spun += prev - t0
             self.lost += worst
             if self.spun >= JUDGE_EVERY:
@@ -452,10 +464,27 @@ cdef class Pacer:
                 self.spun = self.lost = 0.0
         return 0
 
+    @property
+    def gil_lead(self):
+        """How long before a deadline the adaptive spin takes the GIL back (seconds)."""
+        return self.gil_lead
+
     def learn(self, double late):
         """Feed the adaptive window one sleep that ended ``late`` seconds past its
         target (what every sleeping wait does; public for tests and tuning)."""
         self._learn(late)
+
+    cdef void _learn_gil(self, double took) noexcept:
+        """Taking the GIL back after a spin took ``took`` seconds: move the lead (the
+        same 99th-percentile tracker as the window, up to GIL_LEAD_MAX)."""
+        if took > self.gil_lead:
+            self.gil_lead += 99 * ADAPT_STEP
+            if self.gil_lead > GIL_LEAD_MAX:
+                self.gil_lead = GIL_LEAD_MAX
+        else:
+            self.gil_lead -= ADAPT_STEP
+            if self.gil_lead < 0:
+                self.gil_lead = 0.0
 
     cdef void _learn(self, double late) noexcept:
         """One sleep ended ``late`` seconds after it was due: move the window."""
@@ -470,7 +499,8 @@ cdef class Pacer:
 
     def __repr__(self):
         mode = "adaptive" if self.adaptive else f"spin={self.fixed!r}"
-        return (f"Pacer({mode}, window={self.window * 1e6:.0f} µs, sleeps={self.sleeps}, "
+        return (f"Pacer({mode}, window={self.window * 1e6:.0f} µs, "
+                f"gil_lead={self.gil_lead * 1e6:.0f} µs, sleeps={self.sleeps}, "
                 f"spins={self.spins}, suspended={self.suspended})")
 
 
