@@ -78,6 +78,28 @@ def test_an_interrupt_set_during_a_long_wait_ends_it():
     assert got == [False]
 
 
+def test_an_adaptive_pacer_in_a_real_time_thread_only_sleeps():
+    from ctlwire.tcs.server import use_realtime_scheduling
+    got = []
+
+    def run():
+        if not use_realtime_scheduling():
+            got.append(None)
+            return
+        pacer = Pacer(None)
+        for _ in range(20):
+            pacer.wait_until(_replay.monotonic() + 100e-6)
+        got.append(pacer)
+
+    t = threading.Thread(target=run)  # the policy dies with the thread
+    t.start()
+    t.join(10)
+    if got == [None]:
+        pytest.skip("SCHED_FIFO not permitted here")
+    # a spinning real-time thread would starve its core
+    assert got[0].spins == 0 and got[0].sleeps == 20 and got[0].window == 0.0
+
+
 def _reference_window(window: float, late: float) -> float:
     """The adaptive window's tracker in plain Python: a 99th-percentile estimate."""
     step, top = _replay.ADAPTIVE_STEP, _replay.ADAPTIVE_MAX

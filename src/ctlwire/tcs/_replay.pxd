@@ -91,7 +91,8 @@ cdef class Pacer:
     cdef bint adaptive
     cdef double fixed
     cdef double window_
-    cdef double resume_at, cooldown, gil_lead
+    cdef double resume_at, cooldown, gil_lead, policy_at
+    cdef bint realtime
     cdef double spun, lost
     cdef public long long sleeps, spins, suspended
 

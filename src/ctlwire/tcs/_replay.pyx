@@ -283,6 +283,21 @@ cdef extern from *:
     void ctlwire_set_slack(long ns) nogil
 
 
+cdef extern from *:
+    """
+    #include <sched.h>
+    static int ctlwire_realtime(void) {
+    #if defined(SCHED_FIFO) && defined(SCHED_RR)
+        int p = sched_getscheduler(0);
+        return p == SCHED_FIFO || p == SCHED_RR;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int ctlwire_realtime() nogil
+
+
 cdef inline double _mono() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -354,6 +369,8 @@ cdef class Pacer:
             self.fixed = spin
             self.window_ = spin
         self.resume_at = 0.0
+        self.policy_at = -1e9
+        self.realtime = False
         self.gil_lead = 0.0
         self.cooldown = COOLDOWN
         self.spun = 0.0
@@ -368,7 +385,7 @@ cdef class Pacer:
     @property
     def window(self):
         """The spin window now (seconds; 0 while spinning is suspended)."""
-        if self.adaptive and self.resume_at != 0.0:
+        if self.adaptive and (self.resume_at != 0.0 or self.realtime):
             return 0.0
         return self.window_
 
@@ -398,11 +415,19 @@ cdef class Pacer:
         if rem <= 0:
             return 0
         window = self.window_
-        if self.adaptive and self.resume_at != 0.0:
-            if now < self.resume_at:
+        if self.adaptive:
+            if now - self.policy_at > 1.0:
+                # a real-time thread that spins starves its core (and is throttled
+                # for 50 ms a second): under SCHED_FIFO/RR the adaptive wait sleeps
+                self.policy_at = now
+                self.realtime = ctlwire_realtime() != 0
+            if self.realtime:
                 window = 0.0
-            else:
-                self.resume_at = 0.0
+            elif self.resume_at != 0.0:
+                if now < self.resume_at:
+                    window = 0.0
+                else:
+                    self.resume_at = 0.0
         try:
             while rem > window:
                 chunk = rem - window
