@@ -95,6 +95,7 @@ cdef class Pacer:
     cdef bint realtime
     cdef double spun, lost
     cdef public long long sleeps, spins, suspended
+    cdef public double spin_time, spin_lost
 
     cdef int _wait(self, double deadline, object interrupt) except -1
     cdef void _learn(self, double late) noexcept

@@ -15,6 +15,8 @@ class Pacer:
     sleeps: int
     spins: int
     suspended: int
+    spin_time: float
+    spin_lost: float
     def __init__(self, spin: float | None = ...) -> None: ...
     @property
     def spin(self) -> float | None: ...

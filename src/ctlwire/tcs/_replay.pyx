@@ -354,6 +354,9 @@ cdef class Pacer:
     sleeps, spins, suspended : int
         Waits that slept, waits that spun, and times spinning was suspended
         because it was being preempted.
+    spin_time, spin_lost : float
+        Seconds spent spinning, and how much of it the thread was not running
+        (gaps of more than 30 µs between two clock reads).
     """
 
     def __init__(self, spin=None):
@@ -376,6 +379,7 @@ cdef class Pacer:
         self.spun = 0.0
         self.lost = 0.0
         self.sleeps = self.spins = self.suspended = 0
+        self.spin_time = self.spin_lost = 0.0
 
     @property
     def spin(self):
@@ -471,6 +475,8 @@ cdef class Pacer:
                 if gap > PREEMPT_GAP:
                     worst += gap
                 prev = now
+        self.spin_time += prev - t0
+        self.spin_lost += worst
         if self.adaptive:
             now = _mono()
             self._learn_gil(now - prev)
@@ -526,7 +532,8 @@ cdef class Pacer:
         mode = "adaptive" if self.adaptive else f"spin={self.fixed!r}"
         return (f"Pacer({mode}, window={self.window * 1e6:.0f} µs, "
                 f"gil_lead={self.gil_lead * 1e6:.0f} µs, sleeps={self.sleeps}, "
-                f"spins={self.spins}, suspended={self.suspended})")
+                f"spins={self.spins}, suspended={self.suspended}, "
+                f"spin lost {self.spin_lost * 1e3:.1f} of {self.spin_time * 1e3:.0f} ms)")
 
 
 def wait_until(double deadline, spin=0.0, interrupt=None):
