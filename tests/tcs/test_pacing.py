@@ -251,3 +251,21 @@ def test_freeze_gc_puts_what_is_alive_out_of_the_collectors_reach():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+# -- sorted replays of recordings written in time order ------------------------------------
+
+def test_a_sorted_replay_of_a_database_already_in_time_order_reads_sequentially(tmp_path):
+    in_order = write_db(tmp_path / "a.sqlite", _events([0.0, 1.0, 1.0, 2.0]))
+    shuffled = write_db(tmp_path / "b.sqlite", _events([0.0, 2.0, 1.0, 3.0]))
+    with TCSDBReplay(in_order, sort_by="__data_time", speedup=INF) as replay:
+        assert replay._replayer.plan == "merge"
+        assert [_t(None, e) for e in _events_of(replay)] == [0.0, 1.0, 1.0, 2.0]
+    with TCSDBReplay(shuffled, sort_by="__data_time", speedup=INF) as replay:
+        assert replay._replayer.plan == "join"
+        assert [_t(None, e) for e in _events_of(replay)] == [0.0, 1.0, 2.0, 3.0]
+
+
+def _events_of(replay):
+    import json
+    return [json.loads(m[1]) for m in replay if m is not None]
