@@ -91,7 +91,7 @@ cdef class Pacer:
     cdef bint adaptive
     cdef double fixed
     cdef double window_
-    cdef double resume_at, cooldown, gil_lead, policy_at
+    cdef double resume_at, cooldown, policy_at
     cdef bint realtime
     cdef double spun, lost
     cdef public long long sleeps, spins, suspended
@@ -99,7 +99,6 @@ cdef class Pacer:
 
     cdef int _wait(self, double deadline, object interrupt) except -1
     cdef void _learn(self, double late) noexcept
-    cdef void _learn_gil(self, double took) noexcept
 
 
 @cython.final

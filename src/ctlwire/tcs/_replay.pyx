@@ -332,9 +332,6 @@ cdef double PREEMPT_SHARE = 0.2
 cdef double JUDGE_EVERY = 0.25        # seconds of spinning between judgements
 cdef double COOLDOWN = 2.0
 cdef double COOLDOWN_MAX = 64.0
-# Longest stretch spun holding the GIL before a deadline (see Pacer._wait): another
-# Python thread (a server's loop) gets no GIL meanwhile.
-cdef double GIL_LEAD_MAX = 20e-6
 
 
 cdef class Pacer:
@@ -374,7 +371,6 @@ cdef class Pacer:
         self.resume_at = 0.0
         self.policy_at = -1e9
         self.realtime = False
-        self.gil_lead = 0.0
         self.cooldown = COOLDOWN
         self.spun = 0.0
         self.lost = 0.0
@@ -463,13 +459,9 @@ cdef class Pacer:
             return 0
         self.spins += 1
         worst = 0.0
-        # the spin ends gil_lead before the deadline: taking the GIL back may wait
-        # for another Python thread (a server's event loop), and that wait is better
-        # spent before the deadline than after it; the rest is spun holding the GIL
-        lead_at = deadline - self.gil_lead
         with nogil:
             t0 = prev = _mono()
-            while prev < lead_at:
+            while prev < deadline:
                 now = _mono()
                 gap = now - prev
                 if gap > PREEMPT_GAP:
@@ -478,10 +470,6 @@ cdef class Pacer:
         self.spin_time += prev - t0
         self.spin_lost += worst
         if self.adaptive:
-            now = _mono()
-            self._learn_gil(now - prev)
-            while now < deadline:
-                now = _mono()
             self.spun += prev - t0
             self.lost += worst
             if self.spun >= JUDGE_EVERY:
@@ -495,27 +483,10 @@ cdef class Pacer:
                 self.spun = self.lost = 0.0
         return 0
 
-    @property
-    def gil_lead(self):
-        """How long before a deadline the adaptive spin takes the GIL back (seconds)."""
-        return self.gil_lead
-
     def learn(self, double late):
         """Feed the adaptive window one sleep that ended ``late`` seconds past its
         target (what every sleeping wait does; public for tests and tuning)."""
         self._learn(late)
-
-    cdef void _learn_gil(self, double took) noexcept:
-        """Taking the GIL back after a spin took ``took`` seconds: move the lead (the
-        same 99th-percentile tracker as the window, up to GIL_LEAD_MAX)."""
-        if took > self.gil_lead:
-            self.gil_lead += 99 * ADAPT_STEP
-            if self.gil_lead > GIL_LEAD_MAX:
-                self.gil_lead = GIL_LEAD_MAX
-        else:
-            self.gil_lead -= ADAPT_STEP
-            if self.gil_lead < 0:
-                self.gil_lead = 0.0
 
     cdef void _learn(self, double late) noexcept:
         """One sleep ended ``late`` seconds after it was due: move the window."""
@@ -530,8 +501,7 @@ cdef class Pacer:
 
     def __repr__(self):
         mode = "adaptive" if self.adaptive else f"spin={self.fixed!r}"
-        return (f"Pacer({mode}, window={self.window * 1e6:.0f} µs, "
-                f"gil_lead={self.gil_lead * 1e6:.0f} µs, sleeps={self.sleeps}, "
+        return (f"Pacer({mode}, window={self.window * 1e6:.0f} µs, sleeps={self.sleeps}, "
                 f"spins={self.spins}, suspended={self.suspended}, "
                 f"spin lost {self.spin_lost * 1e3:.1f} of {self.spin_time * 1e3:.0f} ms)")
 
