@@ -325,6 +325,9 @@ def replay_serve(path: str, realtime: bool = False) -> None:
             raise SystemExit("SCHED_FIFO not permitted")
     device = ReplayDevice(path, speedup=1.0, paused=True)
     device.start(timeout=30)
+    from ctlwire.tcs.server import freeze_gc
+
+    freeze_gc()  # as ctlwire-katcp replay does once its server is up
     print(device.bind_address[1], flush=True)
     device.finished.wait()
     stats = device.stats.as_dict()

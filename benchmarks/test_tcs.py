@@ -112,6 +112,27 @@ def test_paced_replay(benchmark, suite, paced_database):
     suite.run(benchmark, m, rounds=suite.pick(1, 3))
 
 
+def test_paced_replay_with_control_port(benchmark, suite, paced_database):
+    db, n = paced_database
+    rate = 20_000.0
+
+    def paced(control: bool):
+        def one() -> float:
+            p50, p99, mx, sent = bt.paced_control_round(db, DB_RATE, rate, control)
+            assert sent == n, f"sent {sent} of {n} events"
+            return p99 * 1e6
+        return one
+
+    m = Measure(FAMILY, f"paced replay at {rate:,.0f} events/s with the KATCP control "
+                        "port open, p99 lateness", "us",
+                {"ctlwire": paced(True), "compiled loop, no control port": paced(False)},
+                limit="compiled loop, no control port", higher_is_better=False,
+                targets=[Target("max", 200.0)],
+                note="tcs-replay --katcp-port: steered replay, a KATCP client sampling a "
+                     "sensor; limit: the same events through the compiled loop alone")
+    suite.run(benchmark, m, rounds=suite.pick(1, 3))
+
+
 def test_unpaced_replay_into_a_recorder(benchmark, suite, database, tmp_path_factory):
     """Issue 14: the unpaced replay with back-pressure into a ``tcs-record`` process,
     in events per second until the recorder has committed every event (its index

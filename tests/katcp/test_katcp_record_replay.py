@@ -13,6 +13,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -363,3 +364,50 @@ def test_replay_on_a_busy_port_is_exit_3(tmp_path):
         s.listen()
         result = tool("replay", path, "--port", str(s.getsockname()[1]))
     assert result.returncode == 3, result.stderr
+
+
+def test_replay_stopped_during_a_long_gap_stops_at_once(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    write_recording(path, [1, 2], spacing=600.0)  # the second reading is 10 minutes away
+    device = ReplayDevice(path, paused=True)
+    first = threading.Event()
+
+    class Watch:
+        def update(self, sensor, reading):
+            first.set()
+
+    device.start(timeout=TIMEOUT)
+    try:
+        device.get_sensor("level").attach(Watch())
+        device.start_replay()
+        assert first.wait(TIMEOUT)  # the first reading is set; the replay waits
+    finally:
+        device.stop(timeout=TIMEOUT)
+    # the wait for the next reading noticed the stop: the replay thread has ended
+    assert device.finished.wait(TIMEOUT)
+    assert device.readings == 1 and device.passes == 0
+
+
+def test_replay_sets_every_reading_in_order_with_its_recorded_timestamp(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    times = write_recording(path, list(range(50)), spacing=0.002)
+    device = ReplayDevice(path, paused=True)
+    seen = []
+
+    class Watch:
+        def update(self, sensor, reading):
+            seen.append(reading)
+
+    device.start(timeout=TIMEOUT)
+    try:
+        device.get_sensor("level").attach(Watch())
+        device.start_replay()
+        assert device.finished.wait(TIMEOUT)
+    finally:
+        device.stop(timeout=TIMEOUT)
+    assert [r.value for r in seen] == list(range(50))
+    stamps = [r.timestamp for r in seen]
+    # each reading keeps its recorded spacing (the timestamps are shifted, not re-spaced)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(abs(g - 0.002) < 1e-6 for g in gaps)
+    assert device.stats.timed == 51 and device.logs == 1

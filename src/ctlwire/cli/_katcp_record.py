@@ -161,6 +161,9 @@ def run_replay(args: argparse.Namespace) -> int:
                                    f"{cause.strerror or cause}") from None
         raise
     host, port = device.bind_address
+    from ..tcs.server import freeze_gc
+
+    freeze_gc()  # the server is up: keep full collections off its objects mid-replay
     started = time.monotonic()
     try:
         with _Stop() as signals:

@@ -108,7 +108,9 @@ def _parser() -> CommandParser:
                    help="mock mode: stop after N events")
     p.add_argument("--spin", type=spin, default=None, metavar="SECONDS",
                    help="busy-wait this long before each deadline instead of sleeping "
-                        "(default 0: always sleep; at most 0.1)")
+                        "(0: always sleep; at most 0.1; default: adaptive, spins what "
+                        "sleeps overshoot, up to 500 us, and only sleeps while the "
+                        "machine is busy)")
     p.add_argument("--realtime", action="store_true",
                    help="pace under SCHED_FIFO (Linux, needs CAP_SYS_NICE): precise timing "
                         "on a busy machine")
@@ -265,7 +267,8 @@ def _replay_command(args: argparse.Namespace) -> int:
     steer = None
     replay = None
     try:
-        from ..tcs.server import TCSDBReplay, TCSMockEvent, use_realtime_scheduling
+        from ..tcs.server import (TCSDBReplay, TCSMockEvent, freeze_gc,
+                                  use_realtime_scheduling)
         from ..tcs.steer import ReplayDatabaseError, SteeredReplay, has_sessions
         if args.db:
             simple = (len(args.db) == 1 and args.start is None and args.end is None
@@ -319,6 +322,7 @@ def _replay_command(args: argparse.Namespace) -> int:
                 signal.signal(sig, signal.default_int_handler)
         if args.realtime and not use_realtime_scheduling():
             _log.warning("SCHED_FIFO not permitted here; pacing with normal scheduling")
+        freeze_gc()  # everything is set up: keep full collections off it mid-replay
         try:
             return _serve(args, server, replay, steer, TCSMockEvent, ReplayDatabaseError, say)
         finally:

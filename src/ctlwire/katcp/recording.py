@@ -371,6 +371,9 @@ def read_descriptions(path: str) -> list[dict[str, Any]]:
     return [sensors[n] for n in sorted(sensors)]
 
 
+_STATUSES = Sensor.STATUS_NAMES_RAW
+
+
 def _make_sensor(desc: dict[str, Any]) -> Sensor:
     stype = Sensor.parse_type(desc["type"])
     params = Sensor.parse_params(stype, [p.encode() for p in desc["params"]])
@@ -427,6 +430,7 @@ class ReplayDevice(DeviceServer):
         self.unknown = 0
         self._replay: Any = None
         self._stats: Any = None
+        self._sensor_map: dict[str, Sensor] = {}
         self._replay_thread: Optional[threading.Thread] = None
         self.replay_error: Optional[BaseException] = None
         super().__init__(host, port, **kwargs)
@@ -481,31 +485,14 @@ class ReplayDevice(DeviceServer):
             return
         self._stats = self._replay.stats
         self._go.wait()
-        sensors = {s.name: s for s in self.get_sensors()}
-        statuses = Sensor.STATUS_NAMES_RAW
-        loads = _json.loads
+        self._sensor_map = {s.name: s for s in self.get_sensors()}
         try:
             while not self._halt.is_set():
-                for topic, payload in self._replay.frames():
-                    if self._halt.is_set():
-                        return
-                    event = loads(payload)
-                    if topic.startswith(b"katcp.sensor."):
-                        sensor = sensors.get(event["__key"])
-                        if sensor is None:
-                            self.unknown += 1
-                            continue
-                        value = event["__data"]
-                        raw = value.encode("utf-8") if isinstance(value, str) else b""
-                        sensor.set(event["__data_time"],
-                                   statuses.get(event["status"].encode(), Sensor.UNKNOWN),
-                                   sensor.parse_value(raw))
-                        self.readings += 1
-                    else:
-                        self.mass_inform(Message.inform(
-                            "log", event["__key"], "%.6f" % event["__data_time"],
-                            event.get("logger", ""), event["__data"]))
-                        self.logs += 1
+                # everything but setting the sensors is done ahead of the deadlines
+                # (prepare); the readings due are set together (deliver)
+                self._replay.run_due(self._prepare, self._deliver, interrupt=self._halt)
+                if self._halt.is_set():
+                    return
                 self.passes += 1
                 if not self.loop_replay:
                     break
@@ -517,6 +504,32 @@ class ReplayDevice(DeviceServer):
         finally:
             self._replay.close()
             self.finished.set()
+
+    def _prepare(self, topic: str, event: dict) -> Any:
+        """What setting one recorded event takes: ``(sensor, timestamp, status, value)``
+        for a reading, a ``#log`` message for a log event, None for an unknown sensor."""
+        if topic.startswith(SENSOR_TOPIC):
+            sensor = self._sensor_map.get(event["__key"])
+            if sensor is None:
+                self.unknown += 1
+                return None
+            value = event["__data"]
+            raw = value.encode("utf-8") if isinstance(value, str) else b""
+            return (sensor, event["__data_time"],
+                    _STATUSES.get(event["status"].encode(), Sensor.UNKNOWN),
+                    sensor.parse_value(raw))
+        return Message.inform("log", event["__key"], "%.6f" % event["__data_time"],
+                              event.get("logger", ""), event["__data"])
+
+    def _deliver(self, items: list) -> None:
+        """Set the readings (and send the log messages) whose time has come."""
+        for item in items:
+            if type(item) is tuple:
+                item[0].set(item[1], item[2], item[3])
+                self.readings += 1
+            else:
+                self.mass_inform(item)
+                self.logs += 1
 
     # -- requests -------------------------------------------------------------------------------------
     def request_replay_start(self, req: Any, msg: Message) -> Message:

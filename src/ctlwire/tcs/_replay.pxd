@@ -87,6 +87,21 @@ cdef class ReplayStats:
 
 
 @cython.final
+cdef class Pacer:
+    cdef bint adaptive
+    cdef double fixed
+    cdef double window_
+    cdef double resume_at, cooldown, policy_at
+    cdef bint realtime
+    cdef double spun, lost
+    cdef public long long sleeps, spins, suspended
+    cdef public double spin_time, spin_lost
+
+    cdef int _wait(self, double deadline, object interrupt) except -1
+    cdef void _learn(self, double late) noexcept
+
+
+@cython.final
 cdef class Replayer:
     cdef sqlite3 *_db
     cdef sqlite3_stmt *_stmt     # join plan: every row; merge plan: events
@@ -99,7 +114,7 @@ cdef class Replayer:
     cdef list _prefixes
     cdef bint _conv_num, _conv_bool
     cdef object _encode
-    cdef public double spin
+    cdef public Pacer pacer
     cdef bint _merge
     cdef bint _has_row, _a_has_row, _done
     cdef bint _started, _have_first
@@ -127,4 +142,5 @@ cdef class Replayer:
                        double *times, int *have)
     cdef tuple _header(self, sqlite3_stmt *st)
     cdef tuple _read_event(self, sqlite3_stmt *st, bint single)
+    cdef tuple _advance(self)
     cdef object _next(self, bint as_bytes)

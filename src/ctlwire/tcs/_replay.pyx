@@ -11,7 +11,7 @@ from cpython.conversion cimport PyOS_string_to_double
 from cpython.exc cimport PyErr_CheckSignals
 from libc.string cimport memcmp, memset, strcmp
 from libc.stdlib cimport strtod
-from libc.math cimport isfinite, INFINITY
+from libc.math cimport isfinite, INFINITY, NAN
 from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
 
 import logging
@@ -283,6 +283,21 @@ cdef extern from *:
     void ctlwire_set_slack(long ns) nogil
 
 
+cdef extern from *:
+    """
+    #include <sched.h>
+    static int ctlwire_realtime(void) {
+    #if defined(SCHED_FIFO) && defined(SCHED_RR)
+        int p = sched_getscheduler(0);
+        return p == SCHED_FIFO || p == SCHED_RR;
+    #else
+        return 0;
+    #endif
+    }
+    """
+    int ctlwire_realtime() nogil
+
+
 cdef inline double _mono() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -294,58 +309,212 @@ def monotonic():
     return _mono()
 
 
-def wait_until(double deadline, double spin=0.0, interrupt=None):
+# Adaptive spinning (the default): the wait sleeps until ``window`` before the deadline
+# and spins the rest.  The window follows the 99th percentile of how late this thread's
+# sleeps end (a stochastic quantile tracker: up by 99 steps when a sleep ends past the
+# window, down by one step otherwise), between 0 and ADAPT_MAX.  On an idle machine a
+# sleep ends 50-100 µs late (a virtual CPU that halts is woken by its host), a spin does
+# not; on a busy one a spinning thread is preempted and ends up later than a sleeping
+# one, so when more than PREEMPT_SHARE of the spinning time was lost to preemption the
+# wait only sleeps for a cool-down, then tries spinning again; the cool-down doubles
+# (COOLDOWN up to COOLDOWN_MAX) each time the machine is still busy, and halves after
+# a judgement that finds it idle.
+cdef double ADAPT_START = 200e-6
+cdef double ADAPT_MAX = 500e-6
+cdef double ADAPT_STEP = 0.1e-6       # the window goes down by this, up by 99 times it
+
+#: Adaptive pacing: the first spin window, its largest, and the step of its tracker (s).
+ADAPTIVE_START = ADAPT_START
+ADAPTIVE_MAX = ADAPT_MAX
+ADAPTIVE_STEP = ADAPT_STEP
+cdef double PREEMPT_GAP = 30e-6       # a gap this long between clock reads: preempted
+cdef double PREEMPT_SHARE = 0.2
+cdef double JUDGE_EVERY = 0.25        # seconds of spinning between judgements
+cdef double COOLDOWN = 2.0
+cdef double COOLDOWN_MAX = 64.0
+
+
+cdef class Pacer:
+    """How the replay waits for a deadline: sleep, then spin the last stretch.
+
+    Parameters
+    ----------
+    spin : float or None
+        None (default): adaptive, the spin window follows how late this thread's
+        sleeps end, and spinning stops for a while when the machine is busy enough
+        to preempt it.  0: always sleep.  > 0: a fixed spin window (seconds).
+
+    Attributes
+    ----------
+    window : float
+        The spin window now (seconds; 0 while spinning is suspended).
+    sleeps, spins, suspended : int
+        Waits that slept, waits that spun, and times spinning was suspended
+        because it was being preempted.
+    spin_time, spin_lost : float
+        Seconds spent spinning, and how much of it the thread was not running
+        (gaps of more than 30 µs between two clock reads).
+    """
+
+    def __init__(self, spin=None):
+        if spin is None:
+            self.adaptive = True
+            self.fixed = 0.0
+            self.window_ = ADAPT_START
+        else:
+            spin = float(spin)
+            if not spin >= 0:  # also NaN
+                raise ValueError(f"spin must be >= 0 seconds or None, got {spin!r}")
+            self.adaptive = False
+            self.fixed = spin
+            self.window_ = spin
+        self.resume_at = 0.0
+        self.policy_at = -1e9
+        self.realtime = False
+        self.cooldown = COOLDOWN
+        self.spun = 0.0
+        self.lost = 0.0
+        self.sleeps = self.spins = self.suspended = 0
+        self.spin_time = self.spin_lost = 0.0
+
+    @property
+    def spin(self):
+        """None (adaptive) or the fixed spin window in seconds."""
+        return None if self.adaptive else self.fixed
+
+    @property
+    def window(self):
+        """The spin window now (seconds; 0 while spinning is suspended)."""
+        if self.adaptive and (self.resume_at != 0.0 or self.realtime):
+            return 0.0
+        return self.window_
+
+    def wait_until(self, double deadline, interrupt=None):
+        """Wait until ``deadline`` (:func:`monotonic` seconds).
+
+        Returns True at the deadline, False when ``interrupt.is_set()`` became true
+        first (checked at least every 50 ms).
+        """
+        if interrupt is not None and interrupt.is_set():
+            return False
+        return self._wait(deadline, interrupt) == 0
+
+    cdef int _wait(self, double deadline, object interrupt) except -1:
+        """Wait until ``deadline``; 1 when ``interrupt`` was set first, else 0.
+
+        Sleeps without the GIL in chunks of at most 50 ms (Ctrl-C and ``interrupt``
+        are checked between them) with a 1 µs timer slack on Linux (the kernel's
+        licence to wake late is 50 µs by default), then spins without the GIL.
+        """
+        cdef double rem, chunk, target, now, prev, gap, worst, t0, window
+        cdef timespec ts
+        cdef long slack = -2
+        cdef bint slept = False
+        now = _mono()
+        rem = deadline - now
+        if rem <= 0:
+            return 0
+        window = self.window_
+        if self.adaptive:
+            if now - self.policy_at > 1.0:
+                # a real-time thread that spins starves its core (and is throttled
+                # for 50 ms a second): under SCHED_FIFO/RR the adaptive wait sleeps
+                self.policy_at = now
+                self.realtime = ctlwire_realtime() != 0
+            if self.realtime:
+                window = 0.0
+            elif self.resume_at != 0.0:
+                if now < self.resume_at:
+                    window = 0.0
+                else:
+                    self.resume_at = 0.0
+        try:
+            while rem > window:
+                chunk = rem - window
+                if chunk > 0.05:
+                    chunk = 0.05
+                target = now + chunk
+                ts.tv_sec = <long>chunk
+                ts.tv_nsec = <long>((chunk - ts.tv_sec) * 1e9)
+                if slack == -2:
+                    slack = ctlwire_get_slack()
+                    if slack > 1000:
+                        ctlwire_set_slack(1000)
+                with nogil:
+                    nanosleep(&ts, NULL)
+                now = _mono()
+                slept = True
+                if self.adaptive and target >= deadline - window - 1e-9:
+                    self._learn(now - target)
+                PyErr_CheckSignals()
+                if interrupt is not None and interrupt.is_set():
+                    return 1
+                rem = deadline - now
+        finally:
+            if slack > 1000:
+                ctlwire_set_slack(slack)
+        if slept:
+            self.sleeps += 1
+        if now >= deadline:
+            return 0
+        self.spins += 1
+        worst = 0.0
+        with nogil:
+            t0 = prev = _mono()
+            while prev < deadline:
+                now = _mono()
+                gap = now - prev
+                if gap > PREEMPT_GAP:
+                    worst += gap
+                prev = now
+        self.spin_time += prev - t0
+        self.spin_lost += worst
+        if self.adaptive:
+            self.spun += prev - t0
+            self.lost += worst
+            if self.spun >= JUDGE_EVERY:
+                if self.lost > PREEMPT_SHARE * self.spun:
+                    # preempted while spinning: the machine is busy, sleep for a while
+                    self.resume_at = prev + self.cooldown
+                    self.cooldown = min(self.cooldown * 2, COOLDOWN_MAX)
+                    self.suspended += 1
+                else:
+                    self.cooldown = max(self.cooldown / 2, COOLDOWN)
+                self.spun = self.lost = 0.0
+        return 0
+
+    def learn(self, double late):
+        """Feed the adaptive window one sleep that ended ``late`` seconds past its
+        target (what every sleeping wait does; public for tests and tuning)."""
+        self._learn(late)
+
+    cdef void _learn(self, double late) noexcept:
+        """One sleep ended ``late`` seconds after it was due: move the window."""
+        if late > self.window_:
+            self.window_ += 99 * ADAPT_STEP
+            if self.window_ > ADAPT_MAX:
+                self.window_ = ADAPT_MAX
+        else:
+            self.window_ -= ADAPT_STEP
+            if self.window_ < 0:
+                self.window_ = 0.0
+
+    def __repr__(self):
+        mode = "adaptive" if self.adaptive else f"spin={self.fixed!r}"
+        return (f"Pacer({mode}, window={self.window * 1e6:.0f} µs, sleeps={self.sleeps}, "
+                f"spins={self.spins}, suspended={self.suspended}, "
+                f"spin lost {self.spin_lost * 1e3:.1f} of {self.spin_time * 1e3:.0f} ms)")
+
+
+def wait_until(double deadline, spin=0.0, interrupt=None):
     """Wait until ``deadline`` (:func:`monotonic` seconds) as the replay does.
 
-    Returns True at the deadline, False when ``interrupt.is_set()`` became true
-    first (checked at least every 50 ms).
+    ``spin``: seconds spun before the deadline (0: sleep only; None: adaptive, with a
+    pacer of this call alone; keep a :class:`Pacer` to let it learn).  Returns True at
+    the deadline, False when ``interrupt.is_set()`` became true first (checked at least
+    every 50 ms).
     """
-    if interrupt is not None and interrupt.is_set():
-        return False
-    return _wait_until(deadline, spin, interrupt) == 0
-
-
-cdef int _wait_until(double deadline, double spin, object interrupt=None) except -1:
-    """Wait until ``deadline`` on the monotonic clock.
-
-    Sleeps without the GIL for all but the last ``spin`` seconds, in chunks of at
-    most 50 ms so that Ctrl-C is noticed, then spins for the rest: a kernel sleep
-    overshoots, a spin does not.  On Linux the thread's timer slack (50 µs by
-    default, the kernel's licence to wake late) is cut to 1 µs while sleeping here.
-    ``interrupt`` (an object with ``is_set()``, e.g. a ``threading.Event``) is
-    checked between chunks: returns 1 if it was set before the deadline, else 0.
-    """
-    cdef double rem, chunk
-    cdef timespec ts
-    cdef long slack = -2
-    try:
-        while True:
-            rem = deadline - _mono()
-            if rem <= 0:
-                return 0
-            if rem <= spin:
-                break
-            chunk = rem - spin
-            if chunk > 0.05:
-                chunk = 0.05
-            ts.tv_sec = <long>chunk
-            ts.tv_nsec = <long>((chunk - ts.tv_sec) * 1e9)
-            if slack == -2:
-                slack = ctlwire_get_slack()
-                if slack > 1000:
-                    ctlwire_set_slack(1000)
-            with nogil:
-                nanosleep(&ts, NULL)
-            PyErr_CheckSignals()
-            if interrupt is not None and interrupt.is_set():
-                return 1
-    finally:
-        if slack > 1000:
-            ctlwire_set_slack(slack)
-    with nogil:
-        while _mono() < deadline:
-            pass
-    return 0
+    return Pacer(spin).wait_until(deadline, interrupt)
 
 
 # ---------------------------------------------------------------------------
@@ -506,8 +675,9 @@ cdef class Replayer:
         Conversions by ``data_type``.
     encode : callable
         ``obj -> bytes`` (msgspec) or ``obj -> str`` (stdlib-compatible mode).
-    spin : float
-        Seconds before a deadline during which the wait spins instead of sleeping.
+    spin : float or None
+        How the waits spin (see :class:`Pacer`): None adaptive, 0 sleep only, > 0 a
+        fixed spin window in seconds.
     """
 
     def __cinit__(self):
@@ -517,7 +687,7 @@ cdef class Replayer:
         self._one = NULL
 
     def __init__(self, str path, order, int sort_by, double speedup, prefixes,
-                 bint convert_number, bint convert_bool, encode, double spin=0.0):
+                 bint convert_number, bint convert_bool, encode, spin=None):
         cdef int rc
         if not speedup > 0:
             raise ValueError(f"speedup must be > 0, got {speedup!r}")
@@ -537,7 +707,7 @@ cdef class Replayer:
         self._conv_num = convert_number
         self._conv_bool = convert_bool
         self._encode = encode
-        self.spin = spin
+        self.pacer = Pacer(spin)
         self._name_cache_b = []
         self._name_cache_s = []
         self._topic_bytes = {}
@@ -563,6 +733,15 @@ cdef class Replayer:
         if self._db != NULL:
             sqlite3_close_v2(self._db)
             self._db = NULL
+
+    @property
+    def spin(self):
+        """The pacer's spin setting: None (adaptive) or seconds."""
+        return self.pacer.spin
+
+    @spin.setter
+    def spin(self, value):
+        self.pacer = Pacer(value)
 
     @property
     def t_first(self):
@@ -884,13 +1063,17 @@ cdef class Replayer:
             sqlite3_reset(self._one)
         return r[1], r[2]
 
-    cdef object _next(self, bint as_bytes):
-        """Next message: ``[topic, json]``, None (filtered), or raise StopIteration."""
+    cdef tuple _advance(self):
+        """Read the next event and rewrite its times.
+
+        Returns ``(topic, event, off)``: ``off`` is when it is due, in seconds after
+        :attr:`start_mono` (NaN when it has no time or the replay is unpaced); None
+        for a filtered event; raises StopIteration at the end.
+        """
         cdef tuple r
-        cdef double t, deadline, off
+        cdef double t, off
         cdef int have
         cdef dict event
-        cdef object payload, topic, tb, msg
         cdef bint timed
         if self._stmt == NULL:
             raise StopIteration
@@ -912,7 +1095,6 @@ cdef class Replayer:
         if event is None:
             self.stats.filtered += 1
             return None
-        topic = r[1]
         have = r[5]
         # this event's time: the sort key when sorting, else __data_time, else __wire_time
         if self._sort_by == SORT_DATA:
@@ -944,9 +1126,25 @@ cdef class Replayer:
             if have & 2:
                 off = 0.0 if self.speedup == INFINITY else (<double>r[4] - self._t_first) / self.speedup
                 event["__wire_time"] = self.start_iter_time + off
+        if timed and self.speedup != INFINITY:
+            off = (t - self._t_first) / self.speedup
+        else:
+            off = NAN
+        return (r[1], event, off)
+
+    cdef object _next(self, bint as_bytes):
+        """Next message: ``[topic, json]``, None (filtered), or raise StopIteration."""
+        cdef tuple r
+        cdef double off, deadline
+        cdef object payload, topic, tb, msg
+        r = self._advance()
+        if r is None:
+            return None
+        topic = r[0]
+        off = r[2]
         # all the work is done before the wait, so at the deadline the event is
         # only handed over; lateness is measured at that hand-over
-        payload = self._encode(event)
+        payload = self._encode(r[1])
         if as_bytes:
             tb = self._topic_bytes.get(topic)
             if tb is None:
@@ -961,12 +1159,93 @@ cdef class Replayer:
                 payload = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload),
                                                PyBytes_GET_SIZE(payload), NULL)
             msg = [topic, payload]
-        if timed and self.speedup != INFINITY:
-            deadline = self.start_mono + (t - self._t_first) / self.speedup
-            _wait_until(deadline, self.spin)
+        if off == off:  # timed and paced
+            deadline = self.start_mono + off
+            self.pacer._wait(deadline, None)
             self.stats._record(_mono() - deadline)
         self.stats.sent += 1
         return msg
+
+    def run_due(self, prepare, deliver, long long limit=-1, interrupt=None):
+        """Pace the remaining events, handing them over in batches of those due.
+
+        ``prepare(topic, event)`` is called for each accepted event (times rewritten)
+        ahead of its deadline, while the replay would otherwise wait; it returns what
+        to hand over, or None for nothing (the event is then not counted as sent).
+        ``deliver(items)`` gets, in replay order, every prepared item whose deadline
+        has come, at once: after a late event the ones due meanwhile go together
+        instead of one wait each.  An event's lateness is from its deadline to when
+        ``deliver`` returned.  Returns the number of items delivered; ``limit`` >= 0
+        stops after that many; ``interrupt`` (an object with ``is_set()``) being set
+        during a wait ends the pass there (the items prepared ahead are not sent).
+
+        Items are prepared up to 64 ahead, and only while the next deadline is
+        further away than about twice what preparing one costs.  The clock starts
+        when the first item is ready, so preparing it does not make it late.
+        """
+        cdef list ahead = []
+        cdef list batch
+        cdef tuple r, a
+        cdef double now, t0, cost = 20e-6, off
+        cdef Py_ssize_t i, k, m
+        cdef long long n = 0
+        cdef bint end = False, fresh = not self._started, paced
+        cdef object item
+        while limit < 0 or n < limit:
+            paced = self.speedup != INFINITY
+            while not end and len(ahead) < 64 and (limit < 0 or n + len(ahead) < limit):
+                if ahead and paced:
+                    off = (<tuple>ahead[0])[0]
+                    if off != off:
+                        break
+                    if self.start_mono + off - _mono() <= 2 * cost + 10e-6:
+                        break
+                t0 = _mono()
+                try:
+                    r = self._advance()
+                except StopIteration:
+                    end = True
+                    break
+                if r is None:
+                    continue
+                item = prepare(r[0], r[1])
+                if item is None:
+                    continue
+                if fresh:
+                    # the schedule starts when its first event is ready to go
+                    fresh = False
+                    self.start_mono = _mono()
+                ahead.append((r[2], item))
+                cost += (_mono() - t0 - cost) * 0.125
+            m = len(ahead)
+            if m == 0:
+                break
+            off = (<tuple>ahead[0])[0]
+            if off == off:
+                if self.pacer._wait(self.start_mono + off, interrupt):
+                    break
+            elif interrupt is not None and interrupt.is_set():
+                break
+            # the head is due: so is every item behind it whose deadline has passed
+            now = _mono()
+            k = 1
+            while k < m:
+                off = (<tuple>ahead[k])[0]
+                if off == off and self.start_mono + off > now:
+                    break
+                k += 1
+            batch = [(<tuple>ahead[i])[1] for i in range(k)]
+            deliver(batch)
+            now = _mono()
+            for i in range(k):
+                off = (<tuple>ahead[i])[0]
+                if off == off:
+                    self.stats._record(now - (self.start_mono + off))
+            self.stats.sent += k
+            self.stats.delivered += k
+            del ahead[:k]
+            n += k
+        return n
 
     def read_next(self):
         """Next accepted event, unpaced and with its times untouched.

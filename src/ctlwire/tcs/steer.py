@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .server import TCSDBReplay, _encoder, _replay
+from .server import DEFAULT_SPIN, TCSDBReplay, _encoder, _replay
 
 __all__ = ["SteeredReplay", "parse_time", "ReplayDatabaseError"]
 
@@ -177,7 +177,8 @@ class SteeredReplay:
 
     def __init__(self, paths: Sequence[str], *, sort_by: str = "none", speedup: float = 1.0,
                  topics: Sequence[str] | None = None, convert_number: bool = False,
-                 convert_bool: bool = False, json_compat: bool = False, spin: float = 0.0,
+                 convert_bool: bool = False, json_compat: bool = False,
+                 spin: float | None = DEFAULT_SPIN,
                  start: str | None = None, end: str | None = None,
                  max_gap: float | None = None) -> None:
         speedup = float(speedup)
@@ -197,7 +198,7 @@ class SteeredReplay:
             self.close()
             raise
         self.speedup = speedup
-        self.spin = float(spin)
+        self.pacer = _replay.Pacer(spin)
         self.max_gap = max_gap
         self._start_spec = parse_time(start) if start is not None else None
         self._end_spec = parse_time(end) if end is not None else None
@@ -359,7 +360,7 @@ class SteeredReplay:
         (:attr:`last_good` says after which event).
         """
         stats = self.stats
-        wait_until = _replay.wait_until
+        wait_until = self.pacer.wait_until
         mono = _replay.monotonic
         encode = self._encode
         interrupt = self._interrupt
@@ -434,7 +435,7 @@ class SteeredReplay:
                 if type(payload) is not bytes:
                     payload = payload.encode("utf-8")
                 if deadline is not None:
-                    if not wait_until(deadline, self.spin, interrupt):
+                    if not wait_until(deadline, interrupt):
                         continue  # a command came first; this event is still the head
                     stats.record(mono() - deadline)
                 heapq.heappop(self._heads)
