@@ -59,7 +59,10 @@ def test_one_call_at_a_time(benchmark, suite, paths):
                 {name: (lambda name=name: _timed(paths, name, 1, seconds))
                  for name in paths},
                 limit="bare relay",
-                targets=[Target("limit", 0.85), Target("peer", 1.6, "majortomo")])
+                # a round trip: its target is against the limit alone (issue 16 restates
+                # the earlier 1.6x-majortomo target so for round-trip measures; at 1.0 of
+                # the relay, 1.6x would ask majortomo to be at most 0.62 of the relay)
+                targets=[Target("limit", 0.85)])
     suite.run(benchmark, m, rounds=suite.pick(3, 9))
 
 
