@@ -39,14 +39,18 @@ def secure(ep, keys):
     secrets, allowed = keys
     sec = CurveSecurity.from_files(str(secrets / "broker.key_secret"), str(allowed),
                                    domain="ctlwire.roc")
-    broker = Broker(ep, heartbeat=0.1, unknown_grace=0.2, security=sec).start()
+    # heartbeats of 0.5 s: libzmq's I/O thread waits for the ZAP handler (a Python
+    # thread here, sharing the GIL with the broker, the server and the test), so on a
+    # loaded machine a handshake can hold every connection's traffic for a few 100 ms;
+    # with 0.1 s the server took that for a silent broker and reconnected mid-call
+    broker = Broker(ep, heartbeat=0.5, unknown_grace=0.2, security=sec).start()
     bkey = sec.public_key
 
     class Cam:
         def ping(self):
             return "pong"
 
-    srv = RocServer(ep, "cam", Cam(), heartbeat=0.1, security=_sec(secrets, "server"),
+    srv = RocServer(ep, "cam", Cam(), heartbeat=0.5, security=_sec(secrets, "server"),
                     broker_key=bkey)
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
