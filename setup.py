@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - build requirement declared in pyprojec
     sys.exit("Building ctlwire needs Cython >= 3.0 (pip install cython)")
 
 SRC = Path(__file__).parent / "src"
-# Extensions that call the sqlite3 C API (declared in ctlwire/tcs/_replay.pxd and _record.pxd).
+# Extensions that call the sqlite3 C API (declared in ctlwire/tcs/_sqlite3.pxd, no headers).
 SQLITE_USERS = {"ctlwire.tcs._replay", "ctlwire.tcs._rawscan", "ctlwire.tcs._record"}
 
 

@@ -10,13 +10,13 @@ timing. Any replay that returns Python objects does at least this much, so
 ``benchmarks/test_tcs.py`` shows ``TCSDBReplay`` as a fraction of it. Not part of the
 documented API.
 
-Imports: the sqlite3 declarations of :mod:`ctlwire.tcs._replay` (``.pxd`` only).
+Imports: the sqlite3 declarations (``_sqlite3.pxd``, no module).
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
-from ctlwire.tcs._replay cimport (
+from ctlwire.tcs._sqlite3 cimport (
     sqlite3, sqlite3_stmt, sqlite3_open_v2, sqlite3_close_v2, sqlite3_errmsg,
     sqlite3_prepare_v2, sqlite3_step, sqlite3_finalize, sqlite3_column_int64,
     sqlite3_column_text, sqlite3_column_bytes, sqlite3_exec,

@@ -6,64 +6,14 @@ a C-level send loop.  The user-facing API is :mod:`ctlwire.tcs.server`.
 """
 cimport cython
 
-# The few sqlite3 C API functions and constants the replay uses, declared here from
-# sqlite's documented, stable interface (https://sqlite.org/c3ref/), so that building
-# needs no sqlite3 headers; setup.py links the runtime library (libsqlite3.so.0, the
-# one Python's own sqlite3 module loads).
-cdef extern from *:
-    """
-    #ifndef CTLWIRE_SQLITE3_DECLARED
-    #define CTLWIRE_SQLITE3_DECLARED
-    typedef struct sqlite3 sqlite3;
-    typedef struct sqlite3_stmt sqlite3_stmt;
-    #define CTLWIRE_SQLITE_OK 0
-    #define CTLWIRE_SQLITE_ROW 100
-    #define CTLWIRE_SQLITE_DONE 101
-    #define CTLWIRE_SQLITE_NULL 5
-    #define CTLWIRE_SQLITE_OPEN_READONLY 0x00000001
-    #define CTLWIRE_SQLITE_OPEN_NOMUTEX 0x00008000
-    int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags, const char *vfs);
-    int sqlite3_close_v2(sqlite3 *db);
-    const char *sqlite3_errmsg(sqlite3 *db);
-    int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int nbyte, sqlite3_stmt **stmt,
-                           const char **tail);
-    int sqlite3_step(sqlite3_stmt *stmt);
-    int sqlite3_reset(sqlite3_stmt *stmt);
-    int sqlite3_finalize(sqlite3_stmt *stmt);
-    int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value);
-    int sqlite3_exec(sqlite3 *db, const char *sql,
-                     int (*callback)(void *, int, char **, char **), void *arg,
-                     char **errmsg);
-    int sqlite3_column_type(sqlite3_stmt *stmt, int col);
-    long long sqlite3_column_int64(sqlite3_stmt *stmt, int col);
-    const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int col);
-    int sqlite3_column_bytes(sqlite3_stmt *stmt, int col);
-    #endif
-    """
-    ctypedef struct sqlite3
-    ctypedef struct sqlite3_stmt
-    int SQLITE_OK "CTLWIRE_SQLITE_OK"
-    int SQLITE_ROW "CTLWIRE_SQLITE_ROW"
-    int SQLITE_DONE "CTLWIRE_SQLITE_DONE"
-    int SQLITE_NULL "CTLWIRE_SQLITE_NULL"
-    int SQLITE_OPEN_READONLY "CTLWIRE_SQLITE_OPEN_READONLY"
-    int SQLITE_OPEN_NOMUTEX "CTLWIRE_SQLITE_OPEN_NOMUTEX"
-    int sqlite3_open_v2(const char *filename, sqlite3 **db, int flags,
-                        const char *vfs) nogil
-    int sqlite3_close_v2(sqlite3 *db) nogil
-    const char *sqlite3_errmsg(sqlite3 *db) nogil
-    int sqlite3_prepare_v2(sqlite3 *db, const char *sql, int nbyte, sqlite3_stmt **stmt,
-                           const char **tail) nogil
-    int sqlite3_step(sqlite3_stmt *stmt) nogil
-    int sqlite3_reset(sqlite3_stmt *stmt) nogil
-    int sqlite3_finalize(sqlite3_stmt *stmt) nogil
-    int sqlite3_bind_int64(sqlite3_stmt *stmt, int idx, long long value) nogil
-    int sqlite3_exec(sqlite3 *db, const char *sql, void *cb, void *arg,
-                     char **errmsg) nogil
-    int sqlite3_column_type(sqlite3_stmt *stmt, int col) nogil
-    long long sqlite3_column_int64(sqlite3_stmt *stmt, int col) nogil
-    const unsigned char *sqlite3_column_text(sqlite3_stmt *stmt, int col) nogil
-    int sqlite3_column_bytes(sqlite3_stmt *stmt, int col) nogil
+# the sqlite3 C API, declared without its headers (see _sqlite3.pxd)
+from ctlwire.tcs._sqlite3 cimport (
+    sqlite3, sqlite3_stmt, sqlite3_open_v2, sqlite3_close_v2, sqlite3_errmsg,
+    sqlite3_prepare_v2, sqlite3_step, sqlite3_reset, sqlite3_finalize,
+    sqlite3_bind_int64, sqlite3_exec, sqlite3_column_type, sqlite3_column_int64,
+    sqlite3_column_text, sqlite3_column_bytes, SQLITE_OK, SQLITE_ROW, SQLITE_DONE,
+    SQLITE_NULL, SQLITE_OPEN_READONLY, SQLITE_OPEN_NOMUTEX,
+)
 
 
 cdef enum:
