@@ -23,7 +23,9 @@ from _harness import Measure, Target, stop
 FAMILY = "KATCP client"
 
 
-@pytest.fixture(scope="module")
+# The devices live only as long as the test that uses them: ten processes ticking every
+# 50 ms are 600 wake-ups during a 3 s replay, enough to be its p99 on 2 cores.
+@pytest.fixture
 def device_port(suite):
     procs = bkm.start_devices(1, bkm.N_SENSORS, 0.0)
     try:
@@ -32,7 +34,7 @@ def device_port(suite):
         stop(*[p for p, _ in procs])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ticking_ports():
     procs = bkm.start_devices(bkm.N_DEVICES, 0, bkm.TICK)
     try:
@@ -98,7 +100,12 @@ def test_replay_lateness(benchmark, suite, recording, realtime):
                 {"ctlwire": lambda: bkm.replay_round(path, count, realtime),
                  "engine alone": lambda: bkm.child("replay-limit", path, *rt)["us"]},
                 limit="engine alone", higher_is_better=False,
-                targets=[Target("max", 200.0)],
+                # the target is the command's default; --realtime (SCHED_FIFO)
+                # is for busy machines: it only sleeps (a spinning real-time thread is
+                # throttled), so on a VM whose sleeps end late it is shown, not judged
+                targets=[] if realtime else [Target("max", 200.0)],
                 note="a client in another process samples all 100 sensors; the limit is "
-                     "the TCS replay engine pacing the same recording with nothing to do")
+                     "the TCS replay engine pacing the same recording with nothing to do"
+                     + ("; --realtime only sleeps: no target (the issue's is for the "
+                        "default, spinning the last stretch)" if realtime else ""))
     suite.run(benchmark, m, rounds=suite.pick(2, 5))

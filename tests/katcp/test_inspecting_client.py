@@ -294,3 +294,87 @@ def test_sample_option_samples_every_sensor_including_new_ones(peer):
         assert reply.arguments[2] == b"none"
     finally:
         client.stop(TIMEOUT)
+
+
+# -- a first sync's bulk sampling, sent before the sensor list is applied -----------------------
+
+class _ScriptedDevice:
+    """A KATCP v5.1 device with bulk sampling (flag B) on a loopback socket, written
+    by hand: it logs every request and can refuse the bulk ``?sensor-sampling``."""
+
+    SENSORS = ("a", "b", "c")
+
+    def __init__(self, refuse_bulk: bool) -> None:
+        import socket
+        self.refuse_bulk = refuse_bulk
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        conn.settimeout(TIMEOUT)
+        send = conn.sendall
+        send(b"#version-connect katcp-protocol 5.1-IMB\n"
+             b"#version-connect katcp-library scripted-1.0\n"
+             b"#version-connect katcp-device scripted-1.0\n")
+        buf = b""
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self.requests.append(line)
+                    send(self._answer(line))
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def _answer(self, line: bytes) -> bytes:
+        name, _, rest = line[1:].partition(b" ")
+        name, _, mid = name.partition(b"[")
+        mid = b"[" + mid if mid else b""
+        if name == b"help":
+            return b"#help" + mid + b" x An\\_x.\n!help" + mid + b" ok 1\n"
+        if name == b"sensor-list":
+            out = b"".join(b"#sensor-list" + mid + b" " + s.encode() + b" The\\_sensor. "
+                           b"\\@ integer 0 10\n" for s in self.SENSORS)
+            return out + b"!sensor-list" + mid + b" ok %d\n" % len(self.SENSORS)
+        if name == b"sensor-sampling":
+            names = rest.split(b" ")[0]
+            if b"," in names and self.refuse_bulk:
+                return b"!sensor-sampling" + mid + b" fail no\\_bulk\\_here\n"
+            status = b"".join(b"#sensor-status 1700000000.000000 1 " + n + b" nominal 7\n"
+                              for n in names.split(b","))
+            return status + b"!sensor-sampling" + mid + b" ok " + names + b" auto\n"
+        return b"!" + name + mid + b" invalid unknown\\_request\n"
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(TIMEOUT)
+
+
+@pytest.mark.parametrize("refuse_bulk", [False, True], ids=["bulk", "refused-bulk"])
+def test_first_sync_samples_in_one_bulk_request_or_falls_back(refuse_bulk):
+    device = _ScriptedDevice(refuse_bulk)
+    client = InspectingClient("127.0.0.1", device.port, timeout=TIMEOUT, sample="auto")
+    try:
+        client.start(timeout=TIMEOUT)
+        assert [client.sensor[n].get_value() for n in device.SENSORS] == [7, 7, 7]
+        sampling = [r for r in device.requests if r.startswith(b"?sensor-sampling")]
+        bulk = [r for r in sampling if b"a,b,c" in r]
+        if refuse_bulk:
+            # the bulk request sent ahead was refused: asked again in bulk (as any sync
+            # does), then one sensor at a time
+            assert len(bulk) == 2 and len(sampling) == 5
+        else:
+            assert sampling == bulk and len(bulk) == 1
+    finally:
+        client.stop(TIMEOUT)
+        device.close()

@@ -383,6 +383,9 @@ class InspectingClient:
         self._waiters = 0
         self._help_due = False
         self._help_futures: Optional[tuple] = None  # (help, hints, link generation)
+        # a first sync's bulk ?sensor-sampling, sent as soon as the names are known:
+        # (names, future, link generation), used by _sample
+        self._sampling_ahead: Optional[tuple] = None
         self._link_generation = 0
         self._mirror = DeviceMirror(track_requests=initial_inspection,
                                     on_state=self._on_mirror_state)
@@ -756,6 +759,7 @@ class InspectingClient:
                     self._strategies_due = set(self._strategies)
                     self._help_due = True
                     self._help_futures = None  # any in flight belonged to the old link
+                    self._sampling_ahead = None
                     self._link_generation += 1
                 else:
                     self._set_state(ClientState.SYNCED)
@@ -881,6 +885,8 @@ class InspectingClient:
                 mirror = self._mirror
                 entries = [m.arguments for m in informs]
                 del informs  # (a thousand objects fewer for the garbage collector to visit)
+                # (readings it brings wait for this lock, so they find their sensors)
+                self._sample_ahead(entries)
                 change, bad = mirror.sensor_list_informs(entries, generation)
                 for args in bad:
                     self._logger.warning("#sensor-list inform without name, description, "
@@ -929,6 +935,26 @@ class InspectingClient:
         if failed:
             self._stopping.wait(1.0)  # don't hammer a device whose ?sensor-list fails
 
+    def _sample_ahead(self, entries: list) -> None:
+        """On a first sync that samples every sensor with ``auto``, send the bulk
+        ``?sensor-sampling`` before the list is applied: the readings travel while it
+        is (:meth:`_sample` then waits for that reply instead of asking)."""
+        flags = self._link.protocol_flags
+        if (self._default != ("auto",) or self._wanted or self._unsampled
+                or self._strategies or flags is None
+                or not flags.bulk_set_sensor_sampling or len(entries) < 2):
+            return
+        try:
+            names = [a[0].decode() for a in entries]
+        except (IndexError, UnicodeDecodeError):
+            return  # the mirror reports the bad informs; sampled the usual way
+        if any("," in n for n in names) or len(set(names)) != len(names):
+            return
+        future = self._link.future_request(
+            Message.request("sensor-sampling", ",".join(names), "auto"),
+            timeout=self._timeout)
+        self._sampling_ahead = (frozenset(names), future, self._link_generation)
+
     def _learn_requests(self) -> None:
         with self._lock:
             self._prefetch_requests(force=True)
@@ -966,6 +992,14 @@ class InspectingClient:
     def _sample(self, names: list[str], strategy: str) -> None:
         # The mirror only knows "sampled (auto) or not": a sensor with a strategy of its
         # own gets that strategy straight away instead (one reading, not two).
+        ahead, self._sampling_ahead = self._sampling_ahead, None
+        if (ahead is not None and strategy == "auto" and ahead[2] == self._link_generation
+                and ahead[0].issuperset(names)):
+            reply, _ = ahead[1].result()
+            with self._lock:
+                if reply.reply_ok() and not self._strategies.keys() & names:
+                    self._mirror.sampling_done(names, strategy, True)
+                    return
         plain = (strategy,)
         groups: dict[tuple, list[str]] = {plain: []}
         with self._lock:
