@@ -236,3 +236,88 @@ cdef class ClientRequestConnection:
     def mass_inform(self, msg):
         """Send an inform to every client."""
         self.client_connection.mass_inform(msg)
+
+
+# -- writing from another thread while holding the GIL --------------------------------------
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <poll.h>
+    #include <sys/socket.h>
+    #include <time.h>
+    #ifndef MSG_NOSIGNAL
+    #define MSG_NOSIGNAL 0  /* (macOS: Python ignores SIGPIPE) */
+    #endif
+    /* Write len bytes of buf to the socket fd, keeping the caller's GIL.  Returns the
+       bytes written: 0 when the socket could take nothing at once (nothing written),
+       len when all, or fewer when a partial write could not be finished within
+       timeout_ms (the socket stayed full); -errno on an error. */
+    static Py_ssize_t ctlwire_send_whole(int fd, const char *buf, Py_ssize_t len,
+                                         int timeout_ms) {
+        Py_ssize_t done = 0;
+        struct timespec t0, t1;
+        int waited = 0;
+        while (done < len) {
+            ssize_t n = send(fd, buf + done, (size_t)(len - done),
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) { done += n; continue; }
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+            if (done == 0) return 0;  /* full before the first byte: nothing written */
+            /* part of the buffer is out: the rest must follow before anything else */
+            if (!waited) { clock_gettime(CLOCK_MONOTONIC, &t0); waited = 1; }
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long spent = (long)((t1.tv_sec - t0.tv_sec) * 1000
+                                + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+            if (spent >= timeout_ms) return done;
+            struct pollfd p;
+            p.fd = fd; p.events = POLLOUT; p.revents = 0;
+            if (poll(&p, 1, (int)(timeout_ms - spent)) < 0 && errno != EINTR)
+                return -errno;
+        }
+        return done;
+    }
+    """
+    Py_ssize_t ctlwire_send_whole(int fd, const char *buf, Py_ssize_t len,
+                                  int timeout_ms)
+
+
+def send_whole(int fd, bytes data, double timeout=0.1):
+    """Write ``data`` to the non-blocking socket ``fd`` from any thread, *keeping the
+    GIL* throughout, so no other Python code of this process (an event loop's writes
+    included) can put bytes on that socket in between.
+
+    Returns the number of bytes written: 0 when the socket could take nothing at once
+    (nothing was written), ``len(data)`` when all, fewer when a write that had begun
+    could not be finished within ``timeout`` seconds (the stream is then cut in the
+    middle of ``data``: close it). Raises ``OSError`` for a socket error.
+
+    For ``ReplayDevice``: its replay thread writes readings at their deadlines
+    without waking the event loop (see ``ctlwire.katcp.recording``).
+    """
+    cdef Py_ssize_t n
+    cdef int ms = <int>(timeout * 1000) if timeout > 0 else 0
+    n = ctlwire_send_whole(fd, data, len(data), ms)
+    if n < 0:
+        import os
+        raise OSError(-n, os.strerror(-n))
+    return n
+
+
+def send_if_idle(ConnectionCore conn, int fd, bytes data, double timeout=0.1):
+    """:func:`send_whole` to a client of the server, if nothing of its output waits.
+
+    ``fd`` is the client's socket. When the connection is closing, holds queued
+    output (``_out``, a flush due) or its transport holds unsent bytes, nothing is
+    written and 0 is returned: ``data`` must then follow that output through the
+    loop. The checks and the write run without Python code in between (uvloop's
+    transport answers in compiled code), so the loop thread cannot start a write of
+    its own after the checks.
+    """
+    cdef object transport = conn._transport
+    if conn._closing or transport is None or conn._out or conn._flush_queued:
+        return 0
+    if transport.get_write_buffer_size():
+        return 0
+    return send_whole(fd, data, timeout)

@@ -59,14 +59,19 @@ class SensorHub:
         """``#sensor-status`` wire line of ``reading`` (cached for the last reading)."""
         if reading is self._last_reading:
             return self._last_line
-        timestamp, status, value = reading
-        sensor = self.sensor
-        line = b"#sensor-status %.6f%s%s %s\n" % (timestamp, self._prefix,
-                                                  _STATUS_RAW[status],
-                                                  sensor._wire(sensor, value))
+        line = self.render(reading)
         self._last_reading = reading
         self._last_line = line
         return line
+
+    def render(self, reading: Any) -> bytes:
+        """``#sensor-status`` wire line of ``reading``, made afresh (no cache: for
+        threads other than the loop's)."""
+        timestamp, status, value = reading
+        sensor = self.sensor
+        return b"#sensor-status %.6f%s%s %s\n" % (timestamp, self._prefix,
+                                                  _STATUS_RAW[status],
+                                                  sensor._wire(sensor, value))
 
     def update(self, sensor: Sensor, reading: Any) -> None:
         owner = self.owner

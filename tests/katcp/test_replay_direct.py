@@ -1,0 +1,295 @@
+"""The replay device's own writes: readings written by the replay thread, holding the GIL.
+
+``ReplayDevice`` writes a reading of a sensor sampled only with ``auto`` straight to each
+client's socket (``ctlwire.katcp._dispatch.send_if_idle``); a client whose earlier output
+still waits gets it through the event loop, behind that output. These tests drive both
+ways over loopback and check every client's stream line by line.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from ctlwire._ext import load_extension
+from ctlwire.katcp.recording import ReplayDevice
+from ctlwire.tcs.events import EventWriter, create_database
+
+_dispatch = load_extension("ctlwire.katcp._dispatch")
+send_whole = _dispatch.send_whole
+send_if_idle = _dispatch.send_if_idle
+
+TIMEOUT = 15.0
+STATUS = re.compile(rb"^#sensor-status (\d+\.\d{6}) 1 (s\d) nominal (\d+)$")
+
+
+def write_recording(path: str, n: int, spacing: float, sensors: int = 2) -> None:
+    conn = create_database(path)
+    w = EventWriter(conn, batch=5000)
+    start = 1.7e9
+    for j in range(sensors):
+        w.add(f"katcp.sensor-list.s{j}", {
+            "__system": "katcp", "__source": "sensor-list", "__key": f"s{j}",
+            "__data": f"Sensor {j}", "units": "", "type": "integer", "params": "[]",
+            "__data_time": start, "__wire_time": start})
+    for i in range(n):
+        t = start + 1.0 + i * spacing
+        w.add(f"katcp.sensor.s{i % sensors}", {
+            "__system": "katcp", "__source": "sensor", "__key": f"s{i % sensors}",
+            "__data": str(i), "status": "nominal", "__data_time": t, "__wire_time": t})
+    w.close()
+
+
+class Client:
+    """A raw KATCP client socket that reads whole lines."""
+
+    def __init__(self, port: int, rcvbuf: int = 0) -> None:
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = b""
+
+    def send(self, line: bytes) -> None:
+        self.sock.sendall(line + b"\n")
+
+    def lines(self):
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                yield line
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            self.buf += data
+
+    def until(self, prefix: bytes) -> list[bytes]:
+        seen = []
+        for line in self.lines():
+            seen.append(line)
+            if line.startswith(prefix):
+                return seen
+        raise AssertionError(f"connection closed before {prefix!r}: {seen[-5:]!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def values_of(lines: list[bytes], bad: list[bytes]) -> dict[bytes, list[int]]:
+    """Values of the ``#sensor-status`` lines per sensor; any other ``#sensor-status``
+    shape (a cut or merged line) goes to ``bad``."""
+    out: dict[bytes, list[int]] = {}
+    for line in lines:
+        if line.startswith(b"#sensor-status"):
+            m = STATUS.match(line)
+            if m is None:
+                bad.append(line)
+            else:
+                out.setdefault(m.group(2), []).append(int(m.group(3)))
+    return out
+
+
+# -- the compiled writes ---------------------------------------------------------------------
+
+def test_send_whole_writes_all_nothing_or_reports_a_cut_and_errors():
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        assert send_whole(a.fileno(), b"#x 1\n") == 5
+        assert b.recv(16) == b"#x 1\n"
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # more than the socket holds: written up to full, then 50 ms for the rest
+        big = b"y" * (8 << 20)
+        t0 = time.monotonic()
+        n = send_whole(a.fileno(), big, 0.05)
+        assert 0 < n < len(big)
+        assert time.monotonic() - t0 >= 0.04
+        # full from the first byte: nothing written, at once
+        assert send_whole(a.fileno(), b"#z\n", 5.0) == 0
+        b.close()
+        with pytest.raises(OSError):
+            send_whole(a.fileno(), b"#z\n")
+    finally:
+        a.close()
+
+
+class _Transport:
+    """Only what send_if_idle asks a transport: how many bytes it holds back."""
+
+    def __init__(self) -> None:
+        self.held = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.held
+
+
+def test_send_if_idle_writes_only_when_no_output_waits():
+    state = _dispatch.DispatchState(object(), {}, None, True)
+    conn = _dispatch.ConnectionCore(state, None)
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        conn._transport = transport = _Transport()
+        assert send_if_idle(conn, a.fileno(), b"#a\n") == 3
+        conn._out = [b"#queued\n"]
+        assert send_if_idle(conn, a.fileno(), b"#b\n") == 0
+        conn._out = []
+        conn._flush_queued = True
+        assert send_if_idle(conn, a.fileno(), b"#c\n") == 0
+        conn._flush_queued = False
+        transport.held = 10
+        assert send_if_idle(conn, a.fileno(), b"#d\n") == 0
+        transport.held = 0
+        conn._closing = True
+        assert send_if_idle(conn, a.fileno(), b"#e\n") == 0
+        conn._closing = False
+        assert send_if_idle(conn, a.fileno(), b"#f\n") == 3
+        b.settimeout(TIMEOUT)
+        assert b.recv(64) == b"#a\n#f\n"
+    finally:
+        a.close()
+        b.close()
+
+
+# -- the replay device ---------------------------------------------------------------------------
+
+def _start(path: str, **kwargs) -> ReplayDevice:
+    device = ReplayDevice(path, paused=True, **kwargs)
+    device.start(timeout=TIMEOUT)
+    return device
+
+
+def test_auto_samplers_get_every_reading_written_by_the_replay_thread(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    n = 400
+    write_recording(path, n, spacing=0.0005)
+    device = _start(path)
+    clients = [Client(device.bind_address[1]) for _ in range(2)]
+    try:
+        for c in clients:
+            c.send(b"?sensor-sampling[1] s0,s1 auto")
+            c.until(b"!sensor-sampling[1]")
+        clients[0].send(b"?replay-start[2]")
+        assert device.finished.wait(TIMEOUT)
+        for c in clients:
+            c.send(b"?watchdog[9]")
+        for c in clients:
+            bad: list[bytes] = []
+            got = values_of(c.until(b"!watchdog[9]"), bad)
+            assert bad == []
+            assert got[b"s0"] == list(range(0, n, 2))
+            assert got[b"s1"] == list(range(1, n, 2))
+        # every reading went to both clients, one way or the other, mostly the direct one
+        assert device.direct_writes + device.loop_writes == 2 * n
+        assert device.direct_writes > n
+        assert device.cut_links == 0
+        assert device.get_sensor("s1").read().value == n - 1
+    finally:
+        for c in clients:
+            c.close()
+        device.stop(timeout=TIMEOUT)
+
+
+def test_requests_answered_meanwhile_never_split_a_reading(tmp_path):
+    """Replies written by the event loop and readings written by the replay thread
+    share one socket: every line the client gets is whole, and all arrive."""
+    path = str(tmp_path / "night.sqlite")
+    n = 3000
+    write_recording(path, n, spacing=0.0002)
+    device = _start(path)
+    c = Client(device.bind_address[1])
+    try:
+        c.send(b"?sensor-sampling[1] s0,s1 auto")
+        c.until(b"!sensor-sampling[1]")
+        c.send(b"?replay-start[2]")
+        requests = 300
+        sender = threading.Thread(target=lambda: [c.send(b"?sensor-value[%d] s0" % (100 + i))
+                                                  for i in range(requests)])
+        sender.start()
+        lines = []
+        replies = set()
+        for line in c.lines():
+            lines.append(line)
+            if line.startswith(b"!sensor-value["):
+                mid = int(line[len(b"!sensor-value["):line.index(b"]")])
+                assert line.split(b" ")[1] == b"ok", line
+                replies.add(mid)
+                if len(replies) == requests and device.finished.is_set():
+                    break
+            elif line.startswith(b"#sensor-status"):
+                if len(replies) == requests and int(line.rsplit(b" ", 1)[1]) >= n - 2:
+                    break
+        sender.join(TIMEOUT)
+        assert device.finished.wait(TIMEOUT)
+        c.send(b"?watchdog[9]")
+        lines += c.until(b"!watchdog[9]")
+        bad: list[bytes] = []
+        got = values_of(lines, bad)
+        assert bad == []
+        assert got[b"s0"] == list(range(0, n, 2)) and got[b"s1"] == list(range(1, n, 2))
+        assert replies == set(range(100, 100 + requests))
+        for line in lines:  # nothing else but whole informs and replies
+            assert line[:1] in (b"#", b"!") and b"#" not in line[1:].split(b" ")[0], line
+    finally:
+        c.close()
+        device.stop(timeout=TIMEOUT)
+
+
+def test_other_strategies_and_auto_together_go_the_usual_way(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    n = 200
+    write_recording(path, n, spacing=0.001)
+    device = _start(path)
+    auto, event = Client(device.bind_address[1]), Client(device.bind_address[1])
+    try:
+        auto.send(b"?sensor-sampling[1] s0,s1 auto")
+        auto.until(b"!sensor-sampling[1]")
+        event.send(b"?sensor-sampling[1] s0 event")
+        event.until(b"!sensor-sampling[1]")
+        auto.send(b"?replay-start[2]")
+        assert device.finished.wait(TIMEOUT)
+        for c in (auto, event):
+            c.send(b"?watchdog[9]")
+        bad: list[bytes] = []
+        got_auto = values_of(auto.until(b"!watchdog[9]"), bad)
+        got_event = values_of(event.until(b"!watchdog[9]"), bad)
+        assert bad == []
+        assert got_auto[b"s0"] == list(range(0, n, 2))
+        assert got_auto[b"s1"] == list(range(1, n, 2))
+        assert got_event[b"s0"] == list(range(0, n, 2)) and b"s1" not in got_event
+        # s0 has an event sampler: it went through the sensor; s1 only auto: written
+        assert device.direct_writes + device.loop_writes == n // 2
+    finally:
+        auto.close()
+        event.close()
+        device.stop(timeout=TIMEOUT)
+
+
+def test_a_client_that_stops_reading_gets_the_rest_through_the_loop_in_order(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    n = 6000
+    write_recording(path, n, spacing=0.001)
+    device = _start(path, speedup=100.0, max_write_buffer=64 << 20)
+    c = Client(device.bind_address[1], rcvbuf=4096)
+    try:
+        c.send(b"?sensor-sampling[1] s0,s1 auto")
+        c.until(b"!sensor-sampling[1]")
+        # the device's side of this client holds little: the socket fills at once
+        (conn,) = list(device._conns)
+        conn._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.send(b"?replay-start[2]")
+        assert device.finished.wait(TIMEOUT)  # the client read nothing meanwhile
+        assert device.loop_writes > 0 and device.cut_links == 0
+        c.send(b"?watchdog[9]")
+        bad: list[bytes] = []
+        got = values_of(c.until(b"!watchdog[9]"), bad)
+        assert bad == []
+        assert got[b"s0"] == list(range(0, n, 2)) and got[b"s1"] == list(range(1, n, 2))
+        assert device.direct_writes + device.loop_writes == n
+    finally:
+        c.close()
+        device.stop(timeout=TIMEOUT)
