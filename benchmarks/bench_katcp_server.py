@@ -89,13 +89,13 @@ def _ctlwire_server() -> None:
                           for c in self.get_connections()):
                     time.sleep(0.0005)
 
-    async def main():
-        server = Bench("127.0.0.1", 0, max_write_buffer=64 << 20)
-        await server.async_start()
-        print(server.bind_address[1], flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    # as a katcp-python-style device runs by default: start() serves from a thread of
+    # its own, on uvloop where it is installed (aiokatcp's server below runs as its
+    # users run it by default, in asyncio.run)
+    server = Bench("127.0.0.1", 0, max_write_buffer=64 << 20)
+    server.start(timeout=30)
+    print(server.bind_address[1], flush=True)
+    threading.Event().wait()
 
 
 def _aiokatcp_server() -> None:
