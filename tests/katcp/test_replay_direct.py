@@ -75,6 +75,16 @@ class Client:
                 return seen
         raise AssertionError(f"connection closed before {prefix!r}: {seen[-5:]!r}")
 
+    def sample(self, names: bytes, strategy: bytes = b"auto") -> None:
+        self.send(b"?sensor-sampling[1] " + names + b" " + strategy)
+        self.until(b"!sensor-sampling[1]")
+
+    def readings(self, bad: list[bytes]) -> dict[bytes, list[int]]:
+        """Everything up to the reply of a ``?watchdog`` sent now: the values of the
+        ``#sensor-status`` lines per sensor (see :func:`values_of`)."""
+        self.send(b"?watchdog[9]")
+        return values_of(self.until(b"!watchdog[9]"), bad)
+
     def close(self) -> None:
         self.sock.close()
 
@@ -171,15 +181,12 @@ def test_auto_samplers_get_every_reading_written_by_the_replay_thread(tmp_path):
     clients = [Client(device.bind_address[1]) for _ in range(2)]
     try:
         for c in clients:
-            c.send(b"?sensor-sampling[1] s0,s1 auto")
-            c.until(b"!sensor-sampling[1]")
+            c.sample(b"s0,s1")
         clients[0].send(b"?replay-start[2]")
         assert device.finished.wait(TIMEOUT)
         for c in clients:
-            c.send(b"?watchdog[9]")
-        for c in clients:
             bad: list[bytes] = []
-            got = values_of(c.until(b"!watchdog[9]"), bad)
+            got = c.readings(bad)
             assert bad == []
             assert got[b"s0"] == list(range(0, n, 2))
             assert got[b"s1"] == list(range(1, n, 2))
@@ -203,8 +210,7 @@ def test_requests_answered_meanwhile_never_split_a_reading(tmp_path):
     device = _start(path)
     c = Client(device.bind_address[1])
     try:
-        c.send(b"?sensor-sampling[1] s0,s1 auto")
-        c.until(b"!sensor-sampling[1]")
+        c.sample(b"s0,s1")
         c.send(b"?replay-start[2]")
         requests = 300
         sender = threading.Thread(target=lambda: [c.send(b"?sensor-value[%d] s0" % (100 + i))
@@ -246,17 +252,13 @@ def test_other_strategies_and_auto_together_go_the_usual_way(tmp_path):
     device = _start(path)
     auto, event = Client(device.bind_address[1]), Client(device.bind_address[1])
     try:
-        auto.send(b"?sensor-sampling[1] s0,s1 auto")
-        auto.until(b"!sensor-sampling[1]")
-        event.send(b"?sensor-sampling[1] s0 event")
-        event.until(b"!sensor-sampling[1]")
+        auto.sample(b"s0,s1")
+        event.sample(b"s0", b"event")
         auto.send(b"?replay-start[2]")
         assert device.finished.wait(TIMEOUT)
-        for c in (auto, event):
-            c.send(b"?watchdog[9]")
         bad: list[bytes] = []
-        got_auto = values_of(auto.until(b"!watchdog[9]"), bad)
-        got_event = values_of(event.until(b"!watchdog[9]"), bad)
+        got_auto = auto.readings(bad)
+        got_event = event.readings(bad)
         assert bad == []
         assert got_auto[b"s0"] == list(range(0, n, 2))
         assert got_auto[b"s1"] == list(range(1, n, 2))
@@ -276,17 +278,15 @@ def test_a_client_that_stops_reading_gets_the_rest_through_the_loop_in_order(tmp
     device = _start(path, speedup=100.0, max_write_buffer=64 << 20)
     c = Client(device.bind_address[1], rcvbuf=4096)
     try:
-        c.send(b"?sensor-sampling[1] s0,s1 auto")
-        c.until(b"!sensor-sampling[1]")
+        c.sample(b"s0,s1")
         # the device's side of this client holds little: the socket fills at once
         (conn,) = list(device._conns)
         conn._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         c.send(b"?replay-start[2]")
         assert device.finished.wait(TIMEOUT)  # the client read nothing meanwhile
         assert device.loop_writes > 0 and device.cut_links == 0
-        c.send(b"?watchdog[9]")
         bad: list[bytes] = []
-        got = values_of(c.until(b"!watchdog[9]"), bad)
+        got = c.readings(bad)
         assert bad == []
         assert got[b"s0"] == list(range(0, n, 2)) and got[b"s1"] == list(range(1, n, 2))
         assert device.direct_writes + device.loop_writes == n
