@@ -293,3 +293,81 @@ def test_a_client_that_stops_reading_gets_the_rest_through_the_loop_in_order(tmp
     finally:
         c.close()
         device.stop(timeout=TIMEOUT)
+
+
+def test_long_readings_go_through_the_loop(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    conn = create_database(path)
+    w = EventWriter(conn)
+    start = 1.7e9
+    w.add("katcp.sensor-list.blob", {
+        "__system": "katcp", "__source": "sensor-list", "__key": "blob", "__data": "A blob",
+        "units": "", "type": "string", "params": "[]",
+        "__data_time": start, "__wire_time": start})
+    values = ["x" * 10, "y" * 20000, "z" * 10]
+    for i, v in enumerate(values):
+        t = start + 1 + i * 0.01
+        w.add("katcp.sensor.blob", {"__system": "katcp", "__source": "sensor", "__key": "blob",
+                                    "__data": v, "status": "nominal",
+                                    "__data_time": t, "__wire_time": t})
+    w.close()
+    device = _start(path)
+    c = Client(device.bind_address[1])
+    try:
+        c.sample(b"blob")
+        c.send(b"?replay-start[2]")
+        assert device.finished.wait(TIMEOUT)
+        c.send(b"?watchdog[9]")
+        got = [line.rsplit(b" ", 1)[1] for line in c.until(b"!watchdog[9]")
+               if line.startswith(b"#sensor-status")]
+        assert got[-3:] == [v.encode() for v in values]
+        assert (device.direct_writes, device.loop_writes) == (2, 1)
+    finally:
+        c.close()
+        device.stop(timeout=TIMEOUT)
+
+
+def test_a_write_cut_mid_line_closes_only_that_client(tmp_path):
+    """The compiled write reports a line it could not finish (the client's socket full
+    for 0.1 s; simulated here by the write's answer): that client is closed, at once,
+    and gets nothing more; the other client gets every reading."""
+    path = str(tmp_path / "night.sqlite")
+    n = 200
+    write_recording(path, n, spacing=0.0005)
+    device = _start(path)
+    victim, other = Client(device.bind_address[1]), Client(device.bind_address[1])
+    try:
+        victim.sample(b"s0,s1")
+        other.sample(b"s0,s1")
+        (victim_conn,) = [k for k in device._conns
+                          if k.address.endswith(":%d" % victim.sock.getsockname()[1])]
+        real = device._send
+        writes = []
+
+        def send(conn, fd, data, timeout):
+            if conn is victim_conn:
+                writes.append(data)
+                return 5 if len(writes) == 10 else real(conn, fd, data, timeout)
+            return real(conn, fd, data, timeout)
+
+        device._send = send
+        other.send(b"?replay-start[2]")
+        assert device.finished.wait(TIMEOUT)
+        assert device.cut_links == 1 and len(writes) == 10  # nothing after the cut
+        seen = []
+        try:
+            for line in victim.lines():  # until the device closes it
+                seen.append(line)
+        except ConnectionError:
+            pass
+        bad: list[bytes] = []
+        # the nine readings written before the cut, whole, then the end
+        assert values_of(seen, bad) == {b"s0": [0, 2, 4, 6, 8], b"s1": [1, 3, 5, 7]}
+        readings = other.readings(bad)
+        assert bad == []
+        assert readings[b"s0"] == list(range(0, n, 2))
+        assert readings[b"s1"] == list(range(1, n, 2))
+    finally:
+        victim.close()
+        other.close()
+        device.stop(timeout=TIMEOUT)

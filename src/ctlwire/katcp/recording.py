@@ -379,13 +379,19 @@ def _send_if_idle() -> Callable[[Any, int, bytes, float], int]:
     return load_extension("ctlwire.katcp._dispatch").send_if_idle
 
 
+#: Longest line the replay thread writes itself: longer ones go through the loop, so a
+#: socket with little room left cannot keep the replay thread (and the GIL) waiting.
+_DIRECT_MAX = 4096
+
+
 class _DirectLink:
     """What the replay thread keeps for one client it writes to itself."""
 
-    __slots__ = ("fd", "sent", "done")
+    __slots__ = ("fd", "sent", "done", "cut")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.cut = False  # a write stopped mid-line: the loop closes the connection
         self.sent = 0   # readings handed to the loop thread (replay thread only)
         self.done = 0   # of those, queued by the loop thread (loop thread only)
 
@@ -582,7 +588,9 @@ class ReplayDevice(DeviceServer):
             sock = conn._sock
             link = self._direct[conn] = _DirectLink(sock.fileno() if sock is not None
                                                     else -1)
-        if link.fd >= 0 and link.sent == link.done:
+        if link.cut:
+            return  # being closed by the loop
+        if link.fd >= 0 and link.sent == link.done and len(line) <= _DIRECT_MAX:
             try:
                 # (nothing when the loop holds output for it: checked with the write)
                 n = self._send(conn, link.fd, line, 0.1)
@@ -592,7 +600,9 @@ class ReplayDevice(DeviceServer):
                 self.direct_writes += 1
                 return
             if n:
-                # cut in the middle of a line (its socket stayed full for 0.1 s)
+                # cut in the middle of a line (its socket stayed full for 0.1 s): no
+                # more bytes for it, it is closed
+                link.cut = True
                 self.cut_links += 1
                 self._call_in_loop(self._cut, conn)
                 return
