@@ -137,13 +137,17 @@ def test_send_whole_writes_all_nothing_or_reports_a_cut_and_errors():
 
 
 class _Transport:
-    """Only what send_if_idle asks a transport: how many bytes it holds back."""
+    """Only what send_if_idle asks a transport: closing, and bytes it holds back."""
 
     def __init__(self) -> None:
         self.held = 0
+        self.closing = False
 
     def get_write_buffer_size(self) -> int:
         return self.held
+
+    def is_closing(self) -> bool:
+        return self.closing
 
 
 def test_send_if_idle_writes_only_when_no_output_waits():
@@ -166,6 +170,9 @@ def test_send_if_idle_writes_only_when_no_output_waits():
         conn._closing = True
         assert send_if_idle(conn, a.fileno(), b"#e\n") == 0
         conn._closing = False
+        transport.closing = True  # (its socket may be closed, its number reused)
+        assert send_if_idle(conn, a.fileno(), b"#g\n") == 0
+        transport.closing = False
         assert send_if_idle(conn, a.fileno(), b"#f\n") == 3
         b.settimeout(TIMEOUT)
         assert b.recv(64) == b"#a\n#f\n"

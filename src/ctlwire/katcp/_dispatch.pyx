@@ -308,9 +308,9 @@ def send_whole(int fd, bytes data, double timeout=0.1):
 def send_if_idle(ConnectionCore conn, int fd, bytes data, double timeout=0.1):
     """:func:`send_whole` to a client of the server, if nothing of its output waits.
 
-    ``fd`` is the client's socket. When the connection is closing, holds queued
-    output (``_out``, a flush due) or its transport holds unsent bytes, nothing is
-    written and 0 is returned: ``data`` must then follow that output through the
+    ``fd`` is the client's socket. When the connection or its transport is closing,
+    holds queued output (``_out``, a flush due) or its transport holds unsent bytes,
+    nothing is written and 0 is returned: ``data`` must then follow that output through the
     loop. The checks and the write run without Python code in between (uvloop's
     transport answers in compiled code), so the loop thread cannot start a write of
     its own after the checks.
@@ -318,6 +318,8 @@ def send_if_idle(ConnectionCore conn, int fd, bytes data, double timeout=0.1):
     cdef object transport = conn._transport
     if conn._closing or transport is None or conn._out or conn._flush_queued:
         return 0
-    if transport.get_write_buffer_size():
+    # a transport that is closing may have closed ``fd`` already, and the number may
+    # belong to a new connection by now: never write then
+    if transport.is_closing() or transport.get_write_buffer_size():
         return 0
     return send_whole(fd, data, timeout)
