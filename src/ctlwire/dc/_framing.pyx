@@ -58,41 +58,20 @@ VERSION = 2
 KIND_APP = 65      # "A"
 KIND_CONTROL = 67  # "C"
 
-ctypedef struct zmq_msg_t:
-    long long _d[8]     # opaque 64-byte block in every libzmq 4.x
 
-ctypedef int (*f_msg)(zmq_msg_t*) noexcept nogil
-ctypedef int (*f_msg_init_size)(zmq_msg_t*, size_t) noexcept nogil
-ctypedef int (*f_msg_io)(zmq_msg_t*, void*, int) noexcept nogil
-ctypedef void* (*f_msg_data)(zmq_msg_t*) noexcept nogil
-ctypedef size_t (*f_msg_size)(zmq_msg_t*) noexcept nogil
-ctypedef int (*f_errno)() noexcept nogil
+from ctlwire._zmqfns cimport ZmqFns, bind_fns, zmq_msg_t, zmq_pollitem_t
 
-cdef f_msg _msg_init = NULL
-cdef f_msg _msg_close = NULL
-cdef f_msg _msg_more = NULL
-cdef f_msg_init_size _msg_init_size = NULL
-cdef f_msg_io _msg_recv = NULL
-cdef f_msg_io _msg_send = NULL
-cdef f_msg_data _msg_data = NULL
-cdef f_msg_size _msg_size = NULL
-cdef f_errno _errno = NULL
+cdef ZmqFns _z          # libzmq, filled by bind()
+# the libzmq functions this module calls
+_NEEDED = ("zmq_msg_init", "zmq_msg_close", "zmq_msg_more", "zmq_msg_init_size",
+           "zmq_msg_recv", "zmq_msg_send", "zmq_msg_data", "zmq_msg_size", "zmq_errno")
 cdef bint _bound = False
 
 
 def bind(dict addresses):
     """Install libzmq's function addresses (``ctlwire._libzmq.function_addresses()``)."""
-    global _msg_init, _msg_close, _msg_more, _msg_init_size, _msg_recv, _msg_send
-    global _msg_data, _msg_size, _errno, _bound
-    _msg_init = <f_msg><uintptr_t>addresses["zmq_msg_init"]
-    _msg_close = <f_msg><uintptr_t>addresses["zmq_msg_close"]
-    _msg_more = <f_msg><uintptr_t>addresses["zmq_msg_more"]
-    _msg_init_size = <f_msg_init_size><uintptr_t>addresses["zmq_msg_init_size"]
-    _msg_recv = <f_msg_io><uintptr_t>addresses["zmq_msg_recv"]
-    _msg_send = <f_msg_io><uintptr_t>addresses["zmq_msg_send"]
-    _msg_data = <f_msg_data><uintptr_t>addresses["zmq_msg_data"]
-    _msg_size = <f_msg_size><uintptr_t>addresses["zmq_msg_size"]
-    _errno = <f_errno><uintptr_t>addresses["zmq_errno"]
+    global _bound
+    bind_fns(&_z, addresses, _NEEDED)
     _bound = True
 
 
@@ -420,19 +399,19 @@ cdef class Sender:
             if self._sock is None:
                 raise self._closed_error(f"{self._what} was left; it cannot send")
             if self._h != NULL:
-                if _msg_init_size(&m, HEADER + extra + n) != 0:
+                if _z.msg_init_size(&m, HEADER + extra + n) != 0:
                     raise MemoryError("zmq_msg_init_size")
-                p = <char*>_msg_data(&m)
+                p = <char*>_z.msg_data(&m)
                 _write_header(p, kind, self._fl, self.term, self._sender)
                 if extra:
                     _put_time(p + HEADER, _now(), self._native)
                 memcpy(p + HEADER + extra, PyBytes_AS_STRING(payload), n)
                 # Never block here: PUB drops at its high-water mark by itself, and a
                 # DEALER without a peer must fail fast rather than hang the caller.
-                rc = _msg_send(&m, self._h, DONTWAIT)
+                rc = _z.msg_send(&m, self._h, DONTWAIT)
                 if rc < 0:
-                    err = _errno()
-                    _msg_close(&m)
+                    err = _z.zmq_errno()
+                    _z.msg_close(&m)
                     if err == EAGAIN:
                         return False
                     raise OSError(err, f"{self._what}: zmq_msg_send failed (errno {err})")
@@ -587,43 +566,43 @@ cdef class Receiver:
         if h == NULL:
             return self._drain_pyzmq(limit, peers, keep, batch, heard, slow)
         for i in range(limit):
-            _msg_init(&m)
-            rc = _msg_recv(&m, h, DONTWAIT)
+            _z.msg_init(&m)
+            rc = _z.msg_recv(&m, h, DONTWAIT)
             if rc < 0:
-                err = _errno()
-                _msg_close(&m)
+                err = _z.zmq_errno()
+                _z.msg_close(&m)
                 if err == EAGAIN or err == EINTR:
                     break
                 raise OSError(err, f"{self._channel} receive failed (libzmq errno {err})")
             got += 1
             if self._router:
-                if not _msg_more(&m):
-                    _msg_close(&m)
+                if not _z.msg_more(&m):
+                    _z.msg_close(&m)
                     malformed += 1
                     continue
-                _msg_init(&m2)
-                if _msg_recv(&m2, h, 0) < 0:  # the rest of a message is already here
-                    _msg_close(&m2)
-                    _msg_close(&m)
+                _z.msg_init(&m2)
+                if _z.msg_recv(&m2, h, 0) < 0:  # the rest of a message is already here
+                    _z.msg_close(&m2)
+                    _z.msg_close(&m)
                     malformed += 1
                     continue
-                if _msg_more(&m2):
+                if _z.msg_more(&m2):
                     self._skip_rest(&m2)
                     r = 1
                 else:
-                    r = self._one(<char*>_msg_data(&m2), _msg_size(&m2),
-                                  <char*>_msg_data(&m), _msg_size(&m), peers, keep,
+                    r = self._one(<char*>_z.msg_data(&m2), _z.msg_size(&m2),
+                                  <char*>_z.msg_data(&m), _z.msg_size(&m), peers, keep,
                                   verdicts, batch, heard, slow)
-                _msg_close(&m2)
-                _msg_close(&m)
+                _z.msg_close(&m2)
+                _z.msg_close(&m)
             else:
-                if _msg_more(&m):
+                if _z.msg_more(&m):
                     self._skip_rest(&m)
                     r = 1
                 else:
-                    r = self._one(<char*>_msg_data(&m), _msg_size(&m), NULL, 0, peers,
+                    r = self._one(<char*>_z.msg_data(&m), _z.msg_size(&m), NULL, 0, peers,
                                   keep, verdicts, batch, heard, slow)
-                _msg_close(&m)
+                _z.msg_close(&m)
             if r == 1:
                 malformed += 1
             elif r == 2:
@@ -632,8 +611,8 @@ cdef class Receiver:
 
     cdef void _skip_rest(self, zmq_msg_t* m) noexcept:
         # A multipart message is not ours: consume its remaining frames.
-        while _msg_more(m):
-            if _msg_recv(m, self._h, 0) < 0:
+        while _z.msg_more(m):
+            if _z.msg_recv(m, self._h, 0) < 0:
                 return
 
     def _drain_pyzmq(self, int limit, dict peers, object keep, list batch, dict heard,

@@ -15,34 +15,15 @@ from libc.stdint cimport uintptr_t
 
 from zmq import FD as _ZMQ_FD
 
-ctypedef struct zmq_msg_t:
-    long long _d[8]
 
-ctypedef int (*f_msg)(zmq_msg_t*) noexcept nogil
-ctypedef int (*f_msg_init_size)(zmq_msg_t*, size_t) noexcept nogil
-ctypedef int (*f_msg_io)(zmq_msg_t*, void*, int) noexcept nogil
-ctypedef void* (*f_msg_data)(zmq_msg_t*) noexcept nogil
-ctypedef size_t (*f_msg_size)(zmq_msg_t*) noexcept nogil
-ctypedef int (*f_errno)() noexcept nogil
 
-ctypedef struct zmq_pollitem_t:
-    void* socket
-    int fd          # POSIX layout; the loader only binds on Linux
-    short events
-    short revents
+from ctlwire._zmqfns cimport ZmqFns, bind_fns, zmq_msg_t, zmq_pollitem_t
 
-ctypedef int (*f_poll)(zmq_pollitem_t*, int, long) noexcept nogil
-
-cdef f_msg _msg_init = NULL
-cdef f_msg _msg_close = NULL
-cdef f_msg _msg_more = NULL
-cdef f_msg_init_size _msg_init_size = NULL
-cdef f_msg_io _msg_recv = NULL
-cdef f_msg_io _msg_send = NULL
-cdef f_msg_data _msg_data = NULL
-cdef f_msg_size _msg_size = NULL
-cdef f_errno _errno = NULL
-cdef f_poll _poll = NULL
+cdef ZmqFns _z          # libzmq, filled by bind()
+# the libzmq functions this module calls
+_NEEDED = ("zmq_msg_init", "zmq_msg_close", "zmq_msg_more", "zmq_msg_init_size",
+           "zmq_msg_recv", "zmq_msg_send", "zmq_msg_data", "zmq_msg_size", "zmq_errno",
+           "zmq_poll")
 cdef bint _bound = False
 
 DEF ZMQ_DONTWAIT = 1
@@ -52,18 +33,8 @@ DEF EINTR = 4
 
 def bind(dict addresses):
     """Install the libzmq function addresses (name -> int) found by the loader."""
-    global _msg_init, _msg_close, _msg_more, _msg_init_size, _msg_recv, _msg_send
-    global _msg_data, _msg_size, _errno, _poll, _bound
-    _msg_init = <f_msg><uintptr_t>addresses["zmq_msg_init"]
-    _msg_close = <f_msg><uintptr_t>addresses["zmq_msg_close"]
-    _msg_more = <f_msg><uintptr_t>addresses["zmq_msg_more"]
-    _msg_init_size = <f_msg_init_size><uintptr_t>addresses["zmq_msg_init_size"]
-    _msg_recv = <f_msg_io><uintptr_t>addresses["zmq_msg_recv"]
-    _msg_send = <f_msg_io><uintptr_t>addresses["zmq_msg_send"]
-    _msg_data = <f_msg_data><uintptr_t>addresses["zmq_msg_data"]
-    _msg_size = <f_msg_size><uintptr_t>addresses["zmq_msg_size"]
-    _errno = <f_errno><uintptr_t>addresses["zmq_errno"]
-    _poll = <f_poll><uintptr_t>addresses["zmq_poll"]
+    global _bound
+    bind_fns(&_z, addresses, _NEEDED)
     _bound = True
 
 
@@ -94,15 +65,15 @@ cdef object _send_frames(void* h, list frames):
     for i in range(n):
         f = <bytes>frames[i]
         size = PyBytes_GET_SIZE(f)
-        if _msg_init_size(&m, <size_t>size) != 0:
-            raise RawError(_errno(), "zmq_msg_init_size")
+        if _z.msg_init_size(&m, <size_t>size) != 0:
+            raise RawError(_z.zmq_errno(), "zmq_msg_init_size")
         if size:
-            memcpy(_msg_data(&m), PyBytes_AS_STRING(f), <size_t>size)
+            memcpy(_z.msg_data(&m), PyBytes_AS_STRING(f), <size_t>size)
         flags = ZMQ_DONTWAIT | (ZMQ_SNDMORE if i + 1 < n else 0)
-        rc = _msg_send(&m, h, flags)
+        rc = _z.msg_send(&m, h, flags)
         if rc < 0:
-            err = _errno()
-            _msg_close(&m)
+            err = _z.zmq_errno()
+            _z.msg_close(&m)
             if err == 11 and i == 0:
                 return False
             raise RawError(err, "zmq_msg_send")
@@ -113,15 +84,15 @@ cdef list _recv_frames(void* h, zmq_msg_t* m):
     # all frames of a message whose first frame is in ``m`` (the rest are already
     # queued, so they are read without waiting); closes ``m``
     cdef int rc, err
-    cdef list frames = [PyBytes_FromStringAndSize(<char*>_msg_data(m), _msg_size(m))]
-    while _msg_more(m):
-        rc = _msg_recv(m, h, 0)
+    cdef list frames = [PyBytes_FromStringAndSize(<char*>_z.msg_data(m), _z.msg_size(m))]
+    while _z.msg_more(m):
+        rc = _z.msg_recv(m, h, 0)
         if rc < 0:
-            err = _errno()
-            _msg_close(m)
+            err = _z.zmq_errno()
+            _z.msg_close(m)
             raise RawError(err, "zmq_msg_recv")
-        frames.append(PyBytes_FromStringAndSize(<char*>_msg_data(m), _msg_size(m)))
-    _msg_close(m)
+        frames.append(PyBytes_FromStringAndSize(<char*>_z.msg_data(m), _z.msg_size(m)))
+    _z.msg_close(m)
     return frames
 
 
@@ -148,15 +119,15 @@ cdef class RawSocket:
         cdef int err
         cdef void* h = self._h
         cdef int flags = 0 if block else ZMQ_DONTWAIT
-        _msg_init(&m)
+        _z.msg_init(&m)
         if block:
             with nogil:
-                rc = _msg_recv(&m, h, flags)
+                rc = _z.msg_recv(&m, h, flags)
         else:
-            rc = _msg_recv(&m, h, flags)
+            rc = _z.msg_recv(&m, h, flags)
         if rc < 0:
-            err = _errno()
-            _msg_close(&m)
+            err = _z.zmq_errno()
+            _z.msg_close(&m)
             if err == 11 or err == EINTR:  # EAGAIN: timeout / nothing queued
                 return None
             raise RawError(err, "zmq_msg_recv")
@@ -189,9 +160,9 @@ cdef class RawSocket:
         items[1].events = 1
         items[1].revents = 0
         with nogil:
-            rc = _poll(items, 2, timeout_ms)
+            rc = _z.poll(items, 2, timeout_ms)
         if rc < 0:
-            err = _errno()
+            err = _z.zmq_errno()
             if err == EINTR:
                 return 0
             raise RawError(err, "zmq_poll")
@@ -276,11 +247,11 @@ cdef class RawMulti:
                 bit = (<unsigned long long>1) << i
                 if not (self.ready & bit):
                     continue
-                _msg_init(&m)
-                rc = _msg_recv(&m, self.h[i], ZMQ_DONTWAIT)
+                _z.msg_init(&m)
+                rc = _z.msg_recv(&m, self.h[i], ZMQ_DONTWAIT)
                 if rc < 0:
-                    err = _errno()
-                    _msg_close(&m)
+                    err = _z.zmq_errno()
+                    _z.msg_close(&m)
                     if err != 11 and err != EINTR:
                         raise RawError(err, "zmq_msg_recv")
                     self.ready &= ~bit

@@ -25,30 +25,9 @@ from ctlwire.tcs._jsonrows cimport (Attr, MAX_ATTRS, arena_size, dtype_text, is_
 
 
 # -- libzmq, bound at run time (ctlwire._libzmq finds the copy pyzmq loaded) ----------
-ctypedef struct zmq_msg_t:
-    long long _d[8]   # opaque 64-byte, 8-aligned block in every libzmq 4.x
+from ctlwire._zmqfns cimport ZmqFns, bind_fns, zmq_msg_t, zmq_pollitem_t
 
-ctypedef struct zmq_pollitem_t:
-    void *socket
-    int fd
-    short events
-    short revents
-
-ctypedef int (*f_msg)(zmq_msg_t *) noexcept nogil
-ctypedef int (*f_msg_io)(zmq_msg_t *, void *, int) noexcept nogil
-ctypedef void *(*f_msg_data)(zmq_msg_t *) noexcept nogil
-ctypedef size_t (*f_msg_size)(zmq_msg_t *) noexcept nogil
-ctypedef int (*f_errno)() noexcept nogil
-ctypedef int (*f_poll)(zmq_pollitem_t *, int, long) noexcept nogil
-
-cdef f_msg _msg_init = NULL
-cdef f_msg _msg_close = NULL
-cdef f_msg _msg_more = NULL
-cdef f_msg_io _msg_recv = NULL
-cdef f_msg_data _msg_data = NULL
-cdef f_msg_size _msg_size = NULL
-cdef f_errno _errno = NULL
-cdef f_poll _poll = NULL
+cdef ZmqFns _z          # libzmq, filled by bind()
 cdef bint _bound = False
 
 #: libzmq functions :func:`pump` needs (see :func:`bind`).
@@ -63,16 +42,8 @@ DEF EINTR = 4
 
 def bind(dict addresses):
     """Install libzmq's function addresses (name -> int, :data:`ZMQ_FUNCTIONS`)."""
-    global _msg_init, _msg_close, _msg_more, _msg_recv, _msg_data, _msg_size, _errno
-    global _poll, _bound
-    _msg_init = <f_msg><uintptr_t>addresses["zmq_msg_init"]
-    _msg_close = <f_msg><uintptr_t>addresses["zmq_msg_close"]
-    _msg_more = <f_msg><uintptr_t>addresses["zmq_msg_more"]
-    _msg_recv = <f_msg_io><uintptr_t>addresses["zmq_msg_recv"]
-    _msg_data = <f_msg_data><uintptr_t>addresses["zmq_msg_data"]
-    _msg_size = <f_msg_size><uintptr_t>addresses["zmq_msg_size"]
-    _errno = <f_errno><uintptr_t>addresses["zmq_errno"]
-    _poll = <f_poll><uintptr_t>addresses["zmq_poll"]
+    global _bound
+    bind_fns(&_z, addresses, ZMQ_FUNCTIONS)
     _bound = True
 
 
@@ -396,16 +367,16 @@ def pump(Writer w, sock, long long max_messages, int timeout_ms):
     item.events = ZMQ_POLLIN
     item.revents = 0
     while n < max_messages:
-        _msg_init(&m1)
-        rc = _msg_recv(&m1, h, ZMQ_DONTWAIT)
+        _z.msg_init(&m1)
+        rc = _z.msg_recv(&m1, h, ZMQ_DONTWAIT)
         if rc < 0:
-            err = _errno()
-            _msg_close(&m1)
+            err = _z.zmq_errno()
+            _z.msg_close(&m1)
             if err == EAGAIN:
                 if n > 0 or timeout_ms <= 0:
                     break
                 with nogil:
-                    prc = _poll(&item, 1, timeout_ms)
+                    prc = _z.poll(&item, 1, timeout_ms)
                 timeout_ms = 0  # wait once
                 if prc <= 0:
                     break
@@ -414,43 +385,43 @@ def pump(Writer w, sock, long long max_messages, int timeout_ms):
                 break  # a signal: let Python run its handler
             raise RecordError(f"zmq_msg_recv failed (libzmq errno {err})")
         n += 1
-        if not _msg_more(&m1):
-            frames = [PyBytes_FromStringAndSize(<char *>_msg_data(&m1), _msg_size(&m1))]
-            _msg_close(&m1)
+        if not _z.msg_more(&m1):
+            frames = [PyBytes_FromStringAndSize(<char *>_z.msg_data(&m1), _z.msg_size(&m1))]
+            _z.msg_close(&m1)
             w._add_py(frames)
             continue
-        _msg_init(&m2)
-        if _msg_recv(&m2, h, 0) < 0:  # the rest of a message arrives with its first frame
-            err = _errno()
-            _msg_close(&m2)
-            _msg_close(&m1)
+        _z.msg_init(&m2)
+        if _z.msg_recv(&m2, h, 0) < 0:  # the rest of a message arrives with its first frame
+            err = _z.zmq_errno()
+            _z.msg_close(&m2)
+            _z.msg_close(&m1)
             raise RecordError(f"zmq_msg_recv failed (libzmq errno {err})")
-        if not _msg_more(&m2):
+        if not _z.msg_more(&m2):
             try:
-                ok = w._add_c(<char *>_msg_data(&m1), _msg_size(&m1),
-                              <char *>_msg_data(&m2), _msg_size(&m2))
+                ok = w._add_c(<char *>_z.msg_data(&m1), _z.msg_size(&m1),
+                              <char *>_z.msg_data(&m2), _z.msg_size(&m2))
                 if not ok:
-                    frames = [PyBytes_FromStringAndSize(<char *>_msg_data(&m1), _msg_size(&m1)),
-                              PyBytes_FromStringAndSize(<char *>_msg_data(&m2), _msg_size(&m2))]
+                    frames = [PyBytes_FromStringAndSize(<char *>_z.msg_data(&m1), _z.msg_size(&m1)),
+                              PyBytes_FromStringAndSize(<char *>_z.msg_data(&m2), _z.msg_size(&m2))]
             finally:
-                _msg_close(&m2)
-                _msg_close(&m1)
+                _z.msg_close(&m2)
+                _z.msg_close(&m1)
             if not ok:
                 w._add_py(frames)
         else:
-            frames = [PyBytes_FromStringAndSize(<char *>_msg_data(&m1), _msg_size(&m1)),
-                      PyBytes_FromStringAndSize(<char *>_msg_data(&m2), _msg_size(&m2))]
-            _msg_close(&m1)
-            while _msg_more(&m2):
-                _msg_close(&m2)
-                _msg_init(&m2)
-                if _msg_recv(&m2, h, 0) < 0:
-                    err = _errno()
-                    _msg_close(&m2)
+            frames = [PyBytes_FromStringAndSize(<char *>_z.msg_data(&m1), _z.msg_size(&m1)),
+                      PyBytes_FromStringAndSize(<char *>_z.msg_data(&m2), _z.msg_size(&m2))]
+            _z.msg_close(&m1)
+            while _z.msg_more(&m2):
+                _z.msg_close(&m2)
+                _z.msg_init(&m2)
+                if _z.msg_recv(&m2, h, 0) < 0:
+                    err = _z.zmq_errno()
+                    _z.msg_close(&m2)
                     raise RecordError(f"zmq_msg_recv failed (libzmq errno {err})")
-                frames.append(PyBytes_FromStringAndSize(<char *>_msg_data(&m2),
-                                                        _msg_size(&m2)))
-            _msg_close(&m2)
+                frames.append(PyBytes_FromStringAndSize(<char *>_z.msg_data(&m2),
+                                                        _z.msg_size(&m2)))
+            _z.msg_close(&m2)
             w._add_py(frames)
         if n % 256 == 0:
             with nogil:  # let other threads of the process run now and then
