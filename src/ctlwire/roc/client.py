@@ -324,11 +324,7 @@ class RocClient:
         call_id, slot = self._make(objectId, method, args, kwargs)
         slot.progress = on_progress
         with self._lock:
-            if self._closing:
-                raise RocError("client is closed")
-            self._pending[call_id] = slot
-            if self._leader:
-                self._hand_to_leader(slot)
+            if self._register(call_id, slot):
                 return RocFuture(self, call_id, slot)
             # Nobody reads the socket and nobody can start to while we hold the lock:
             # send from here, without taking the lead (a lock round trip less per call).
@@ -454,15 +450,22 @@ class RocClient:
     def _enqueue(self, call_id: Any, slot: _Slot) -> bool:
         """Register and send (or hand to the leader); True if we are now leader."""
         with self._lock:
-            if self._closing:
-                raise RocError("client is closed")
-            self._pending[call_id] = slot
-            if self._leader:
-                self._hand_to_leader(slot)
+            if self._register(call_id, slot):
                 return False
             self._leader = True
         self._send(slot)
         return True
+
+    def _register(self, call_id: Any, slot: _Slot) -> bool:
+        """(with the lock held) Await the reply of ``slot``; True when another thread
+        leads, which then sends it, False when the caller must see to sending it."""
+        if self._closing:
+            raise RocError("client is closed")
+        self._pending[call_id] = slot
+        if self._leader:
+            self._hand_to_leader(slot)
+            return True
+        return False
 
     def _hand_to_leader(self, slot: _Slot) -> None:
         # with the lock held
