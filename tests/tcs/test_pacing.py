@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -182,6 +183,27 @@ def test_events_due_together_after_a_gap_go_in_one_batch(tmp_path):
     with TCSDBReplay(path, speedup=1.0) as replay:
         replay.run_due(_t, batches.append)
     assert batches == [[0.0], [0.02, 0.02, 0.02]]
+
+
+def test_behind_schedule_the_events_already_due_go_in_one_batch(tmp_path):
+    # one event a millisecond; the first hand-over takes 30 ms: the ~30 events due
+    # meanwhile are prepared and handed over together, not one wait-and-deliver each
+    path = write_db(tmp_path / "db.sqlite", _events([0.001 * i for i in range(100)]))
+    batches = []
+    with TCSDBReplay(path, speedup=1.0) as replay:
+        rep = replay._replayer
+
+        def deliver(items):
+            now = _replay.monotonic()
+            assert all(rep.start_mono + t <= now for t in items)  # none early
+            batches.append(items)
+            if len(batches) == 1:
+                time.sleep(0.03)
+
+        assert replay.run_due(_t, deliver) == 100
+    assert [t for b in batches for t in b] == [0.001 * i for i in range(100)]
+    assert batches[0] == [0.0]
+    assert len(batches[1]) >= 20, [len(b) for b in batches[:5]]
 
 
 def test_unpaced_events_go_in_batches_of_up_to_64(tmp_path):

@@ -244,6 +244,11 @@ cdef extern from *:
     """
     #include <errno.h>
     #include <poll.h>
+    #include <string.h>
+    #include <sys/ioctl.h>
+    #ifdef __linux__
+    #include <linux/sockios.h>
+    #endif
     #include <sys/socket.h>
     #include <time.h>
     #ifndef MSG_NOSIGNAL
@@ -252,20 +257,47 @@ cdef extern from *:
     /* Write len bytes of buf to the socket fd, keeping the caller's GIL.  Returns the
        bytes written: 0 when the socket could take nothing at once (nothing written),
        len when all, or fewer when a partial write could not be finished within
-       timeout_ms (the socket stayed full); -errno on an error. */
+       timeout_ms (the socket stayed full); -errno on an error.  With lines, buf is
+       whole lines, each ending in a newline: a write cut short only finishes the line it cut
+       (waiting as above), and the bytes written end a line unless that wait failed. */
     static Py_ssize_t ctlwire_send_whole(int fd, const char *buf, Py_ssize_t len,
-                                         int timeout_ms) {
-        Py_ssize_t done = 0;
+                                         int timeout_ms, int lines) {
+        Py_ssize_t done = 0, goal = len;
         struct timespec t0, t1;
         int waited = 0;
-        while (done < len) {
-            ssize_t n = send(fd, buf + done, (size_t)(len - done),
+    #ifdef SIOCOUTQ
+        if (lines) {
+            /* lines the socket has room for (half its buffer, as the kernel counts
+               its own overhead), so that a write rarely stops in a line */
+            int queued = 0, sndbuf = 0;
+            socklen_t sl = sizeof(sndbuf);
+            if (ioctl(fd, SIOCOUTQ, &queued) == 0
+                    && getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0) {
+                Py_ssize_t room = (Py_ssize_t)sndbuf / 2 - queued;
+                if (room < len) {
+                    goal = 0;
+                    for (Py_ssize_t i = room - 1; i >= 0; i--)
+                        if (buf[i] == 10) { goal = i + 1; break; }
+                    if (goal == 0) return 0;  /* not a whole line fits: nothing */
+                    len = goal;
+                }
+            }
+        }
+    #endif
+        while (done < goal) {
+            ssize_t n = send(fd, buf + done, (size_t)(goal - done),
                              MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n > 0) { done += n; continue; }
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
             if (done == 0) return 0;  /* full before the first byte: nothing written */
-            /* part of the buffer is out: the rest must follow before anything else */
+            if (lines && goal == len) {
+                /* the socket is full: only the line cut must be finished now */
+                if (buf[done - 1] == 10) return done;  /* a newline */
+                const char *nl = memchr(buf + done, 10, (size_t)(len - done));
+                goal = nl != NULL ? (Py_ssize_t)(nl - buf) + 1 : len;
+            }
+            /* part of a line is out: the rest must follow before anything else */
             if (!waited) { clock_gettime(CLOCK_MONOTONIC, &t0); waited = 1; }
             clock_gettime(CLOCK_MONOTONIC, &t1);
             long spent = (long)((t1.tv_sec - t0.tv_sec) * 1000
@@ -280,10 +312,10 @@ cdef extern from *:
     }
     """
     Py_ssize_t ctlwire_send_whole(int fd, const char *buf, Py_ssize_t len,
-                                  int timeout_ms)
+                                  int timeout_ms, int lines)
 
 
-def send_whole(int fd, bytes data, double timeout=0.1):
+def send_whole(int fd, bytes data, double timeout=0.1, bint lines=False):
     """Write ``data`` to the non-blocking socket ``fd`` from any thread, *keeping the
     GIL* throughout, so no other Python code of this process (an event loop's writes
     included) can put bytes on that socket in between.
@@ -293,19 +325,26 @@ def send_whole(int fd, bytes data, double timeout=0.1):
     could not be finished within ``timeout`` seconds (the stream is then cut in the
     middle of ``data``: close it). Raises ``OSError`` for a socket error.
 
+    With ``lines`` (``data`` is whole lines, each ending in a newline), a socket that
+    fills part way only holds the write up to the end of the line it cut: the count
+    returned then ends a line (``data[n - 1]`` is a newline) and the rest of ``data``
+    can follow another way; it ends in the middle of a line only when that line could
+    not be finished within ``timeout``.
+
     For ``ReplayDevice``: its replay thread writes readings at their deadlines
     without waking the event loop (see ``ctlwire.katcp.recording``).
     """
     cdef Py_ssize_t n
     cdef int ms = <int>(timeout * 1000) if timeout > 0 else 0
-    n = ctlwire_send_whole(fd, data, len(data), ms)
+    n = ctlwire_send_whole(fd, data, len(data), ms, lines)
     if n < 0:
         import os
         raise OSError(-n, os.strerror(-n))
     return n
 
 
-def send_if_idle(ConnectionCore conn, int fd, bytes data, double timeout=0.1):
+def send_if_idle(ConnectionCore conn, int fd, bytes data, double timeout=0.1,
+                 bint lines=False):
     """:func:`send_whole` to a client of the server, if nothing of its output waits.
 
     ``fd`` is the client's socket. When the connection or its transport is closing,
@@ -322,4 +361,4 @@ def send_if_idle(ConnectionCore conn, int fd, bytes data, double timeout=0.1):
     # belong to a new connection by now: never write then
     if transport.is_closing() or transport.get_write_buffer_size():
         return 0
-    return send_whole(fd, data, timeout)
+    return send_whole(fd, data, timeout, lines)

@@ -374,7 +374,7 @@ def read_descriptions(path: str) -> list[dict[str, Any]]:
 _STATUSES = Sensor.STATUS_NAMES_RAW
 
 
-def _send_if_idle() -> Callable[[Any, int, bytes, float], int]:
+def _send_if_idle() -> Callable[..., int]:
     from .._ext import load_extension  # the server's compiled transport (katcp's own)
     return load_extension("ctlwire.katcp._dispatch").send_if_idle
 
@@ -431,7 +431,8 @@ class ReplayDevice(DeviceServer):
     replay on time. A client whose earlier output is still waiting (in the loop's
     queue, or its transport's buffer) gets the reading through the loop instead, so
     that its stream stays in order. :attr:`direct_writes` and :attr:`loop_writes`
-    count the two ways.
+    count the two ways. Readings due together (recorded together, or after the replay
+    fell behind) go to a client in one write (:attr:`direct_calls` counts the writes).
     """
 
     VERSION_INFO = ("ctlwire-katcp-replay", 1, 0)
@@ -466,7 +467,8 @@ class ReplayDevice(DeviceServer):
         self.replay_error: Optional[BaseException] = None
         self._direct: dict[Any, _DirectLink] = {}
         self._send = _send_if_idle()
-        self.direct_writes = 0
+        self.direct_writes = 0  # readings written by the replay thread
+        self.direct_calls = 0   # the system calls that wrote them
         self.loop_writes = 0
         self.cut_links = 0
         super().__init__(host, port, **kwargs)
@@ -558,8 +560,15 @@ class ReplayDevice(DeviceServer):
                               event.get("logger", ""), event["__data"])
 
     def _deliver(self, items: list) -> None:
-        """Set the readings (and send the log messages) whose time has come."""
+        """Set the readings (and send the log messages) whose time has come.
+
+        Several readings due at once (behind schedule, or recorded together) go to each
+        auto sampler in one write, up to :data:`_DIRECT_MAX` bytes; a reading or log
+        message that goes another way first sends what is gathered, so each client's
+        stream keeps the replay's order."""
         hubs = self._hubs
+        many = len(items) > 1
+        gathered: dict[Any, list] = {}  # conn -> [bytes, lines...] (several items only)
         for item in items:
             if type(item) is tuple:
                 sensor = item[0]
@@ -569,18 +578,48 @@ class ReplayDevice(DeviceServer):
                     # only auto samplers: what sensor.set would do, but written here
                     reading = sensor._current_reading = Reading(item[1], item[2], item[3])
                     line = hub.render(reading)
-                    for conn in tuple(hub.autos):
-                        self._write_reading(conn, line)
+                    if not many or len(line) > _DIRECT_MAX:
+                        for conn in tuple(hub.autos):
+                            if many and conn in gathered:
+                                self._write_gathered(conn, gathered.pop(conn))
+                            self._write_reading(conn, line)
+                    else:
+                        for conn in tuple(hub.autos):
+                            held = gathered.get(conn)
+                            if held is None:
+                                gathered[conn] = [len(line), line]
+                            elif held[0] + len(line) > _DIRECT_MAX:
+                                self._write_gathered(conn, held)
+                                gathered[conn] = [len(line), line]
+                            else:
+                                held[0] += len(line)
+                                held.append(line)
                 else:
+                    if gathered:
+                        self._write_all_gathered(gathered)
                     sensor.set(item[1], item[2], item[3])
                 self.readings += 1
             else:
+                if gathered:
+                    self._write_all_gathered(gathered)
                 self.mass_inform(item)
                 self.logs += 1
+        if gathered:
+            self._write_all_gathered(gathered)
 
-    def _write_reading(self, conn: Any, line: bytes) -> None:
-        """(replay thread) ``line`` to one auto sampler: straight to its socket when
-        nothing of its output is waiting, else through the loop, behind the rest."""
+    def _write_all_gathered(self, gathered: dict) -> None:
+        for conn, held in gathered.items():
+            self._write_gathered(conn, held)
+        gathered.clear()
+
+    def _write_gathered(self, conn: Any, held: list) -> None:
+        n = len(held) - 1
+        self._write_reading(conn, held[1] if n == 1 else b"".join(held[1:]), n)
+
+    def _write_reading(self, conn: Any, line: bytes, count: int = 1) -> None:
+        """(replay thread) ``line`` (``count`` readings) to one auto sampler: straight to
+        its socket when nothing of its output is waiting, else through the loop, behind
+        the rest."""
         if conn._closing or conn._transport is None:
             return
         link = self._direct.get(conn)
@@ -592,22 +631,31 @@ class ReplayDevice(DeviceServer):
             return  # being closed by the loop
         if link.fd >= 0 and link.sent == link.done and len(line) <= _DIRECT_MAX:
             try:
-                # (nothing when the loop holds output for it: checked with the write)
-                n = self._send(conn, link.fd, line, 0.1)
+                # (nothing when the loop holds output for it: checked with the write);
+                # a socket that fills part way takes whole lines only
+                n = self._send(conn, link.fd, line, 0.1, count > 1)
             except OSError:
                 n = 0  # the transport finds the error out and closes the connection
             if n == len(line):
-                self.direct_writes += 1
+                self.direct_writes += count
+                self.direct_calls += 1
                 return
-            if n:
+            if n and line[n - 1] != 10:
                 # cut in the middle of a line (its socket stayed full for 0.1 s): no
                 # more bytes for it, it is closed
                 link.cut = True
                 self.cut_links += 1
                 self._call_in_loop(self._cut, conn)
                 return
+            if n:
+                # some of the lines went: the rest through the loop, behind them
+                written = line.count(b"\n", 0, n)
+                self.direct_writes += written
+                self.direct_calls += 1
+                count -= written
+                line = line[n:]
         link.sent += 1
-        self.loop_writes += 1
+        self.loop_writes += count
         self._call_in_loop(self._queue_reading, conn, link, line)
 
     @staticmethod

@@ -93,4 +93,5 @@ cdef class Replayer:
     cdef tuple _header(self, sqlite3_stmt *st)
     cdef tuple _read_event(self, sqlite3_stmt *st, bint single)
     cdef tuple _advance(self)
+    cdef int _prepare_one(self, prepare, list ahead, double* cost, bint* fresh) except -2
     cdef object _next(self, bint as_bytes)

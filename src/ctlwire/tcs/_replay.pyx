@@ -1166,6 +1166,29 @@ cdef class Replayer:
         self.stats.sent += 1
         return msg
 
+    cdef int _prepare_one(self, prepare, list ahead, double* cost, bint* fresh) except -2:
+        """Read and prepare the next accepted event onto ``ahead``: 1 when one was
+        added, 0 when it was passed over (filtered, or ``prepare`` returned None), -1
+        at the end."""
+        cdef double t0 = _mono()
+        cdef tuple r
+        try:
+            r = self._advance()
+        except StopIteration:
+            return -1
+        if r is None:
+            return 0
+        item = prepare(r[0], r[1])
+        if item is None:
+            return 0
+        if fresh[0]:
+            # the schedule starts when its first event is ready to go
+            fresh[0] = False
+            self.start_mono = _mono()
+        ahead.append((r[2], item))
+        cost[0] += (_mono() - t0 - cost[0]) * 0.125
+        return 1
+
     def run_due(self, prepare, deliver, long long limit=-1, interrupt=None):
         """Pace the remaining events, handing them over in batches of those due.
 
@@ -1180,17 +1203,19 @@ cdef class Replayer:
         during a wait ends the pass there (the items prepared ahead are not sent).
 
         Items are prepared up to 64 ahead, and only while the next deadline is
-        further away than about twice what preparing one costs.  The clock starts
-        when the first item is ready, so preparing it does not make it late.
+        further away than about twice what preparing one costs.  Behind schedule
+        (the head late by more than that), the events already due are prepared too,
+        up to 64, and go in the same batch: catching up costs one hand-over, not one
+        per event.  The clock starts when the first item is ready, so preparing it
+        does not make it late.
         """
         cdef list ahead = []
         cdef list batch
-        cdef tuple r, a
-        cdef double now, t0, cost = 20e-6, off
+        cdef double now, cost = 20e-6, off
         cdef Py_ssize_t i, k, m
         cdef long long n = 0
+        cdef int got
         cdef bint end = False, fresh = not self._started, paced
-        cdef object item
         while limit < 0 or n < limit:
             paced = self.speedup != INFINITY
             while not end and len(ahead) < 64 and (limit < 0 or n + len(ahead) < limit):
@@ -1200,23 +1225,8 @@ cdef class Replayer:
                         break
                     if self.start_mono + off - _mono() <= 2 * cost + 10e-6:
                         break
-                t0 = _mono()
-                try:
-                    r = self._advance()
-                except StopIteration:
+                if self._prepare_one(prepare, ahead, &cost, &fresh) < 0:
                     end = True
-                    break
-                if r is None:
-                    continue
-                item = prepare(r[0], r[1])
-                if item is None:
-                    continue
-                if fresh:
-                    # the schedule starts when its first event is ready to go
-                    fresh = False
-                    self.start_mono = _mono()
-                ahead.append((r[2], item))
-                cost += (_mono() - t0 - cost) * 0.125
             m = len(ahead)
             if m == 0:
                 break
@@ -1226,8 +1236,19 @@ cdef class Replayer:
                     break
             elif interrupt is not None and interrupt.is_set():
                 break
-            # the head is due: so is every item behind it whose deadline has passed
             now = _mono()
+            if paced:
+                # behind schedule: the events due meanwhile join this batch
+                while not end and m < 64 and (limit < 0 or n + m < limit):
+                    off = (<tuple>ahead[m - 1])[0]
+                    if off != off or now - (self.start_mono + off) <= 2 * cost + 10e-6:
+                        break
+                    got = self._prepare_one(prepare, ahead, &cost, &fresh)
+                    if got < 0:
+                        end = True
+                    m = len(ahead)
+                    now = _mono()
+            # the head is due: so is every item behind it whose deadline has passed
             k = 1
             while k < m:
                 off = (<tuple>ahead[k])[0]
