@@ -138,6 +138,7 @@ class Row:
     targets: list[Target] = field(default_factory=list)
     rounds: int = 0
     note: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)  # every round's figure
 
     def speedup(self, other: str) -> float | None:
         """ctlwire's speed relative to ``other`` (> 1: ctlwire is faster)."""
@@ -189,6 +190,7 @@ class Row:
             "targets": [{"target": t.text(self.unit), "met": self.target_met(t)}
                         for t in self.targets],
             "met": self.met(), "rounds": self.rounds, "note": self.note,
+            "samples": self.samples,
         }
 
 
@@ -265,9 +267,11 @@ class Measure:
         limit = keep.get(self.limit) if self.limit else None
         peers = [keep[k] for k in self.impls if k in keep and keep[k] not in ("ctlwire", limit)]
         note = self.note() if callable(self.note) else self.note
+        samples = {keep[k]: list(v) for k, v in self.samples.items() if v and k in keep}
         return Row(family or self.family, name or self.name, self.unit,
                    self.higher_is_better, values, peers, limit, cpu,
-                   self.targets if targets is None else targets, self.rounds, note)
+                   self.targets if targets is None else targets, self.rounds, note,
+                   samples)
 
 
 # -- the table ------------------------------------------------------------------------

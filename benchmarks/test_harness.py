@@ -44,6 +44,9 @@ def test_rates_take_the_median_and_ratios_say_how_much_faster_ctlwire_is():
     assert abs(row.of_limit() - 100 / 110) < 1e-12
     assert [row.target_met(t) for t in row.targets] == [True, True]
     assert row.met() == "yes"
+    # every round's figure goes along, in the order measured
+    assert row.as_dict()["samples"] == {"ctlwire": [90, 100, 500], "peer": [50, 40, 60],
+                                        "lim": [200, 100, 110]}
 
 
 def test_latencies_invert_the_ratio_and_best_means_lowest():
