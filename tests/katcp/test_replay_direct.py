@@ -274,10 +274,10 @@ def _start(path: str, **kwargs) -> ReplayDevice:
     return device
 
 
-def test_auto_samplers_get_every_reading_written_by_the_replay_thread(tmp_path):
-    path = str(tmp_path / "night.sqlite")
-    n = 400
-    write_recording(path, n, spacing=0.0005)
+def _replay_to_two_auto_clients(path: str, n: int) -> ReplayDevice:
+    """Replay ``path`` (``n`` readings of s0, s1 alternating) to two clients sampling
+    both with ``auto``; check that each got every reading in order; return the device
+    (stopped) for its counters."""
     device = _start(path)
     clients = [Client(device.bind_address[1]) for _ in range(2)]
     try:
@@ -300,57 +300,24 @@ def test_auto_samplers_get_every_reading_written_by_the_replay_thread(tmp_path):
         for c in clients:
             c.close()
         device.stop(timeout=TIMEOUT)
+    return device
+
+
+def test_auto_samplers_get_every_reading_written_by_the_replay_thread(tmp_path):
+    path = str(tmp_path / "night.sqlite")
+    write_recording(path, 400, spacing=0.0005)
+    _replay_to_two_auto_clients(path, 400)
 
 
 def test_readings_due_together_go_to_a_client_in_one_write(tmp_path):
     """Readings recorded at one time are due together: each auto client gets them in a
-    few writes of whole lines, in order; a client that also samples ``s0`` with
-    ``event`` makes ``s0``'s readings go through the sensor, between the gathered
-    writes, and every stream still keeps the recorded order."""
+    few writes of whole lines, in order (with an ``event`` sampler between them: see
+    test_other_strategies_and_auto_together_go_the_usual_way)."""
     path = str(tmp_path / "night.sqlite")
-    n = 600
-    write_recording(path, n, spacing=0.0)  # all at one time: batches of 64
-    device = _start(path)
-    clients = [Client(device.bind_address[1]) for _ in range(2)]
-    try:
-        for c in clients:
-            c.sample(b"s0,s1")
-        clients[0].send(b"?replay-start[2]")
-        assert device.finished.wait(TIMEOUT)
-        for c in clients:
-            bad: list[bytes] = []
-            got = c.readings(bad, {b"s0": n - 2, b"s1": n - 1})
-            assert bad == []
-            assert got[b"s0"] == list(range(0, n, 2))
-            assert got[b"s1"] == list(range(1, n, 2))
-        assert device.direct_writes + device.loop_writes == 2 * n
-        assert device.direct_writes > n
-        # gathered: at most a write per client and batch of 64 (plus the 4 KiB splits)
-        assert device.direct_calls * 10 < device.direct_writes
-    finally:
-        for c in clients:
-            c.close()
-        device.stop(timeout=TIMEOUT)
-
-    device = _start(path)
-    auto, event = Client(device.bind_address[1]), Client(device.bind_address[1])
-    try:
-        auto.sample(b"s0,s1")
-        event.sample(b"s0", b"event")
-        auto.send(b"?replay-start[2]")
-        assert device.finished.wait(TIMEOUT)
-        bad = []
-        got_auto = auto.readings(bad, {b"s0": n - 2, b"s1": n - 1})
-        got_event = event.readings(bad, {b"s0": n - 2})
-        assert bad == []
-        assert got_auto[b"s0"] == list(range(0, n, 2))
-        assert got_auto[b"s1"] == list(range(1, n, 2))
-        assert got_event[b"s0"] == list(range(0, n, 2)) and b"s1" not in got_event
-        assert device.direct_writes + device.loop_writes == n // 2
-    finally:
-        auto.close()
-        event.close()
-        device.stop(timeout=TIMEOUT)
+    write_recording(path, 600, spacing=0.0)  # all at one time: batches of 64
+    device = _replay_to_two_auto_clients(path, 600)
+    # gathered: at most a write per client and batch of 64 (plus the 4 KiB splits)
+    assert device.direct_calls * 10 < device.direct_writes
 
 
 def test_lines_a_full_socket_did_not_take_follow_through_the_loop_in_order(tmp_path):
@@ -433,10 +400,14 @@ def test_requests_answered_meanwhile_never_split_a_reading(tmp_path):
         device.stop(timeout=TIMEOUT)
 
 
-def test_other_strategies_and_auto_together_go_the_usual_way(tmp_path):
+@pytest.mark.parametrize("spacing", [0.001, 0.0], ids=["apart", "due-together"])
+def test_other_strategies_and_auto_together_go_the_usual_way(tmp_path, spacing):
+    """s0 also has an ``event`` sampler: its readings go through the sensor, s1's are
+    written by the replay thread; recorded at one time, s1's gathered writes go out
+    between s0's, and every stream keeps the recorded order."""
     path = str(tmp_path / "night.sqlite")
-    n = 200
-    write_recording(path, n, spacing=0.001)
+    n = 200 if spacing else 600
+    write_recording(path, n, spacing=spacing)
     device = _start(path)
     auto, event = Client(device.bind_address[1]), Client(device.bind_address[1])
     try:
