@@ -42,6 +42,9 @@ def test_log_records_arrive_with_their_fields(ep, broker):
         assert (rec["node"], rec["logger"], rec["level"], rec["message"]) == (
             "cam1", "test.roc.fields", "WARNING", "shutter stuck")
         assert rec["iso"].endswith("Z") and rec["line"] > 0
+        # numbered: the receiver counts what it missed
+        assert rec["stream"] == handler.stream and len(handler.stream) == 8
+        assert 0 <= rec["seq"] < handler.seq
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -138,3 +141,107 @@ def test_logdump_moves_to_the_standby_when_its_broker_goes(tmp_path, free_port):
         handler.close()
         standby.stop()
         primary.stop()
+    # every number from the first received to the last is either written once or
+    # counted lost (records come to both relays: repeats after the move are skipped)
+    lines = _lines(tmp_path / "x.log")
+    assert len(lines) == dump.written
+    assert dump.written + dump.lost == dump._next[handler.stream] - lines[0]["seq"]
+    assert [r["seq"] for r in lines] == sorted({r["seq"] for r in lines})
+
+
+def _record(stream: str, seq: int) -> list[bytes]:
+    return [b"ROCLn", json.dumps({"message": f"{stream} {seq}", "node": "n",
+                                  "stream": stream, "seq": seq}).encode()]
+
+
+def test_logdump_counts_gaps_and_skips_repeats_per_sender(tmp_path, ep):
+    out = tmp_path / "s.log"
+    dump = LogDump(ep, str(out))
+    try:
+        for seq in (0, 1, 2, 5, 3, 6):  # 3 and 4 missing; then 3 again: a repeat
+            dump.write(_record("aaaa0000", seq))
+        for seq in (7, 9):  # another sender: its first record is where it starts
+            dump.write(_record("bbbb1111", seq))
+        dump.write([b"ROCLn", b'{"message": "unnumbered"}'])  # another library's
+    finally:
+        dump.close()
+    assert (dump.written, dump.lost, dump.repeated, dump.bad) == (8, 2 + 1, 1, 0)
+    assert [r["message"] for r in _lines(out)] == [
+        "aaaa0000 0", "aaaa0000 1", "aaaa0000 2", "aaaa0000 5", "aaaa0000 6",
+        "bbbb1111 7", "bbbb1111 9", "unnumbered"]
+
+
+class _SmallRelay:
+    """A bare XSUB/XPUB relay with small high-water marks on ``ep``'s log ports, in a
+    thread: a subscriber that stops reading makes it drop."""
+
+    def __init__(self, ep, hwm: int = 200) -> None:
+        import threading
+        self.ctx = zmq.Context()
+        self.xsub = self.ctx.socket(zmq.XSUB)
+        self.xpub = self.ctx.socket(zmq.XPUB)
+        for sock in (self.xsub, self.xpub):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, hwm)
+            sock.setsockopt(zmq.RCVHWM, hwm)
+        self.xsub.bind(ep.generalXSUB)
+        self.xpub.bind(ep.generalXPUB)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            zmq.proxy(self.xsub, self.xpub)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            self.xsub.close(0)
+            self.xpub.close(0)
+
+    def close(self) -> None:
+        self.ctx.term()  # (the proxy returns, its thread closes the sockets)
+        self.thread.join(10)
+
+
+def test_records_dropped_on_the_way_are_counted_by_the_receiver(ep, tmp_path):
+    """A flood into a subscriber that is not reading: the relay and the queues drop
+    records; the dump counts every one it missed, and its figures add up."""
+    import threading
+    relay = _SmallRelay(ep)
+    out = tmp_path / "flood.log"
+    dump = LogDump(ep, str(out))
+    handler = RocLogger("flood", ep)
+    log = logging.getLogger("test.roc.flood")
+    log.propagate = False
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    t = None
+    try:
+        # joined: the dump's subscription has reached the relay and the handler
+        deadline = time.monotonic() + 10
+        while not dump._sock.poll(20):
+            assert time.monotonic() < deadline, "the dump never got a record"
+            log.info("join")
+        dump.write(dump._sock.recv_multipart())
+        first = _lines(out)[0]["seq"]
+        for i in range(30_000):  # the dump reads nothing meanwhile
+            log.info("flood %d", i)
+        last = handler.seq  # the number of the record that ends the test
+        t = threading.Thread(target=dump.run, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 30
+        while dump._next.get(handler.stream, 0) <= last:
+            assert time.monotonic() < deadline, "the last record never came"
+            log.info("end")
+            time.sleep(0.02)  # pacing of a producer, not a wait for an event
+    finally:
+        dump.stop()
+        if t is not None:
+            t.join(10)
+        log.removeHandler(handler)
+        handler.close()
+        relay.close()
+    assert dump.lost > 0, "nothing was dropped: the flood was too small to test"
+    # every number from the first received to the last is written once or counted lost
+    assert dump.written + dump.lost == dump._next[handler.stream] - first
+    assert dump.repeated == 0 and len(_lines(out)) == dump.written

@@ -100,8 +100,9 @@ def _run(args: argparse.Namespace) -> int:
         n = dump.written
     finally:
         idle.cancel()
-    print(f"{PROG}: {n} records written, {dump.bad} malformed messages dropped",
-          flush=True)
+    print(f"{PROG}: {n} records written, {dump.lost} lost on the way (gaps in the senders' "
+          f"numbers), {dump.repeated} repeats skipped, {dump.bad} malformed messages "
+          "dropped", flush=True)
     if n == 0 and not dump.connected:
         raise UnreachableError(f"nothing to connect to at {ep.generalXPUB}: "
                                "no broker relay answered")

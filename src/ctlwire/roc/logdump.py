@@ -48,6 +48,14 @@ class LogDump:
     ----------
     written, bad : int
         Records written, and messages dropped because they were not log records.
+    lost : int
+        Records never received, counted from the gaps in each sender's numbers
+        (``stream``, ``seq``: see :mod:`ctlwire.roc.logging`): dropped by a full
+        queue on the way, or sent while this subscriber moved to another broker.
+        Records after the last one received from a sender cannot be counted.
+    repeated : int
+        Records received again (a sender publishes to every broker; after a move the
+        new broker's relay may deliver some already written): skipped.
     connected : bool
         Whether a connection to the relay was ever made.
     """
@@ -61,6 +69,10 @@ class LogDump:
         self.backups = backups
         self.written = 0
         self.bad = 0
+        self.lost = 0
+        self.repeated = 0
+        self._next: dict[str, int] = {}  # stream -> the seq expected next
+        self._warned = -1e9  # when a gap was last reported
         self.connected = False
         # several brokers: the first, then the next whenever the connection drops
         self.endpoints = resolve_all(source, "generalXPUB")
@@ -95,6 +107,20 @@ class LogDump:
         if not isinstance(record, dict):
             self.bad += 1
             return False
+        stream, seq = record.get("stream"), record.get("seq")
+        if type(stream) is str and type(seq) is int:
+            expected = self._next.get(stream)
+            if expected is not None and seq < expected:
+                self.repeated += 1
+                return True
+            if expected is not None and seq > expected:
+                self.lost += seq - expected
+                now = time.monotonic()
+                if now - self._warned >= 1.0:  # (a flood makes a gap per record)
+                    self._warned = now
+                    log.warning("%d log records of %s lost before #%d (%d lost in all)",
+                                seq - expected, record.get("node"), seq, self.lost)
+            self._next[stream] = seq + 1
         ordered = {k: record[k] for k in _ORDER if k in record}
         ordered.update((k, v) for k, v in record.items() if k not in ordered)
         line = _json.dumps(ordered).decode("utf-8") + "\n"
@@ -144,7 +170,8 @@ class LogDump:
                 log.info("connected to the relay at %s", where)
             elif kind == zmq.EVENT_DISCONNECTED and where == self.endpoint and \
                     len(self.endpoints) > 1:
-                # records published while we move are not seen
+                # records published while we move are not seen (counted as lost from
+                # the gaps in their numbers), and some seen before come again
                 self._sock.disconnect(self.endpoint)
                 i = (self.endpoints.index(self.endpoint) + 1) % len(self.endpoints)
                 self.endpoint = self.endpoints[i]

@@ -8,7 +8,14 @@ JSON object::
      "message": "shutter open", "file": "/path/cam.py", "line": 42, "func": "open",
      "process": 1234, "thread": "MainThread", "exc": null}
 
-``exc`` holds the formatted traceback when the record carries one.
+``exc`` holds the formatted traceback when the record carries one. A
+:class:`RocLogger` adds ``"stream"`` (8 hex digits, random per handler) and ``"seq"``
+(0, 1, 2, ... for every record it emits, sent or dropped), so a receiver counts what
+it missed from the gaps (:class:`ctlwire.roc.logdump.LogDump`, ``roclogdump``): a record
+dropped at a high-water mark, by a relay, or while a subscriber moves to a standby
+broker is told, not silently lost. A handler connected to several brokers sends each
+record to each; the repeats a subscriber sees after moving are recognised by the same
+numbers.
 """
 from __future__ import annotations
 
@@ -67,7 +74,9 @@ class RocLogger(logging.Handler):
     Notes
     -----
     Never blocks the logging caller: when the relay is unreachable records are
-    queued up to the socket's high-water mark, then dropped.
+    queued up to the socket's high-water mark, then dropped. Every record carries
+    this handler's ``stream`` id and its ``seq`` number, so the receiver counts the
+    dropped ones (``roclogdump``'s summary: records lost).
     """
 
     def __init__(self, nodeId: str, destination: Endpoints | str | list | None = None,
@@ -82,13 +91,19 @@ class RocLogger(logging.Handler):
         for e in self.endpoints:
             self._sock.connect(e)
         self._closed = False
+        self.stream = os.urandom(4).hex()
+        self.seq = 0  # the number of the next record
 
     def emit(self, record: logging.LogRecord) -> None:
         # logging.Handler.handle() holds self.lock around emit: one sender at a time
         if self._closed:
             return
         try:
-            body = _json.dumps(record_to_dict(record, self.nodeId))
+            d = record_to_dict(record, self.nodeId)
+            d["stream"] = self.stream
+            d["seq"] = self.seq
+            self.seq += 1  # (a dropped record's number is a gap at the receiver)
+            body = _json.dumps(d)
             self._sock.send_multipart([self._topic, body], zmq.NOBLOCK)
         except zmq.Again:
             pass  # relay unreachable and queue full: drop rather than block the caller
