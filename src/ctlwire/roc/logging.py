@@ -106,7 +106,8 @@ class RocLogger(logging.Handler):
             body = _json.dumps(d)
             self._sock.send_multipart([self._topic, body], zmq.NOBLOCK)
         except zmq.Again:
-            pass  # relay unreachable and queue full: drop rather than block the caller
+            pass  # queue full: dropped rather than block the caller; its number (seq) is
+            # a gap that the receiver counts
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
 
