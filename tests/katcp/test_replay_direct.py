@@ -274,11 +274,18 @@ def _start(path: str, **kwargs) -> ReplayDevice:
     return device
 
 
-def _replay_to_two_auto_clients(path: str, n: int) -> ReplayDevice:
-    """Replay ``path`` (``n`` readings of s0, s1 alternating) to two clients sampling
-    both with ``auto``; check that each got every reading in order; return the device
-    (stopped) for its counters."""
-    device = _start(path)
+def _recorded_device(tmp_path, n: int, spacing: float, **kwargs) -> ReplayDevice:
+    """A paused replay device of a recording of ``n`` readings (write_recording)."""
+    path = str(tmp_path / "night.sqlite")
+    write_recording(path, n, spacing=spacing)
+    return _start(path, **kwargs)
+
+
+def _replay_to_two_auto_clients(tmp_path, n: int, spacing: float) -> ReplayDevice:
+    """Replay ``n`` readings of s0, s1 alternating to two clients sampling both with
+    ``auto``; check that each got every reading in order; return the device (stopped)
+    for its counters."""
+    device = _recorded_device(tmp_path, n, spacing)
     clients = [Client(device.bind_address[1]) for _ in range(2)]
     try:
         for c in clients:
@@ -304,18 +311,15 @@ def _replay_to_two_auto_clients(path: str, n: int) -> ReplayDevice:
 
 
 def test_auto_samplers_get_every_reading_written_by_the_replay_thread(tmp_path):
-    path = str(tmp_path / "night.sqlite")
-    write_recording(path, 400, spacing=0.0005)
-    _replay_to_two_auto_clients(path, 400)
+    _replay_to_two_auto_clients(tmp_path, 400, spacing=0.0005)
 
 
 def test_readings_due_together_go_to_a_client_in_one_write(tmp_path):
     """Readings recorded at one time are due together: each auto client gets them in a
     few writes of whole lines, in order (with an ``event`` sampler between them: see
     test_other_strategies_and_auto_together_go_the_usual_way)."""
-    path = str(tmp_path / "night.sqlite")
-    write_recording(path, 600, spacing=0.0)  # all at one time: batches of 64
-    device = _replay_to_two_auto_clients(path, 600)
+    # all at one time: batches of 64
+    device = _replay_to_two_auto_clients(tmp_path, 600, spacing=0.0)
     # gathered: at most a write per client and batch of 64 (plus the 4 KiB splits)
     assert device.direct_calls * 10 < device.direct_writes
 
@@ -324,10 +328,8 @@ def test_lines_a_full_socket_did_not_take_follow_through_the_loop_in_order(tmp_p
     """A gathered write that the socket takes only part of (whole lines: see
     ``send_whole(lines=True)``; simulated here) leaves the rest to the loop, and the
     client still gets every reading once, in order."""
-    path = str(tmp_path / "night.sqlite")
     n = 600
-    write_recording(path, n, spacing=0.0)
-    device = _start(path)
+    device = _recorded_device(tmp_path, n, 0.0)
     c = Client(device.bind_address[1])
     try:
         c.sample(b"s0,s1")
@@ -359,10 +361,8 @@ def test_lines_a_full_socket_did_not_take_follow_through_the_loop_in_order(tmp_p
 def test_requests_answered_meanwhile_never_split_a_reading(tmp_path):
     """Replies written by the event loop and readings written by the replay thread
     share one socket: every line the client gets is whole, and all arrive."""
-    path = str(tmp_path / "night.sqlite")
     n = 3000
-    write_recording(path, n, spacing=0.0002)
-    device = _start(path)
+    device = _recorded_device(tmp_path, n, 0.0002)
     c = Client(device.bind_address[1])
     try:
         c.sample(b"s0,s1")
@@ -405,10 +405,8 @@ def test_other_strategies_and_auto_together_go_the_usual_way(tmp_path, spacing):
     """s0 also has an ``event`` sampler: its readings go through the sensor, s1's are
     written by the replay thread; recorded at one time, s1's gathered writes go out
     between s0's, and every stream keeps the recorded order."""
-    path = str(tmp_path / "night.sqlite")
     n = 200 if spacing else 600
-    write_recording(path, n, spacing=spacing)
-    device = _start(path)
+    device = _recorded_device(tmp_path, n, spacing)
     auto, event = Client(device.bind_address[1]), Client(device.bind_address[1])
     try:
         auto.sample(b"s0,s1")
@@ -431,10 +429,8 @@ def test_other_strategies_and_auto_together_go_the_usual_way(tmp_path, spacing):
 
 
 def test_a_client_that_stops_reading_gets_the_rest_through_the_loop_in_order(tmp_path):
-    path = str(tmp_path / "night.sqlite")
     n = 6000
-    write_recording(path, n, spacing=0.001)
-    device = _start(path, speedup=100.0, max_write_buffer=64 << 20)
+    device = _recorded_device(tmp_path, n, 0.001, speedup=100.0, max_write_buffer=64 << 20)
     c = Client(device.bind_address[1], rcvbuf=4096)
     try:
         c.sample(b"s0,s1")
@@ -495,10 +491,8 @@ def test_a_write_cut_mid_line_closes_only_that_client(tmp_path):
     """The compiled write reports a line it could not finish (the client's socket full
     for 0.1 s; simulated here by the write's answer): that client is closed, at once,
     and gets nothing more; the other client gets every reading."""
-    path = str(tmp_path / "night.sqlite")
     n = 200
-    write_recording(path, n, spacing=0.0005)
-    device = _start(path)
+    device = _recorded_device(tmp_path, n, 0.0005)
     victim, other = Client(device.bind_address[1]), Client(device.bind_address[1])
     try:
         victim.sample(b"s0,s1")

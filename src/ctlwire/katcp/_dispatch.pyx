@@ -262,13 +262,13 @@ cdef extern from *:
        (waiting as above), and the bytes written end a line unless that wait failed. */
     static Py_ssize_t ctlwire_send_whole(int fd, const char *buf, Py_ssize_t len,
                                          int timeout_ms, int lines) {
-        Py_ssize_t done = 0, goal = len;
+        Py_ssize_t done = 0, goal = len;  /* goal: where the write may stop */
         struct timespec t0, t1;
         int waited = 0;
     #ifdef SIOCOUTQ
         if (lines) {
-            /* lines the socket has room for (half its buffer, as the kernel counts
-               its own overhead), so that a write rarely stops in a line */
+            /* the lines the socket has room for (half its buffer, as the kernel
+               counts its own overhead), so that a write rarely stops in a line */
             int queued = 0, sndbuf = 0;
             socklen_t sl = sizeof(sndbuf);
             if (ioctl(fd, SIOCOUTQ, &queued) == 0
@@ -277,9 +277,8 @@ cdef extern from *:
                 if (room < len) {
                     goal = 0;
                     for (Py_ssize_t i = room - 1; i >= 0; i--)
-                        if (buf[i] == 10) { goal = i + 1; break; }
+                        if (buf[i] == '\\n') { goal = i + 1; break; }
                     if (goal == 0) return 0;  /* not a whole line fits: nothing */
-                    len = goal;
                 }
             }
         }
@@ -291,11 +290,12 @@ cdef extern from *:
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
             if (done == 0) return 0;  /* full before the first byte: nothing written */
-            if (lines && goal == len) {
-                /* the socket is full: only the line cut must be finished now */
-                if (buf[done - 1] == 10) return done;  /* a newline */
-                const char *nl = memchr(buf + done, 10, (size_t)(len - done));
-                goal = nl != NULL ? (Py_ssize_t)(nl - buf) + 1 : len;
+            if (lines) {
+                /* the socket is full: only the line it cut must be finished now */
+                if (buf[done - 1] == '\\n') return done;
+                const char *nl = memchr(buf + done, '\\n', (size_t)(goal - done));
+                goal = nl != NULL ? (Py_ssize_t)(nl - buf) + 1 : goal;
+                lines = 0;  /* (from here on, as a whole write up to goal) */
             }
             /* part of a line is out: the rest must follow before anything else */
             if (!waited) { clock_gettime(CLOCK_MONOTONIC, &t0); waited = 1; }

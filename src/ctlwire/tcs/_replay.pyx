@@ -1214,7 +1214,6 @@ cdef class Replayer:
         cdef double now, cost = 20e-6, off
         cdef Py_ssize_t i, k, m
         cdef long long n = 0
-        cdef int got
         cdef bint end = False, fresh = not self._started, paced
         while limit < 0 or n < limit:
             paced = self.speedup != INFINITY
@@ -1243,8 +1242,7 @@ cdef class Replayer:
                     off = (<tuple>ahead[m - 1])[0]
                     if off != off or now - (self.start_mono + off) <= 2 * cost + 10e-6:
                         break
-                    got = self._prepare_one(prepare, ahead, &cost, &fresh)
-                    if got < 0:
+                    if self._prepare_one(prepare, ahead, &cost, &fresh) < 0:
                         end = True
                     m = len(ahead)
                     now = _mono()
