@@ -28,14 +28,30 @@ def child_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
-def free_base_port(count: int = 3, host: str = "127.0.0.1", attempts: int = 200) -> int:
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel hands out for port 0 and outgoing
+    connections (Linux; 32768, Linux's default, elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_base_port(count: int = 4, host: str = "127.0.0.1", attempts: int = 200) -> int:
     """A TCP port ``base`` such that ``base`` .. ``base + count - 1`` are free right now.
 
-    ROC derives its broker, XSUB and XPUB ports from one base port, so it needs three
-    consecutive ones. Another process may still take them before they are bound.
+    ROC derives its ports from one base port: broker, XSUB and XPUB, and base + 3 for
+    the link between a primary and its standby, so four consecutive ones by default.
+    The bases are drawn below the kernel's ephemeral range, so a port the kernel gives
+    to another socket meanwhile (a bind to port 0, an outgoing connection) cannot take
+    one; another process choosing ports the same way still can, before they are bound.
     """
+    low, top = 10000, min(_ephemeral_low(), 65536) - count
+    if top - low < 2000:  # an unusual range: anywhere above the privileged ports
+        low, top = 1024, 65536 - count
     for _ in range(attempts):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
+        base = low + int.from_bytes(os.urandom(2), "big") % (top - low)
         socks = []
         try:
             for off in range(count):
