@@ -49,7 +49,8 @@ KATCP_LAYERS = {
     "_codec": 1,
     "core": 2,
     "_types": 3, "_decorators": 3, "kattypes": 3, "sensor": 3, "sampling": 3,
-    "mirror": 3,  # a client's I/O-free model of a server (imports the stdlib only)
+    "mirror": 3,  # a client's I/O-free model of a server (the stdlib and its loops only)
+    "_mirror_ops": 3,  # the mirror's compiled per-sensor loops (imports nothing)
     # transport: sockets, threads, event loops, and the pieces the servers share
     "_dispatch": 4, "_roundtrip": 4, "_connection": 4, "_loop": 4, "_handlers": 4,
     "_sensor_hub": 4, "_device_logger": 4, "_client_link": 4,

@@ -1,15 +1,20 @@
 """The batch methods of DeviceMirror against the one-at-a-time ones they stand for.
 
 ``sensor_list_informs``, ``sensor_status_informs`` and ``watch_many`` exist for speed (a
-sync brings one inform per sensor in a burst); on any input they must leave the mirror
-exactly as ``sensor_list``, ``sensor_status`` and ``watch`` do, which are the reference.
+sync brings one inform per sensor in a burst) and run compiled loops (``_mirror_ops``);
+on any input they must leave the mirror exactly as ``sensor_list``, ``sensor_status``
+and ``watch`` do, which are the pure-Python reference.
 """
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctlwire.katcp.mirror import DeviceMirror, SensorInfo, SensorReading, Subscribed
+import pytest
+
+from ctlwire.katcp import _mirror_ops
+from ctlwire.katcp.mirror import (DeviceMirror, MirroredSensor, SensorInfo, SensorReading,
+                                  Subscribed)
 
 NAMES = [b"a", b"b.c", b"d", b"caf\xc3\xa9", b"\xff"]  # (the last is not UTF-8)
 names = st.sampled_from(NAMES)
@@ -65,6 +70,10 @@ def test_sensor_list_informs_is_sensor_list_of_the_decoded_informs(known, inform
     assert change == expected
     assert bad == [a for a in informs if len(a) < 4]
     assert state(batch) == state(reference)
+    # the compiled loop makes real named tuples and sensors, not look-alikes
+    for s in batch.sensors.values():
+        assert type(s) is MirroredSensor and type(s.info) is SensorInfo
+        assert s.info._asdict()["name"] == s.info.name
 
 
 @settings(max_examples=300, deadline=None)
@@ -91,7 +100,8 @@ def test_sensor_status_informs_is_sensor_status_of_each_reading(known, watched, 
                 expected_updated.append((s.info.name, s.reading))
     assert bad == expected_bad
     assert [(s.info.name, r) for s, r in updated] == expected_updated
-    assert all(isinstance(r, SensorReading) for _, r in updated)
+    assert all(type(r) is SensorReading and r._fields == SensorReading._fields
+               for _, r in updated)
     assert state(batch) == state(reference)
 
 
@@ -113,3 +123,32 @@ def test_watch_many_is_watch_of_each(known, subscribed, watched, watcher):
     for name in present:
         reference.watch(name, watcher)
     assert state(batch) == state(reference)
+
+
+def test_mirrored_sensor_behaves_as_the_record_it_replaced():
+    info = SensorInfo("a", "d", "u", "integer")
+    s = MirroredSensor(info)
+    assert (s.info, s.reading, s.subscribed, s.watchers) == (info, None, Subscribed.NO, {})
+    reading = SensorReading(1.5, "nominal", b"3")
+    t = MirroredSensor(info, reading, Subscribed.YES, {"w": None})
+    assert t == MirroredSensor(info, reading, Subscribed.YES, {"w": None})
+    assert t != s and s == MirroredSensor(info)
+    assert repr(t) == (f"MirroredSensor(info={info!r}, reading={reading!r}, "
+                       f"subscribed={Subscribed.YES!r}, watchers={{'w': None}})")
+    with pytest.raises(TypeError):
+        hash(s)
+    with pytest.raises(TypeError):
+        t.watchers = ["not a dict"]
+
+
+def test_the_compiled_loops_refuse_types_that_are_not_the_named_tuples():
+    with pytest.raises(TypeError, match="not a named tuple of 5 fields"):
+        _mirror_ops.merge_sensor_list_informs([], {}, [], [], set(), tuple, Subscribed.NO,
+                                              print)
+    with pytest.raises(TypeError, match="not a named tuple of 3 fields"):
+        _mirror_ops.apply_status_informs([], {}, set(), None, [], SensorInfo, {},
+                                         Subscribed.YES, print)
+    mirror = DeviceMirror()
+    mirror.sensors["x"] = "not a sensor"
+    with pytest.raises(TypeError):
+        mirror.sensor_status_informs([[b"1", b"1", b"x", b"nominal", b"1"]])

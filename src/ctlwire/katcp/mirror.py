@@ -18,15 +18,26 @@ Lifecycle::
          +------disconnected()-------+--+----interface_changed()-------+
     close() --> CLOSED (from any state)
 
+The batch methods (``sensor_list_informs``, ``sensor_status_informs``, ``watch_many``)
+run their per-sensor loops compiled (``_mirror_ops.pyx``); the one-at-a-time methods
+they stand for (``sensor_list``, ``sensor_status``, ``watch``) are the pure-Python
+reference they are tested against.
+
 Layering: the API-pieces layer (3) of ``ctlwire.katcp``, pure state like ``sensor``;
-imports the standard library only.
+imports the standard library and its compiled loops (``_mirror_ops``) only.
 """
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from functools import partial
 from typing import (Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional,
                     Sequence, Set, Tuple)
+
+from ctlwire._ext import load_extension
+
+# the per-sensor loops of the batch methods (a sync's thousand informs), compiled
+_ops = load_extension("ctlwire.katcp._mirror_ops")
 
 __all__ = ["SyncState", "SensorInfo", "SensorReading", "MirroredSensor", "ListChange",
            "Action", "DeviceMirror", "Subscribed"]
@@ -70,51 +81,16 @@ class SensorReading(NamedTuple):
     value: bytes
 
 
-@dataclass
-class MirroredSensor:
-    """One sensor of the device as the mirror knows it."""
+#: One sensor of the device as the mirror knows it: ``info`` (:class:`SensorInfo`),
+#: ``reading`` (the latest :class:`SensorReading`, or ``None``), ``subscribed``
+#: (:class:`Subscribed`: whether the device is known to sample it for this client) and
+#: ``watchers`` (who wants its updates, a dict used as an ordered set). Made as
+#: ``MirroredSensor(info, reading=None, subscribed=Subscribed.NO, watchers=None)``; an
+#: extension type (``_mirror_ops``) so that a sync's compiled loops make and update
+#: one per sensor without attribute lookups.
+MirroredSensor = _ops.MirroredSensor
+_ops.set_default_subscribed(Subscribed.NO)
 
-    __slots__ = ("info", "reading", "subscribed", "watchers")
-
-    info: SensorInfo
-    reading: Optional[SensorReading]
-    subscribed: Subscribed
-    watchers: Dict[Hashable, None]
-
-    def __init__(self, info: SensorInfo, reading: Optional[SensorReading] = None,
-                 subscribed: Subscribed = Subscribed.NO,
-                 watchers: Optional[Dict[Hashable, None]] = None) -> None:
-        self.info = info
-        self.reading = reading
-        self.subscribed = subscribed
-        self.watchers = {} if watchers is None else watchers
-
-
-_new_tuple = tuple.__new__  # (a named tuple made without its Python-level __new__)
-
-
-def _sensor_infos(informs: Iterable[Sequence[bytes]],
-                  bad: List[Sequence[bytes]]) -> Iterable[SensorInfo]:
-    """The :class:`SensorInfo` of each ``#sensor-list`` inform; too short ones go to
-    ``bad``. Text that is not UTF-8 is decoded with replacement characters."""
-    shared: Dict[Tuple[bytes, ...], Tuple[bytes, ...]] = {}
-    for a in informs:
-        if len(a) < 4:
-            bad.append(a)
-            continue
-        params = tuple(a[4:])
-        # sensors often share their params (a range): one tuple for all, not one each
-        params = shared.setdefault(params, params)
-        try:
-            text = (a[0].decode(), a[1].decode(), a[2].decode(), a[3].decode(), params)
-        except UnicodeDecodeError:
-            text = tuple(x.decode("utf-8", "replace") for x in a[:4]) + (params,)
-        yield _new_tuple(SensorInfo, text)
-
-
-# length of a #sensor-status inform's arguments -> where its readings' names are (made
-# once per length, not once per inform; for the usual short informs only)
-_READING_POSITIONS: Dict[int, Tuple[int, ...]] = {}
 
 # status words as they come on the wire -> as the mirror keeps them
 _STATUS_WORDS = {w.encode(): w for w in ("unknown", "nominal", "warn", "error", "failure",
@@ -278,47 +254,56 @@ class DeviceMirror:
             self._need_sensor_list = False
         sensors = self.sensors
         seen: Set[str] = set()
-        add_seen = seen.add
-        added = change.added
-        new_sensor = object.__new__
-        no = Subscribed.NO
         for info in entries:
-            name = info.name
-            add_seen(name)
-            old = sensors.get(name)
+            seen.add(info.name)
+            old = sensors.get(info.name)
             if old is None:
-                # MirroredSensor(info), without the call of its __init__ (a sync makes
-                # one per sensor)
-                s = sensors[name] = new_sensor(MirroredSensor)
-                s.info = info
-                s.reading = None
-                s.subscribed = no
-                s.watchers = {}
-                added.append(info)
+                sensors[info.name] = MirroredSensor(info)
+                change.added.append(info)
             elif old.info != info:
-                change.changed.append((old.info, info))
-                old.info = info
-                old.reading = None
-                old.subscribed = Subscribed.UNKNOWN
-                self._check_sampling(old)
+                self._info_changed(change.changed, old, info)
         if len(seen) < len(sensors):
-            for name in [n for n in sensors if n not in seen]:
-                s = sensors.pop(name)
-                self._need_sampling.discard(name)
-                change.removed.append(s.info)
+            self._remove_unseen(seen, change)
         return change
 
     def sensor_list_informs(self, informs: Iterable[Sequence[bytes]],
                             generation: Optional[int] = None
                             ) -> Tuple[ListChange, List[Sequence[bytes]]]:
         """:meth:`sensor_list` from the ``#sensor-list`` informs' arguments (``name
-        description units type params...``, as bytes).
+        description units type params...``, as bytes; text that is not UTF-8 is decoded
+        with replacement characters).
 
         Returns what changed, and the informs too short to describe a sensor (which are
         left out).
         """
         bad: List[Sequence[bytes]] = []
-        return self.sensor_list(_sensor_infos(informs, bad), generation), bad
+        change = ListChange()
+        if self.state is SyncState.CLOSED:
+            return change, bad
+        if generation is None or generation == self._list_generation:
+            self._need_sensor_list = False
+        sensors = self.sensors
+        seen: Set[str] = set()
+        _ops.merge_sensor_list_informs(informs, sensors, bad, change.added, seen,
+                                       SensorInfo, Subscribed.NO,
+                                       partial(self._info_changed, change.changed))
+        if len(seen) < len(sensors):
+            self._remove_unseen(seen, change)
+        return change, bad
+
+    def _info_changed(self, changed: list, old: MirroredSensor, info: SensorInfo) -> None:
+        changed.append((old.info, info))
+        old.info = info
+        old.reading = None
+        old.subscribed = Subscribed.UNKNOWN
+        self._check_sampling(old)
+
+    def _remove_unseen(self, seen: Set[str], change: ListChange) -> None:
+        sensors = self.sensors
+        for name in [n for n in sensors if n not in seen]:
+            s = sensors.pop(name)
+            self._need_sampling.discard(name)
+            change.removed.append(s.info)
 
     def sensor_list_failed(self) -> None:
         """The ``?sensor-list`` failed: it is asked for again."""
@@ -400,67 +385,16 @@ class DeviceMirror:
         the informs that could not be read.
         """
         bad: List[Sequence[bytes]] = []
-        sensors = self.sensors
-        need = self._need_sampling
-        yes = Subscribed.YES
-        words = _STATUS_WORDS
-        new_reading = _new_tuple
-        positions = _READING_POSITIONS
-        for args in informs:
-            try:
-                timestamp = float(args[0])
-            except (ValueError, IndexError):
-                bad.append(args)
-                continue
-            n = len(args)
-            at = positions.get(n)
-            if at is None:
-                at = range(2, n - 2, 3)
-                if n <= 32:
-                    positions[n] = tuple(at)
-            for i in at:
-                try:
-                    name = args[i].decode()
-                except UnicodeDecodeError:
-                    name = args[i].decode("utf-8", "replace")
-                s = sensors.get(name)
-                if s is None:
-                    continue
-                status = args[i + 1]
-                s.reading = reading = new_reading(SensorReading, (
-                    timestamp, words.get(status) or status.decode("ascii", "replace"),
-                    args[i + 2]))
-                if s.subscribed is not yes:
-                    # the device is evidently sampling it
-                    s.subscribed = yes
-                    if s.watchers:
-                        need.discard(name)
-                    else:
-                        self._check_sampling(s)
-                if updated is not None:
-                    updated.append((s, reading))
+        _ops.apply_status_informs(informs, self.sensors, self._need_sampling, updated, bad,
+                                  SensorReading, _STATUS_WORDS, Subscribed.YES,
+                                  self._check_sampling)
         return bad
 
     # -- interest ----------------------------------------------------------------------------------
     def watch_many(self, names: Iterable[str], watcher: Hashable) -> None:
         """:meth:`watch` for many sensors at once."""
-        sensors = self.sensors
-        need = self._need_sampling
-        yes = Subscribed.YES
-        wanted = False
-        for name in names:
-            s = sensors[name]
-            if watcher in s.watchers:
-                continue
-            s.watchers[watcher] = None
-            # _check_sampling, for a sensor that now has a watcher
-            if s.subscribed is yes:
-                need.discard(name)
-            else:
-                s.reading = None
-                need.add(name)
-                wanted = True
-        if wanted:
+        if _ops.watch_many(self.sensors, names, watcher, self._need_sampling,
+                           Subscribed.YES):
             self._want_sync()
 
     def watch(self, name: str, watcher: Hashable) -> None:
