@@ -339,6 +339,28 @@ def test_many_outstanding_requests_each_get_their_own_reply(peer, clients):
     assert all(replies[i].arguments == [b"ok", f"value {i}".encode()] for i in range(n))
 
 
+def test_a_request_whose_reply_the_io_thread_reads_calls_it_back_from_stepping_aside(
+        peer, clients, monkeypatch):
+    """While a blocking caller reads the socket itself, the I/O thread steps aside and
+    looks again only after a quiet interval; a callback or future request sent then
+    must bring it back at once, or its reply would wait that interval unread. The
+    intervals are stretched to a minute here, so only the call-back can deliver it."""
+    from ctlwire.katcp import _client_link
+    monkeypatch.setattr(_client_link, "_PARK_INTERVAL", 60.0)
+    monkeypatch.setattr(_client_link, "_MAX_IDLE", 60.0)
+    client = started(clients(CallbackClient, "127.0.0.1", peer.port))
+    assert client.wait_protocol(TIMEOUT)
+    # the test plays the blocking caller: it holds the reader role while a reply comes
+    first = client.future_request(Message.request("watchdog"), timeout=TIMEOUT * 3)
+    with client._read_lock:
+        assert wait_for(lambda: client._parked)  # the I/O thread saw it and stepped aside
+    second = client.future_request(Message.request("echo", "back"), timeout=TIMEOUT * 3)
+    reply, _ = second.result(TIMEOUT)
+    assert reply.arguments == [b"ok", b"back"]
+    assert first.result(TIMEOUT)[0].reply_ok()
+    assert not client._parked
+
+
 def test_concurrent_blocking_requests_from_many_threads(peer, clients):
     client = started(clients(BlockingClient, "127.0.0.1", peer.port))
     assert client.wait_protocol(TIMEOUT)

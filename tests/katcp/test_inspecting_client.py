@@ -375,6 +375,26 @@ def test_first_sync_samples_in_one_bulk_request_or_falls_back(refuse_bulk):
             assert len(bulk) == 2 and len(sampling) == 5
         else:
             assert sampling == bulk and len(bulk) == 1
+            # ?help goes after the bulk sampling (the device answers in order, and the
+            # readings are what the sync waits for longest)
+            names = [r.split(b" ")[0].split(b"[")[0] for r in device.requests]
+            assert (names.index(b"?sensor-list") < names.index(b"?sensor-sampling")
+                    < names.index(b"?help"))
+    finally:
+        client.stop(TIMEOUT)
+        device.close()
+
+
+def test_a_sync_that_samples_nothing_asks_for_help_with_the_sensor_list():
+    device = _ScriptedDevice(refuse_bulk=False)
+    client = InspectingClient("127.0.0.1", device.port, timeout=TIMEOUT)
+    try:
+        client.start(timeout=TIMEOUT)
+        assert sorted(client.sensor) == list(device.SENSORS)
+        assert "x" in client.requests
+        names = [r.split(b" ")[0].split(b"[")[0] for r in device.requests]
+        assert names.index(b"?help") < names.index(b"?sensor-list")
+        assert b"?sensor-sampling" not in names
     finally:
         client.stop(TIMEOUT)
         device.close()

@@ -145,6 +145,10 @@ class ClientLink:
         # batched in _outbuf.
         self._dispatching_thread = 0
         self._direct_reads = 0  # times a blocking caller took the reader role
+        # The I/O thread has stepped aside for blocking callers (see _serve), and a
+        # request whose reply it must read asks it back at once (_unpark).
+        self._parked = False
+        self._unpark_asked = False
         self._io_ident = 0
         self._thread: Optional[threading.Thread] = None
         self._running_flag = False
@@ -421,6 +425,14 @@ class ClientLink:
         self._dispatch_chunk(self._rview[:n])
         return True
 
+    def _unpark(self) -> None:
+        """A request whose reply the I/O thread reads (a callback or future request)
+        was sent: if it has stepped aside for blocking callers, it takes the reader role
+        back now rather than after a quiet interval."""
+        if self._parked and get_ident() != self._io_ident:
+            self._unpark_asked = True
+            self._wake()
+
     def _reads_seen(self) -> int:
         """Times a blocking caller took the reader role (the I/O thread parks while
         this count moves)."""
@@ -470,8 +482,12 @@ class ClientLink:
                             sock_ready = True
                 if not reading:
                     seen, parked_seen = parked_seen, self._reads_seen()
-                    if seen == parked_seen and not self._read_lock.locked():
-                        reading = True  # no blocking caller read for a whole interval
+                    if self._unpark_asked or (seen == parked_seen
+                                              and not self._read_lock.locked()):
+                        # no blocking caller read for a whole interval, or a reply
+                        # only this thread will read is on its way
+                        reading = True
+                        self._parked = self._unpark_asked = False
                     continue
                 if sock_ready:
                     if self._read_lock.acquire(False):
@@ -484,8 +500,10 @@ class ClientLink:
                         # A thread in blocking_request is reading the socket itself: step
                         # aside rather than wake on every byte it is about to consume.
                         reading = False
+                        self._parked = True
                         parked_seen = self._reads_seen()
         finally:
+            self._parked = self._unpark_asked = False
             if mask:
                 try:
                     sel.unregister(sock)

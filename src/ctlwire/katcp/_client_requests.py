@@ -318,6 +318,9 @@ class CallbackClient(DeviceClient):
         except KatcpClientError as exc:
             if self._forget(p):
                 self._finish(p, None, exc, str(exc))
+        else:
+            if self._parked:
+                self._unpark()
 
     def future_request(self, msg: Message, timeout: Optional[float] = None,
                        use_mid: Optional[bool] = None) -> "concurrent.futures.Future":

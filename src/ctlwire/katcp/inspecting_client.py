@@ -869,9 +869,11 @@ class InspectingClient:
                                   self._link_generation)
 
     def _learn_sensors(self, generation: int) -> None:
-        if self._inspect:
+        if self._inspect and not self._may_sample_ahead():
             with self._lock:
                 self._prefetch_requests()
+        # (else ?help goes after the bulk ?sensor-sampling: the device answers requests
+        # in order, and the readings are what a first sync waits for longest)
         reply, informs = self._link.blocking_request(Message.request("sensor-list"),
                                                      timeout=self._timeout)
         with self._lock:
@@ -887,6 +889,8 @@ class InspectingClient:
                 del informs  # (a thousand objects fewer for the garbage collector to visit)
                 # (readings it brings wait for this lock, so they find their sensors)
                 self._sample_ahead(entries)
+                if self._inspect:
+                    self._prefetch_requests()
                 change, bad = mirror.sensor_list_informs(entries, generation)
                 for args in bad:
                     self._logger.warning("#sensor-list inform without name, description, "
@@ -935,14 +939,19 @@ class InspectingClient:
         if failed:
             self._stopping.wait(1.0)  # don't hammer a device whose ?sensor-list fails
 
+    def _may_sample_ahead(self) -> bool:
+        """Whether this sync may send the bulk ``?sensor-sampling`` of
+        :meth:`_sample_ahead` (a first sync sampling everything with ``auto``)."""
+        flags = self._link.protocol_flags
+        return not (self._default != ("auto",) or self._wanted or self._unsampled
+                    or self._strategies or flags is None
+                    or not flags.bulk_set_sensor_sampling)
+
     def _sample_ahead(self, entries: list) -> None:
         """On a first sync that samples every sensor with ``auto``, send the bulk
         ``?sensor-sampling`` before the list is applied: the readings travel while it
         is (:meth:`_sample` then waits for that reply instead of asking)."""
-        flags = self._link.protocol_flags
-        if (self._default != ("auto",) or self._wanted or self._unsampled
-                or self._strategies or flags is None
-                or not flags.bulk_set_sensor_sampling or len(entries) < 2):
+        if not self._may_sample_ahead() or len(entries) < 2:
             return
         try:
             names = [a[0].decode() for a in entries]
