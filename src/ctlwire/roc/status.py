@@ -19,6 +19,7 @@ carry it.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Iterator, Sequence
@@ -31,6 +32,7 @@ from ctlwire._zmq import make_socket
 from ctlwire.roc.endpoints import Endpoints, resolve, resolve_all
 
 PREFIX = b"ROCS"
+log = logging.getLogger("ctlwire.roc.status")
 _MISSING = object()
 
 
@@ -207,25 +209,87 @@ class RocStatusUpdater:
         ``host[:baseport]`` string, or ``None`` for ``$CTLWIRE_ROC_BROKER``.
     ctx : zmq.Context, optional
         ZeroMQ context to use.
+    connect_timeout : float
+        At start-up (this long after construction), :meth:`emit` waits up to this long
+        for a broker to say it listens, instead of sending into the void.
+    send_timeout : float
+        When a broker's queue is full (it reads more slowly than updates come),
+        :meth:`emit` waits up to this long for room, then drops the update and counts
+        it in :attr:`dropped`.
+    hwm : int
+        Updates queued per broker before that back-pressure starts.
 
     Notes
     -----
-    Publish/subscribe drops what is sent before subscribers are connected, so the
-    first updates after start-up may not reach everybody; send full state now and
-    then if late joiners matter.  Safe to use from several threads.
+    Nothing is dropped without a count. The socket knows which brokers subscribe to
+    which paths (an XPUB, wire-compatible with a PUB), so every update ends in one of
+    three counters: :attr:`sent` (queued for at least one listening broker),
+    :attr:`dropped` (a broker's queue stayed full for ``send_timeout``: back-pressure
+    first, then a counted drop, with a warning at most once a second) and
+    :attr:`unheard` (no broker listened for that path: none connected, or, behind a
+    broker that keeps no status tree, no subscriber of it; a warning when that
+    starts). Safe to use from several threads.
     """
 
     def __init__(self, destination: Endpoints | str | list | None = None,
                  ctx: zmq.Context | None = None, *, security: Any = None,
-                 broker_key: bytes | None = None) -> None:
+                 broker_key: bytes | None = None, connect_timeout: float = 1.0,
+                 send_timeout: float = 1.0, hwm: int = 10_000) -> None:
+        for name, value in (("connect_timeout", connect_timeout),
+                            ("send_timeout", send_timeout)):
+            if not (isinstance(value, (int, float)) and 0 <= value < float("inf")):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, "
+                                 f"got {value!r}")
         # to every broker of a primary/standby pair, so each keeps the whole tree
         self.endpoints = resolve_all(destination, "generalXSUB")
         self.endpoint = self.endpoints[0]
-        self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
+        if type(hwm) is not int or hwm < 1:
+            raise ValueError(f"hwm must be an int >= 1, got {hwm!r}")
+        self._sock = make_socket(ctx, zmq.XPUB, sndhwm=hwm)
+        # every (un)subscription of every broker reaches us, and a full queue makes
+        # send wait (up to SNDTIMEO) instead of dropping in silence
+        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self._sock.setsockopt(zmq.XPUB_VERBOSER, 1)
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self._sock.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
         apply_client_trusting(security, self._sock, broker_key)
         for e in self.endpoints:
             self._sock.connect(e)
         self._lock = threading.Lock()
+        self._subscriptions: dict[bytes, int] = {}  # topic -> brokers subscribed to it
+        self._startup_until = time.monotonic() + connect_timeout
+        self._was_heard = True
+        self._next_warning = 0.0
+        #: Updates queued for at least one listening broker.
+        self.sent = 0
+        #: Updates dropped after a broker's queue stayed full for ``send_timeout``.
+        self.dropped = 0
+        #: Updates no broker listened for (none connected, or none subscribed to them).
+        self.unheard = 0
+
+    def _take_subscriptions(self, wait: float = 0.0) -> None:
+        """Apply the brokers' (un)subscriptions that have arrived, waiting up to
+        ``wait`` seconds for the first."""
+        sock = self._sock
+        if wait > 0 and not sock.poll(int(wait * 1000) + 1, zmq.POLLIN):
+            return
+        subs = self._subscriptions
+        while True:
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not msg or msg[0] not in (0, 1):
+                continue  # (a message, not a subscription: XPUB gets none here)
+            topic = msg[1:]
+            n = subs.get(topic, 0) + (1 if msg[0] == 1 else -1)
+            if n > 0:
+                subs[topic] = n
+            else:
+                subs.pop(topic, None)
+
+    def _heard(self, topic: bytes) -> bool:
+        return any(topic.startswith(t) for t in self._subscriptions)
 
     def emit(self, sensorId: str, data: Any, ttl: float | None = None) -> None:
         """Send a status update message.
@@ -245,17 +309,47 @@ class RocStatusUpdater:
         if not isinstance(sensorId, str) or not sensorId:
             raise ValueError("sensorId must be a non-empty dot-separated string")
         _check_path(sensorId, "sensorId")
-        frames = [PREFIX + sensorId.encode("utf-8"), _json.dumps(data)]
+        topic = PREFIX + sensorId.encode("utf-8")
+        frames = [topic, _json.dumps(data)]
         if ttl is not None:
             if not ttl > 0 or ttl == float("inf"):
                 raise ValueError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
             frames.append(_json.dumps({"ttl": float(ttl)}))
         with self._lock:
-            self._sock.send_multipart(frames)
+            self._take_subscriptions()
+            if not self._subscriptions:
+                # no broker has said it listens yet: at start-up, give it the time
+                while True:
+                    left = self._startup_until - time.monotonic()
+                    if left <= 0 or self._subscriptions:
+                        break
+                    self._take_subscriptions(left)
+            if not self._heard(topic):
+                self.unheard += 1
+                if self._was_heard:
+                    self._was_heard = False
+                    log.warning("status updates to %s are not reaching any broker (none "
+                                "listens for %r): counted in RocStatusUpdater.unheard",
+                                ", ".join(self.endpoints), sensorId)
+                return
+            self._was_heard = True
+            try:
+                self._sock.send_multipart(frames)  # (waits up to SNDTIMEO for room)
+            except zmq.Again:
+                self.dropped += 1
+                now = time.monotonic()
+                if now >= self._next_warning:
+                    self._next_warning = now + 1.0
+                    log.warning("a broker at %s has not read status updates for %.3g s: "
+                                "%d dropped so far (RocStatusUpdater.dropped)",
+                                ", ".join(self.endpoints),
+                                self._sock.getsockopt(zmq.SNDTIMEO) / 1000, self.dropped)
+                return
+            self.sent += 1
 
     def close(self) -> None:
-        """Close the socket."""
-        self._sock.close(0)
+        """Close the socket (updates still queued get up to 0.2 s to leave)."""
+        self._sock.close(linger=200)
 
     def __enter__(self) -> "RocStatusUpdater":
         return self
