@@ -14,8 +14,11 @@ Three measures (the speed section of the mirrors/resource-clients issue):
   sockets read with a selector.
 * ``replay``: ``ReplayDevice`` serving a recording of 20,000 readings per second at
   speedup 1 to a client (another process) sampling every sensor; the figure is the
-  engine's p99 lateness against the recorded schedule. No other KATCP library replays a
-  device; the limit is the same engine pacing the same recording with nothing to do.
+  engine's p99 lateness against the recorded schedule (until each write returned). No
+  other KATCP library replays a device; the limit is the same engine pacing the same
+  recording and writing each reading's line to a raw socket that another process reads
+  (``replay-rawsend``: no KATCP server, the kernel's send and wake-up of the reader
+  kept); ``replay-limit`` (the engine with nothing to do) is there for diagnosis.
 
 Run by ``benchmarks/test_katcp_mirror.py`` (the suite), or by hand::
 
@@ -382,6 +385,64 @@ def replay_limit(path: str, realtime: bool = False) -> float:
     return p99 * 1e6
 
 
+def replay_rawsend_serve(path: str, realtime: bool = False) -> None:
+    """The limit of a replaying device: the same engine pacing ``path`` and writing each
+    reading's ``#sensor-status`` line (formatted ahead, like the device's) to a raw
+    socket that another process reads, with no KATCP server. Prints the port, accepts
+    one reader, replays, prints the p99 lateness (us)."""
+    from ctlwire.tcs.server import TCSDBReplay, freeze_gc, use_realtime_scheduling
+
+    if realtime and not use_realtime_scheduling():
+        raise SystemExit("SCHED_FIFO not permitted")
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    conn, _ = listener.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    replay = TCSDBReplay(path, sort_by="__wire_time", speedup=1.0, topics=["katcp.sensor."])
+    freeze_gc()
+
+    def prepare(topic: str, event: dict) -> bytes:
+        return b"#sensor-status %.6f 1 %s nominal %s\n" % (
+            event["__data_time"], event["__key"].encode(), event["__data"].encode())
+
+    send = conn.sendall
+    join = b"".join
+
+    def deliver(items: list) -> None:
+        send(items[0] if len(items) == 1 else join(items))
+
+    replay.run_due(prepare, deliver)
+    p99 = replay.stats.lateness_percentile(99)
+    replay.close()
+    conn.close()
+    print(json.dumps({"us": p99 * 1e6}), flush=True)
+
+
+def raw_drain(port: int, count: int) -> None:
+    """Read ``count`` lines from ``port`` (the raw-send limit's reader)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    got = 0
+    while got < count:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        got += chunk.count(b"\n")
+    sock.close()
+
+
+def replay_rawsend_round(path: str, count: int, realtime: bool = False) -> float:
+    """p99 lateness (us) of one raw-send replay of ``path`` to a reading process."""
+    proc, port = _spawn(["--child", "replay-rawsend", path] + (["rt"] if realtime else []))
+    drain = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child",
+                              "raw-drain", str(port), str(count)])
+    try:
+        drain.wait(300)
+        out = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        stop([proc, drain])
+    return out["us"]
+
+
 # -- children and the command line ------------------------------------------------------------
 
 def run_child(what: str, args: list[str]) -> None:
@@ -397,6 +458,10 @@ def run_child(what: str, args: list[str]) -> None:
         replay_serve(args[0], args[1:] == ["rt"])
     elif what == "replay-drain":
         replay_drain(int(args[0]), int(args[1]), int(args[2]))
+    elif what == "replay-rawsend":
+        replay_rawsend_serve(args[0], args[1:] == ["rt"])
+    elif what == "raw-drain":
+        raw_drain(int(args[0]), int(args[1]))
     elif what == "replay-limit":
         print(json.dumps({"us": replay_limit(args[0], args[1:] == ["rt"])}), flush=True)
     else:
@@ -455,10 +520,11 @@ def main() -> int:
         for r in range(args.rounds):
             for rt in (False, True):
                 ours = replay_round(path, count, rt)
-                limit = child("replay-limit", path, *(["rt"] if rt else []))["us"]
+                raw = replay_rawsend_round(path, count, rt)
+                alone = child("replay-limit", path, *(["rt"] if rt else []))["us"]
                 print(f"replay {REPLAY_RATE} readings/s{' SCHED_FIFO' if rt else ''}, "
-                      f"round {r}: p99 lateness ctlwire {ours:.0f} us, engine alone "
-                      f"{limit:.0f} us", flush=True)
+                      f"round {r}: p99 lateness ctlwire {ours:.0f} us, raw send "
+                      f"{raw:.0f} us, engine alone {alone:.0f} us", flush=True)
     return 0
 
 
