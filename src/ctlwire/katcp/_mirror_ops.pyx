@@ -75,31 +75,20 @@ cdef _check_named(type tp, Py_ssize_t fields):
         raise TypeError(f"{tp!r} is not a named tuple of {fields} fields")
 
 
-cdef inline object _named3(object tp, object a, object b, object c):
-    """``tp(a, b, c)`` for a named tuple type ``tp`` of three fields."""
-    cdef object t = PyType_GenericAlloc(<PyTypeObject*>tp, 3)
-    Py_INCREF(a)
-    PyTuple_SET_ITEM(t, 0, a)
-    Py_INCREF(b)
-    PyTuple_SET_ITEM(t, 1, b)
-    Py_INCREF(c)
-    PyTuple_SET_ITEM(t, 2, c)
-    return t
-
-
-cdef inline object _named5(object tp, object a, object b, object c, object d, object e):
-    """``tp(a, b, c, d, e)`` for a named tuple type ``tp`` of five fields."""
-    cdef object t = PyType_GenericAlloc(<PyTypeObject*>tp, 5)
-    Py_INCREF(a)
-    PyTuple_SET_ITEM(t, 0, a)
-    Py_INCREF(b)
-    PyTuple_SET_ITEM(t, 1, b)
-    Py_INCREF(c)
-    PyTuple_SET_ITEM(t, 2, c)
-    Py_INCREF(d)
-    PyTuple_SET_ITEM(t, 3, d)
-    Py_INCREF(e)
-    PyTuple_SET_ITEM(t, 4, e)
+cdef inline object _named(object tp, Py_ssize_t n, object a, object b, object c,
+                          object d=None, object e=None):
+    """``tp(a, b, c[, d, e])`` for a named tuple type ``tp`` of ``n`` (3 or 5) fields."""
+    cdef object t = PyType_GenericAlloc(<PyTypeObject*>tp, n)
+    cdef PyObject *items[5]
+    cdef Py_ssize_t i
+    items[0] = <PyObject*>a
+    items[1] = <PyObject*>b
+    items[2] = <PyObject*>c
+    items[3] = <PyObject*>d
+    items[4] = <PyObject*>e
+    for i in range(n):
+        Py_INCREF(<object>items[i])  # (the tuple's own reference: SET_ITEM steals one)
+        PyTuple_SET_ITEM(t, i, <object>items[i])
     return t
 
 
@@ -137,10 +126,10 @@ def merge_sensor_list_informs(informs, dict sensors, list bad, list added, set s
         params = shared.setdefault(params, params)
         try:
             name = _text(a[0])
-            info = _named5(info_type, name, _text(a[1]), _text(a[2]), _text(a[3]), params)
+            info = _named(info_type, 5, name, _text(a[1]), _text(a[2]), _text(a[3]), params)
         except UnicodeDecodeError:
             name = a[0].decode("utf-8", "replace")
-            info = _named5(info_type, name, a[1].decode("utf-8", "replace"),
+            info = _named(info_type, 5, name, a[1].decode("utf-8", "replace"),
                            a[2].decode("utf-8", "replace"),
                            a[3].decode("utf-8", "replace"), params)
         seen.add(name)
@@ -199,7 +188,7 @@ def apply_status_informs(informs, dict sensors, set need, updated, list bad,
                 word = words.get(status)
                 if not word:
                     word = status.decode("ascii", "replace")
-                reading = _named3(reading_type, timestamp, word, args[i + 2])
+                reading = _named(reading_type, 3, timestamp, word, args[i + 2])
                 s.reading = reading
                 if s.subscribed is not yes:
                     # the device is evidently sampling it
