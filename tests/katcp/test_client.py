@@ -351,8 +351,8 @@ def test_a_request_whose_reply_the_io_thread_reads_calls_it_back_from_stepping_a
     client = started(clients(CallbackClient, "127.0.0.1", peer.port))
     assert client.wait_protocol(TIMEOUT)
     # the test plays the blocking caller: it holds the reader role while a reply comes
-    first = client.future_request(Message.request("watchdog"), timeout=TIMEOUT * 3)
     with client._read_lock:
+        first = client.future_request(Message.request("watchdog"), timeout=TIMEOUT * 3)
         assert wait_for(lambda: client._parked)  # the I/O thread saw it and stepped aside
     second = client.future_request(Message.request("echo", "back"), timeout=TIMEOUT * 3)
     reply, _ = second.result(TIMEOUT)
