@@ -31,6 +31,7 @@ from libc.math cimport isfinite
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.string cimport memcmp, memcpy, memset
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+from posix.unistd cimport usleep
 
 from collections import deque as _deque
 from time import monotonic as _monotonic
@@ -333,10 +334,21 @@ cdef class Sender:
         Name used in error messages.
     raw : bool
         Use libzmq directly if :func:`bind` was called (pyzmq otherwise).
+    send_timeout : float
+        How long an application message waits for room when the socket refuses it (a
+        pub socket with ``XPUB_NODROP`` whose slowest subscriber's queue is full): the
+        send is retried, with the lock free between tries, until it goes or this time
+        has passed; then it is dropped and counted in :attr:`dropped`. Control messages
+        never wait: they are dropped at once and counted in :attr:`dropped_control`.
     """
     cdef void* _h
     cdef object _sock
     cdef char _sender[16]
+    cdef public double send_timeout
+    #: Application messages not sent: the socket stayed full for ``send_timeout``.
+    cdef readonly unsigned long long dropped
+    #: Control messages not sent: the socket was full.
+    cdef readonly unsigned long long dropped_control
     cdef bint _timed, _native
     cdef int _fl
     cdef object _enc, _codec, _closed_error
@@ -355,7 +367,8 @@ cdef class Sender:
             PyThread_free_lock(self._lock)
 
     def __init__(self, sock, bytes member_id, bint timed, bint native, codec,
-                 closed_error=RuntimeError, str what="group", bint raw=True):
+                 closed_error=RuntimeError, str what="group", bint raw=True,
+                 double send_timeout=0.0):
         if len(member_id) != 16:
             raise ValueError("member id must be 16 bytes")
         memcpy(self._sender, PyBytes_AS_STRING(member_id), 16)
@@ -370,6 +383,11 @@ cdef class Sender:
         self._closed_error = closed_error
         self._what = what
         self.term = 0
+        if not send_timeout >= 0.0:
+            raise ValueError(f"send_timeout must be >= 0 seconds, got {send_timeout!r}")
+        self.send_timeout = send_timeout
+        self.dropped = 0
+        self.dropped_control = 0
 
     def close(self):
         """Refuse every later send (the socket is about to close)."""
@@ -385,7 +403,36 @@ cdef class Sender:
                 PyThread_acquire_lock(self._lock, WAIT_LOCK)
 
     cpdef bint send(self, int kind, bytes payload) except -1:
-        """Send one message of ``kind``; False only if a non-blocking socket was full."""
+        """Send one message of ``kind``; False if it was dropped (and counted).
+
+        An application message that finds the socket full waits up to
+        ``send_timeout`` for room (back-pressure) before it is dropped.
+        """
+        cdef int r = self._try(kind, payload)
+        cdef double deadline
+        cdef unsigned int pause = 20
+        if r:
+            return True
+        if kind == KIND_APP and self.send_timeout > 0.0:
+            deadline = _monotonic() + self.send_timeout
+            while True:
+                with nogil:
+                    usleep(pause)
+                if pause < 1000:
+                    pause *= 2
+                PyErr_CheckSignals()        # Ctrl-C ends the wait
+                if self._try(kind, payload):
+                    return True
+                if _monotonic() >= deadline:
+                    break
+        if kind == KIND_APP:
+            self.dropped += 1
+        else:
+            self.dropped_control += 1
+        return False
+
+    cdef int _try(self, int kind, bytes payload) except -1:
+        # 1: sent; 0: the socket had no room (EAGAIN)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
         cdef Py_ssize_t extra = TIME_LEN if self._timed else 0
         cdef zmq_msg_t m
@@ -406,16 +453,16 @@ cdef class Sender:
                 if extra:
                     _put_time(p + HEADER, _now(), self._native)
                 memcpy(p + HEADER + extra, PyBytes_AS_STRING(payload), n)
-                # Never block here: PUB drops at its high-water mark by itself, and a
-                # DEALER without a peer must fail fast rather than hang the caller.
+                # Never block here (with the GIL and the lock held): send() waits, and
+                # a DEALER without a peer must fail fast rather than hang the caller.
                 rc = _z.msg_send(&m, self._h, DONTWAIT)
                 if rc < 0:
                     err = _z.zmq_errno()
                     _z.msg_close(&m)
                     if err == EAGAIN:
-                        return False
+                        return 0
                     raise OSError(err, f"{self._what}: zmq_msg_send failed (errno {err})")
-                return True
+                return 1
             frame = PyBytes_FromStringAndSize(NULL, HEADER + extra + n)
             p = PyBytes_AS_STRING(frame)
             _write_header(p, kind, self._fl, self.term, self._sender)
@@ -425,8 +472,8 @@ cdef class Sender:
             try:
                 self._sock.send(frame, DONTWAIT)
             except _Again:
-                return False
-            return True
+                return 0
+            return 1
         finally:
             PyThread_release_lock(self._lock)
 

@@ -164,7 +164,13 @@ class Group:
     messageType : str
         Message type reported by the pub/sub ports' getInfo.
     hwm : int
-        High-water mark of every port (messages queued per peer before PUB drops).
+        High-water mark of every port (messages queued per peer).
+    sendTimeout : float
+        Nothing is dropped in silence: when a member's queue holds ``hwm`` messages,
+        :meth:`send` waits up to this many seconds for room (back-pressure), then drops
+        the message, counts it in :attr:`send_dropped` and returns False (a warning is
+        logged at the next heartbeat). Control messages (heartbeats, votes) never wait;
+        the ones dropped are counted in :attr:`control_dropped`.
 
     Examples
     --------
@@ -184,14 +190,15 @@ class Group:
                  on_vote: Callable[[GroupVote], bool | None] | None = None,
                  on_action: Callable[[Any, float], None] | None = None,
                  context: zmq.Context | None = None, rng: random.Random | None = None,
-                 messageType: str = "group-msg", hwm: int = 10000) -> None:
+                 messageType: str = "group-msg", hwm: int = 10000,
+                 sendTimeout: float = 1.0) -> None:
         self.timings = timings or Timings()
         self._own_context = context is None
         self._ctx = context or zmq.Context()
         self.spec = GroupSpec(groupType, instanceName, messageType=messageType, timed=timed,
                               byteOrder=byteOrder, host=host, codec=codec, security=security,
                               memberId=memberId or uuid.uuid4().bytes, context=self._ctx,
-                              hwm=hwm)
+                              hwm=hwm, sendTimeout=sendTimeout)
         self.memberId: bytes = self.spec.memberId
         self.codec: PayloadCodec = self.spec.codec  # type: ignore[assignment]
         self.discovery = discovery or DirectoryDiscovery()
@@ -236,6 +243,7 @@ class Group:
         #: Counters of dropped input, by reason (malformed, unknown sender, filtered).
         self.dropped: dict[str, int] = {"malformed": 0, "unknown": 0, "filtered": 0}
         self._sender: Any = None
+        self._warned_dropped = (0, 0)
         self._receivers: dict[Any, tuple[Any, str]] = {}
         self._tallies: dict[bytes, Tally] = {}
         self._ballots: dict[bytes, tuple[Ballot, bytes, float, bool | None]] = {}
@@ -276,7 +284,8 @@ class Group:
         native = self.spec.byteOrder == NATIVE
         timed = self.spec.timed
         self._sender = _framing.Sender(self.pub.getSocket(), self.memberId, timed, native,
-                                       self.codec, GroupClosed, f"group {self.spec.groupName}")
+                                       self.codec, GroupClosed, f"group {self.spec.groupName}",
+                                       send_timeout=self.spec.sendTimeout)
         # Users call the compiled sender directly: no Python frame per message (unless a
         # subclass overrides send).
         if type(self).send is Group.send:
@@ -357,27 +366,45 @@ class Group:
         return self._size
 
     @property
+    def send_dropped(self) -> int:
+        """Messages :meth:`send` dropped (returning False) after a member's queue stayed
+        full for ``sendTimeout`` seconds."""
+        return self._sender.dropped if self._sender is not None else 0
+
+    @property
+    def control_dropped(self) -> int:
+        """Control messages (heartbeats, votes) not sent because a queue was full."""
+        return self._sender.dropped_control if self._sender is not None else 0
+
+    @property
     def members(self) -> set[bytes]:
         """Ids of the live members, this one included."""
         return {self.memberId} | {m for m, p in list(self._peers.items()) if p.live}
 
     # --- messaging -------------------------------------------------------------------------
 
-    def send(self, obj: Any) -> None:
+    def send(self, obj: Any) -> bool:
         """Send ``obj`` (encoded with the group's codec) to every other member.
 
         Stamped with this member's current term. Once joined, this is the compiled
         sender's method itself.
+
+        Returns
+        -------
+        bool
+            True once queued for every member; False if a member's queue stayed full
+            for ``sendTimeout`` seconds: then no member gets it, and it is counted in
+            :attr:`send_dropped`.
         """
         if self._sender is None:
             raise GroupClosed(f"group {self.spec.groupName} is not joined")
-        self._sender.send_obj(obj)
+        return self._sender.send_obj(obj)
 
-    def send_bytes(self, data: bytes) -> None:
-        """Send raw bytes to every other member."""
+    def send_bytes(self, data: bytes) -> bool:
+        """Send raw bytes to every other member (returns as :meth:`send`)."""
         if self._sender is None:
             raise GroupClosed(f"group {self.spec.groupName} is not joined")
-        self._sender.send(KIND_APP, bytes(data))
+        return self._sender.send(KIND_APP, bytes(data))
 
     def recv(self, timeout: float | None = None) -> GroupMessage:
         """Next message from the group, the leader channel or a member.
@@ -957,6 +984,15 @@ class Group:
     def _housekeeping(self, now: float) -> None:
         election = self._election
         assert election is not None
+        dropped = (self._sender.dropped, self._sender.dropped_control)
+        if dropped != self._warned_dropped:
+            log.warning("group %s: %d messages and %d control messages not sent since the "
+                        "last heartbeat: a member's queue stayed full (hwm %d, sendTimeout "
+                        "%g s); totals in send_dropped, control_dropped",
+                        self.spec.groupName, dropped[0] - self._warned_dropped[0],
+                        dropped[1] - self._warned_dropped[1], self.spec.hwm,
+                        self.spec.sendTimeout)
+            self._warned_dropped = dropped
         listed = self._discover(now)
         timings = self.timings
         assert timings.forget_timeout is not None

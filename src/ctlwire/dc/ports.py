@@ -109,6 +109,11 @@ class GroupSpec:
         CURVE key pair and allow-list; plain TCP without it.
     hwm : int
         High-water mark: send side on sending sockets, receive side on receiving ones.
+    sendTimeout : float
+        The pub port never drops in silence (``XPUB_NODROP``): when a subscriber's queue
+        holds ``hwm`` messages, a send waits up to this many seconds for room
+        (back-pressure on the sender), then fails (:class:`PortTimeout` from the port,
+        a counted drop from :meth:`Group.send <ctlwire.dc.group.Group.send>`).
     memberId : bytes
         16-byte id of this member, unique across nodes (uuid4 by default); also the query
         port's routing identity, so the leader can answer a member by its id.
@@ -127,6 +132,7 @@ class GroupSpec:
     codec: PayloadCodec | str = "msgpack"
     security: CurveSecurity | None = None
     hwm: int = 10000
+    sendTimeout: float = 1.0
     memberId: bytes = field(default_factory=lambda: uuid.uuid4().bytes)
     context: zmq.Context | None = None
 
@@ -145,6 +151,9 @@ class GroupSpec:
             self.codec = make_codec(self.codec)
         if self.hwm < 0:
             raise ValueError("GroupSpec.hwm must be >= 0")
+        if not (isinstance(self.sendTimeout, (int, float)) and self.sendTimeout >= 0):
+            raise ValueError(f"GroupSpec.sendTimeout must be >= 0 seconds, "
+                             f"got {self.sendTimeout!r}")
 
     @property
     def groupName(self) -> str:
@@ -509,11 +518,31 @@ class GroupDuplexPort(Port):
 
 
 class GroupPubPort(BindPort, GroupSimplexPort):
-    """Group publisher: messages to every member of the group (PUB, binds)."""
+    """Group publisher: messages to every member of the group (PUB, binds).
+
+    A PUB socket drops a message in silence for a subscriber whose queue is full; this
+    one refuses it instead (``XPUB_NODROP``, which libzmq applies to PUB as well), so a
+    send waits up to ``spec.sendTimeout`` for room and then raises :class:`PortTimeout`:
+    every message it accepts reaches every subscriber connected at the time.
+    """
 
     kind, suffix, socketType = "gpub", "pub", zmq.PUB
     canSend, canRecv = True, False
     __slots__ = ()
+
+    def _make_socket(self) -> zmq.Socket:
+        sock = super()._make_socket()
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.SNDTIMEO, int(self.spec.sendTimeout * 1000))
+        return sock
+
+    def _send_multipart(self, sock: zmq.Socket, frames: list[bytes], flags: int = 0) -> None:
+        try:
+            super()._send_multipart(sock, frames, flags)
+        except zmq.Again:
+            raise PortTimeout(f"{self.name}: a subscriber's queue stayed full for "
+                              f"{self.spec.sendTimeout:g} s (hwm {self.spec.hwm}); "
+                              "message not sent") from None
 
 
 class GroupSubPort(ConnPort, GroupSimplexPort):
