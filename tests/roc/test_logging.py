@@ -245,3 +245,66 @@ def test_records_dropped_on_the_way_are_counted_by_the_receiver(ep, tmp_path):
     # every number from the first received to the last is written once or counted lost
     assert dump.written + dump.lost == dump._next[handler.stream] - first
     assert dump.repeated == 0 and len(_lines(out)) == dump.written
+
+
+def test_handler_counts_what_a_full_relay_queue_refused(free_port):
+    """A relay that reads nothing: the handler's queue fills, later records are
+    refused and counted in ``dropped``, never lost unseen, and every record it
+    accepted arrives once the relay reads."""
+    import threading
+    ctx = zmq.Context()
+    relay = ctx.socket(zmq.XSUB)
+    relay.setsockopt(zmq.RCVHWM, 1)
+    relay.setsockopt(zmq.RCVBUF, 4096)
+    port = free_port()
+    relay.bind(f"tcp://127.0.0.1:{port}")
+    relay.send(b"\x01")                       # subscribe to everything
+    handler = RocLogger("full", f"tcp://127.0.0.1:{port}", ctx=ctx)
+    log = logging.getLogger("test.roc.full")
+    log.propagate = False
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    got: list[int] = []
+    try:
+        deadline = time.monotonic() + 10        # joined: the subscription is in
+        while not relay.poll(20):
+            assert time.monotonic() < deadline, "the relay never got a record"
+            log.info("join")
+        relay.recv_multipart()
+        start = handler.seq
+        big = "x" * 4000
+        for i in range(20_000):                # the relay reads nothing meanwhile
+            log.info("flood %d %s", i, big)
+        assert handler.dropped > 0, "nothing refused: the flood was too small to test"
+        accepted = 20_000 - handler.dropped
+
+        def read() -> None:
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                if relay.poll(200):
+                    rec = json.loads(relay.recv_multipart()[1])
+                    if rec["message"] == "end":
+                        return
+                    if rec["message"].startswith("flood"):
+                        got.append(rec["seq"])
+        reader = threading.Thread(target=read)
+        reader.start()
+        before = handler.dropped
+        deadline = time.monotonic() + 30
+        while True:                            # the end record, once there is room
+            log.info("end")
+            if handler.dropped == before:
+                break
+            before = handler.dropped
+            assert time.monotonic() < deadline, "the queue never made room"
+            time.sleep(0.01)                   # pacing of a producer, not a wait
+        reader.join(40)
+        assert not reader.is_alive()
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        relay.close(0)
+        ctx.destroy(linger=0)
+    # every record accepted arrived, once, in order; the refused ones were counted
+    assert len(got) == accepted
+    assert got == sorted(set(got)) and all(start <= s < start + 20_000 for s in got)

@@ -73,10 +73,12 @@ class RocLogger(logging.Handler):
 
     Notes
     -----
-    Never blocks the logging caller: when the relay is unreachable records are
-    queued up to the socket's high-water mark, then dropped. Every record carries
-    this handler's ``stream`` id and its ``seq`` number, so the receiver counts the
-    dropped ones (``roclogdump``'s summary: records lost).
+    Never blocks the logging caller: when the relay is unreachable, or reads more
+    slowly than records come, records are queued up to the socket's high-water mark,
+    then dropped and counted in :attr:`dropped` (the socket refuses them,
+    ``XPUB_NODROP``, instead of a PUB's silent drop). Every record carries this
+    handler's ``stream`` id and its ``seq`` number, so a receiver counts whatever it
+    missed, here or further on (``roclogdump``'s summary: records lost).
     """
 
     def __init__(self, nodeId: str, destination: Endpoints | str | list | None = None,
@@ -88,11 +90,15 @@ class RocLogger(logging.Handler):
         self.endpoint = self.endpoints[0]
         self._topic = PREFIX + nodeId.encode("utf-8")
         self._sock = make_socket(ctx, zmq.PUB, sndhwm=10_000)
+        # a full queue refuses the record (counted below) instead of dropping it unseen
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)
         for e in self.endpoints:
             self._sock.connect(e)
         self._closed = False
         self.stream = os.urandom(4).hex()
         self.seq = 0  # the number of the next record
+        #: Records not sent: the relay's queue (10,000 records) was full.
+        self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         # logging.Handler.handle() holds self.lock around emit: one sender at a time
@@ -106,8 +112,9 @@ class RocLogger(logging.Handler):
             body = _json.dumps(d)
             self._sock.send_multipart([self._topic, body], zmq.NOBLOCK)
         except zmq.Again:
-            pass  # queue full: dropped rather than block the caller; its number (seq) is
-            # a gap that the receiver counts
+            # queue full: dropped rather than block the caller, counted here; its
+            # number (seq) is also a gap that the receiver counts
+            self.dropped += 1
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
 
