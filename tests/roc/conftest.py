@@ -158,3 +158,29 @@ class Camera:
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
+
+
+class Recorder:
+    """Counts how many calls run at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+        self.most = 0
+        self.order: list[int] = []
+
+    def work(self, n: int) -> int:
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.002)  # long enough for a second call to overlap if it could
+        with self._lock:
+            self.active -= 1
+            self.order.append(n)
+        return n
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """A shared object whose ``work(n)`` notes how many calls run at once."""
+    return Recorder()

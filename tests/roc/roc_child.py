@@ -87,6 +87,8 @@ def main(argv: list[str]) -> None:
         from ctlwire.roc import Endpoints, RocServer
         base, oid, hb = int(argv[1]), argv[2], float(argv[3])
         kw = {"connections": int(argv[4])} if len(argv) > 4 else {}
+        if len(argv) > 5:
+            kw["pipeline"] = int(argv[5])
         srv = RocServer(Endpoints("127.0.0.1", base), oid, Shared(), heartbeat=hb, **kw)
         print("serving", flush=True)
         srv.run()

@@ -12,26 +12,6 @@ from ctlwire.roc import Broker, RocClient, RocServer, UnknownObjectError, Worker
 HB = "0.1"
 
 
-class Recorder:
-    """Counts how many calls run at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.active = 0
-        self.most = 0
-        self.order: list[int] = []
-
-    def work(self, n: int) -> int:
-        with self._lock:
-            self.active += 1
-            self.most = max(self.most, self.active)
-        time.sleep(0.002)  # long enough for a second call to overlap if it could
-        with self._lock:
-            self.active -= 1
-            self.order.append(n)
-        return n
-
-
 def test_server_registers_every_connection(ep, broker, camera, wait_for):
     srv = RocServer(ep, "cam", camera, heartbeat=0.1, connections=3)
     t = threading.Thread(target=srv.run, daemon=True)
@@ -54,8 +34,8 @@ def test_connections_must_be_between_1_and_64(ep, camera):
             RocServer(ep, "cam", camera, connections=bad)
 
 
-def test_calls_in_flight_never_overlap_in_the_object(ep, broker, serve, wait_for):
-    rec = Recorder()
+def test_calls_in_flight_never_overlap_in_the_object(ep, broker, serve, wait_for, recorder):
+    rec = recorder
     srv = serve("rec", rec)
     wait_for(lambda: broker.stats()["services"].get("rec") == srv.connections, 10,
              "every connection registered")
@@ -69,17 +49,20 @@ def test_calls_in_flight_never_overlap_in_the_object(ep, broker, serve, wait_for
         c.close()
 
 
+@pytest.mark.parametrize("pipeline, handed", [(1, 4), (32, 6)], ids=["plain", "pipelined"])
 def test_killed_server_fails_every_call_in_flight_and_none_runs_twice(ep, broker, spawn,
-                                                                     wait_for):
+                                                                     wait_for, pipeline,
+                                                                     handed):
     base = str(ep.brokerBasePort)
-    victim = spawn("server", base, "svc", HB, "4")
+    victim = spawn("server", base, "svc", HB, "4", str(pipeline))
     wait_for(lambda: broker.stats()["services"].get("svc") == 4, 10,
              "the server's four connections")
     c = RocClient(ep, timeout=8.0)
     try:
         assert c.call("svc", "echo", 1) == 1  # connected: call_async sends at once
-        # 4 calls go to the 4 connections (one runs, three wait in the server's
-        # sockets); 2 wait in the broker
+        # plain 7/MDP: 4 calls go to the 4 connections (one runs, three wait in the
+        # server's sockets) and 2 wait in the broker; pipelined, all 6 go to the
+        # server (one connection takes up to 32)
         futures = [c.call_async("svc", "slow", 30.0) for _ in range(6)]
         victim.wait_line("slow started 1")
         t0 = time.monotonic()
@@ -90,7 +73,7 @@ def test_killed_server_fails_every_call_in_flight_and_none_runs_twice(ep, broker
                 f.result()
             errors.append(info.type)
         assert time.monotonic() - t0 < 8.0
-        assert errors.count(WorkerLostError) == 4
+        assert errors.count(WorkerLostError) == handed
         # nothing was resent: a new server gets none of those calls
         fresh = spawn("server", base, "svc", HB, "4")
         wait_for(lambda: broker.stats()["services"].get("svc") == 4, 10,

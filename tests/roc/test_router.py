@@ -260,6 +260,88 @@ def test_calls_one_at_a_time_reuse_the_connection_just_freed(router, sink):
     assert used[0] == used[1] == used[2]  # a warm connection, not a round of cold ones
 
 
+# -- pipelined connections (routing ids with PIPELINE_TAG and a depth) ---------------
+def pconn(server: bytes, n: int, depth: int) -> bytes:
+    return R.PIPELINE_TAG + server * 8 + n.to_bytes(4, "big") + bytes([depth])
+
+
+def test_a_pipelined_connection_takes_calls_up_to_its_depth_then_the_next(router, sink):
+    a1, a2 = pconn(b"A", 1, 3), pconn(b"A", 2, 3)
+    router.handle(ready(a1), 0.0)
+    router.handle(ready(a2), 0.0)
+    for k in range(5):
+        router.handle(request(b"C%d" % k), 0.1)
+    used = dispatched_to(sink)
+    # one connection carries the burst (few system calls), the next only when it is full
+    assert sorted(used.count(w) for w in (a1, a2)) == [2, 3]
+    assert used[:3] == [used[0]] * 3
+
+
+def test_a_pipelined_connections_replies_match_its_calls_in_order(router, sink):
+    a1 = pconn(b"A", 1, 4)
+    router.handle(ready(a1), 0.0)
+    for c in (b"C1", b"C2", b"C1"):
+        router.handle(request(c, b'{"id":%s}' % c[1:]), 0.1)
+    assert dispatched_to(sink) == [a1] * 3
+    for c in (b"C1", b"C2", b"C1"):
+        router.handle(reply(a1, c), 0.2)
+    assert [m[0] for m in sink.take()] == [b"C1", b"C2", b"C1"]
+    # an answer out of order (C2's while C1's call is the oldest) is a protocol error
+    router.handle(request(b"C1"), 0.3)
+    router.handle(request(b"C2"), 0.3)
+    sink.take()
+    router.handle(reply(a1, b"C2"), 0.4)
+    out = sink.take()
+    assert [m[3] for m in out if m[0] == a1] == [b"\x05"]        # DISCONNECT
+    lost = [m for m in out if m[0] in (b"C1", b"C2")]
+    assert sorted(m[0] for m in lost) == [b"C1", b"C2"]          # both told, once
+    assert all(_json.loads(m[4])["error"]["code"] == rpc.WORKER_LOST for m in lost)
+
+
+def test_a_lost_pipelined_connection_fails_each_of_its_calls_once(router, sink):
+    a1 = pconn(b"A", 1, 8)
+    router.handle(ready(a1), 0.0)
+    for k in range(3):
+        router.handle(request(b"C%d" % k, b'{"id":%d}' % k), 0.1)
+    sink.take()
+    router.tick(10.0)  # silent past its liveness
+    errors = [_json.loads(m[4]) for m in sink.take() if m[2] == b"MDPC01"]
+    assert sorted(e["id"] for e in errors) == [0, 1, 2]
+    assert {e["error"]["code"] for e in errors} == {rpc.WORKER_LOST}
+    assert router.stats()["lost"] == 3
+
+
+def test_an_idle_server_is_preferred_to_a_pipelined_one_with_room(router, sink):
+    router.handle(ready(pconn(b"A", 1, 8)), 0.0)
+    router.handle(ready(conn(b"B", 1)), 0.0)
+    router.handle(request(b"C1"), 0.1)
+    router.handle(request(b"C2"), 0.1)
+    router.handle(request(b"C3"), 0.1)
+    used = [server_of(w) for w in dispatched_to(sink)]
+    assert sorted(used[:2]) == [b"A", b"B"] and used[2] == b"A"
+
+
+def test_queued_calls_fill_a_pipelined_connection_when_it_registers(router, sink):
+    a1 = pconn(b"A", 1, 3)
+    for k in range(2):                       # (the fixture's queue holds two)
+        router.handle(request(b"C%d" % k), 0.0)
+    router.handle(ready(a1), 0.1)
+    assert dispatched_to(sink) == [a1, a1]
+    router.handle(request(b"C2"), 0.2)       # room for one more
+    router.handle(request(b"C3"), 0.2)       # full: it waits in the queue
+    assert dispatched_to(sink) == [a1]
+    router.handle(reply(a1, b"C0"), 0.3)     # an answer makes room: C3 goes out
+    assert [m[0] for m in sink.take()] == [b"C0", a1]
+
+
+def test_a_depth_byte_without_the_pipeline_tag_means_one_call(router, sink):
+    w = conn(b"A", 1) + b"\x05"
+    router.handle(ready(w), 0.0)
+    router.handle(request(b"C1"), 0.1)
+    router.handle(request(b"C2"), 0.1)
+    assert dispatched_to(sink) == [w]
+
+
 # -- extensions: progress, passive standby, directory -------------------------------
 def partial(w, c, body=b'{"id":7,"progress":1}'):
     return [w, b"", b"MDPW01", b"\x06", c, b"", body]

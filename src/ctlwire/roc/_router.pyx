@@ -19,6 +19,19 @@ busy one.  Each service keeps two deques of groups with idle workers: ``free`` (
 call running when queued) and ``shared`` (calls running); any other worker is a group
 of its own.  Entries can go stale (lazy deletion) and are checked when popped.
 
+Pipelined connections (a ctlwire extension)
+-------------------------------------------
+7/MDP gives a worker one request at a time.  A ``RocServer`` whose routing ids carry
+``PIPELINE_TAG`` instead of ``GROUP_TAG``, with one more byte at the end (the *depth*,
+1 to 255), asks for up to that many requests at once on that connection: it runs them
+one at a time in the order they arrive and answers them in that order, so the broker
+matches each REPLY to the oldest call it handed that connection.  The broker keeps
+handing calls to the connection it used last until its depth is reached, so a burst
+travels on one connection in few system calls, as through a bare relay.  A broker
+that does not know the tag sees an ordinary routing id and gives one request at a
+time, so such a server still works with any MDP broker; a worker whose routing id
+lacks the tag gets plain 7/MDP here.
+
 The router owns no socket: it is handed a ``send`` callable taking one multipart
 message (a list of bytes, ROUTER identity first), so the whole state machine can be
 driven with plain lists in tests.  Workers removed while idle stay in their service's
@@ -83,6 +96,11 @@ cdef bytes _MMI_STATE = b"mmi.state"
 #: Routing-id prefix of a RocServer's connections: tag + 8-byte server id + counter.
 GROUP_TAG = b"roc\x01"
 cdef bytes _GROUP_TAG = GROUP_TAG
+#: Routing-id tag of a server whose connections take several requests at once: then
+#: the id is the tag, 8 server bytes, a 4-byte connection counter and the depth.
+PIPELINE_TAG = b"roc\x02"
+cdef bytes _PIPELINE_TAG = PIPELINE_TAG
+cdef Py_ssize_t _PIPELINE_ID_LEN = 17
 cdef Py_ssize_t _GROUP_KEY_LEN = 12  # tag + server id
 
 
@@ -241,7 +259,8 @@ cdef class _Group:
 cdef inline _Worker _pop_idle(_Group g):
     cdef _Worker w
     while g.idle:
-        w = g.idle.pop()  # most recently freed: its connection is warm
+        w = g.idle.pop()  # most recently freed (or used, if pipelined): warm
+        w.in_idle = False
         if w.alive:
             return w
     return None
@@ -252,17 +271,21 @@ cdef class _Worker:
     cdef _Service service
     cdef _Group group
     cdef double expiry
-    cdef object client   # address of the client being served, or None when idle
-    cdef object body     # its request body frames (list), kept to answer if we die
+    cdef object calls    # deque[(client address, body frames)] handed out, oldest first
+    cdef int depth       # calls it takes at once (1: plain 7/MDP)
     cdef bint alive
+    cdef bint in_idle    # on its group's idle stack (it has room for a call)
 
     def __cinit__(self, bytes identity, _Service service, double expiry):
         self.identity = identity
         self.service = service
         self.expiry = expiry
-        self.client = None
-        self.body = None
+        self.calls = deque()
+        self.depth = 1
+        if len(identity) == _PIPELINE_ID_LEN and identity.startswith(_PIPELINE_TAG):
+            self.depth = identity[_PIPELINE_ID_LEN - 1] or 1
         self.alive = True
+        self.in_idle = False
 
 
 cdef inline void _share_if_idle(_Group g):
@@ -315,6 +338,7 @@ cdef class Router:
     cdef public double hold      # seconds a passive broker holds a request
     cdef public long long partials
     cdef public long long not_active
+    cdef public long long deepest  # most calls one connection held at once
     cdef object _held            # deque[(expiry, client, service, body)] while passive
 
     def __init__(self, send, double heartbeat=1.0, int liveness=3,
@@ -341,6 +365,7 @@ cdef class Router:
         self.hold = 1.0
         self.partials = 0
         self.not_active = 0
+        self.deepest = 0
         self._held = deque()
 
     cdef inline double _life(self):
@@ -360,29 +385,35 @@ cdef class Router:
                     _rpc.error_body(cid, code, message, None)])
 
     cdef void _dispatch(self, _Worker w, object client, list body):
-        w.client = client
-        w.body = body
+        w.calls.append((client, body))
         w.group.busy += 1
+        if len(w.calls) > self.deepest:
+            self.deepest = len(w.calls)
         self._send([w.identity, _EMPTY, _MDPW, _REQUEST, client, _EMPTY] + body)
 
+    cdef inline void _park(self, _Worker w):
+        # a worker with room for another call goes (back) on top of its group's stack
+        if len(w.calls) < w.depth:
+            if not w.in_idle:
+                w.in_idle = True
+                w.group.idle.append(w)
+            self._offer(w.group)
+
     cdef void _worker_free(self, _Worker w, double now):
-        # hand the next queued request to this worker, else park it as idle
+        # its oldest call is answered (or it just registered): hand it queued
+        # requests while it has room, else park it as idle
         cdef _Service svc = w.service
-        cdef _Group g = w.group
         cdef tuple item
-        if w.client is not None:
-            g.busy -= 1
-            w.client = None
-            w.body = None
-        while svc.queue:
+        if w.calls:
+            w.calls.popleft()
+            w.group.busy -= 1
+        while svc.queue and len(w.calls) < w.depth:
             item = svc.queue.popleft()
             if <double>item[0] <= now:
                 self._expire(svc, item)
                 continue
             self._dispatch(w, item[1], item[2])
-            return
-        g.idle.append(w)
-        self._offer(g)
+        self._park(w)
 
     cdef inline void _offer(self, _Group g):
         # queue a group that has idle workers where _take will look for it
@@ -420,7 +451,8 @@ cdef class Router:
 
     cdef _Group _group_of(self, bytes identity, _Service svc):
         cdef _Group g
-        if len(identity) > _GROUP_KEY_LEN and identity.startswith(_GROUP_TAG):
+        if len(identity) > _GROUP_KEY_LEN and (identity.startswith(_GROUP_TAG) or
+                                               identity.startswith(_PIPELINE_TAG)):
             key = identity[:_GROUP_KEY_LEN]
             g = self._groups.get(key)
             if g is None:
@@ -452,19 +484,19 @@ cdef class Router:
         g.nworkers -= 1
         if g.nworkers == 0 and g.key is not None and self._groups.get(g.key) is g:
             del self._groups[g.key]
-        if w.client is not None:
-            g.busy -= 1
+        if w.calls:
+            g.busy -= len(w.calls)
             if g.idle:
                 self._offer(g)
             # never resend: the call may have run; tell the caller what happened
-            self.lost += 1
             oid = svc.name.decode("utf-8", "replace")
             why = "stopped responding" if died else "disconnected"
-            self._answer_error(w.client, svc.name, w.body, _rpc.WORKER_LOST,
-                               f"server of object {oid!r} {why} during the call; "
-                               "the call may or may not have run and was not resent")
-            w.client = None
-            w.body = None
+            while w.calls:
+                client, body = w.calls.popleft()
+                self.lost += 1
+                self._answer_error(client, svc.name, body, _rpc.WORKER_LOST,
+                                   f"server of object {oid!r} {why} during the call; "
+                                   "the call may or may not have run and was not resent")
 
     cdef void _disconnect(self, bytes identity):
         self.disconnects_sent += 1
@@ -475,6 +507,8 @@ cdef class Router:
         cdef _Worker w = self._take(svc)
         if w is not None:
             self._dispatch(w, client, body)
+            if w.depth > 1:
+                self._park(w)  # room left: the next call goes to it as well
             return
         if len(svc.queue) >= self.max_queue:
             self.refused += 1
@@ -551,7 +585,7 @@ cdef class Router:
             if w is None:
                 self._disconnect(identity)
                 return
-            if w.client is None or <bytes>frames[4] != w.client:
+            if not w.calls or <bytes>frames[4] != (<tuple>w.calls[0])[0]:
                 # a reply to no call of ours: forwarding it could answer a call twice
                 self._remove_worker(w, False)
                 self._disconnect(identity)
@@ -561,7 +595,7 @@ cdef class Router:
             self._send([frames[4], _EMPTY, _MDPC, w.service.name] + frames[6:])
             self._worker_free(w, now)
         elif kind == W_PARTIAL:
-            if w is None or w.client is None or <bytes>frames[4] != w.client:
+            if w is None or not w.calls or <bytes>frames[4] != (<tuple>w.calls[0])[0]:
                 if w is not None:
                     self._remove_worker(w, False)
                 self._disconnect(identity)
@@ -715,6 +749,7 @@ cdef class Router:
             "disconnects_sent": self.disconnects_sent,
             "partials": self.partials,
             "not_active": self.not_active,
+            "deepest": self.deepest,
             "held": len(self._held),
             "state": "passive" if self.passive else "active",
             "workers": len(self._workers),

@@ -58,6 +58,9 @@ _STOP_CHECK = 0.1
 #: Worker connections per server unless told otherwise (measured, see docs/roc.md:
 #: enough to keep the server busy while replies travel back; more gain nothing).
 DEFAULT_CONNECTIONS = 16
+#: Calls a ctlwire broker may hand one connection at once unless told otherwise (the
+#: pipelining extension, see :mod:`ctlwire.roc._router`; other brokers give one).
+DEFAULT_PIPELINE = 32
 #: Upper bound of ``connections`` (the receiver covers at most this many sockets, and
 #: every socket of a server holds at least one connection in use).
 MAX_CONNECTIONS = 64
@@ -104,6 +107,12 @@ class RocServer:
         while the previous reply is in transit, which is what makes many calls in
         flight fast.  ``1`` gives the classic one-worker server.  With several
         brokers this many per broker (at most 64 in all).
+    pipeline : int
+        Calls a ctlwire broker may hand one connection at once (1 to 255; a ctlwire
+        extension of 7/MDP announced in the connections' routing ids, which other
+        brokers ignore: they give one call per connection).  The calls still run one
+        at a time, in order; a burst travels on one connection in few system calls.
+        ``1`` gives plain 7/MDP workers.
     reply_cache : ReplyCache or bool
         Where replies to calls with a client id are kept so a repeated call is not
         run again (``True``: a default :class:`~ctlwire.roc.rpc.ReplyCache`,
@@ -125,7 +134,8 @@ class RocServer:
                  heartbeat: float = 1.0, liveness: int = 3,
                  connections: int = DEFAULT_CONNECTIONS,
                  reply_cache: rpc.ReplyCache | bool = True,
-                 security: Any = None, broker_key: bytes | None = None) -> None:
+                 security: Any = None, broker_key: bytes | None = None,
+                 pipeline: int = DEFAULT_PIPELINE) -> None:
         if not objectId or objectId.startswith("mmi."):
             raise ValueError(f"invalid object id {objectId!r} (empty or reserved 'mmi.')")
         self.endpoints = resolve_all(brokerEndpoint, "rocBroker")
@@ -134,9 +144,12 @@ class RocServer:
             raise ValueError(f"connections must be an int from 1 to {MAX_CONNECTIONS} "
                              f"in all brokers, got {connections!r} x "
                              f"{len(self.endpoints)}")
+        if type(pipeline) is not int or not 1 <= pipeline <= 255:
+            raise ValueError(f"pipeline must be an int from 1 to 255, got {pipeline!r}")
         if (security is None) != (broker_key is None):
             raise ValueError("security and broker_key go together")
         self.endpoint = self.endpoints[0]
+        self.pipeline = pipeline
         self._security = security
         self._broker_key = broker_key
         if reply_cache is True:
@@ -154,7 +167,10 @@ class RocServer:
         # routing ids: one prefix for all our connections tells the broker they are
         # one server (it then prefers servers with no call running); the counter
         # keeps every new socket's id unique
-        self._id_prefix = _router.GROUP_TAG + os.urandom(8)
+        # (pipelined: the tag says so and the depth ends each id, see _router)
+        self._id_prefix = (_router.PIPELINE_TAG if pipeline > 1 else _router.GROUP_TAG) \
+            + os.urandom(8)
+        self._id_suffix = bytes([pipeline]) if pipeline > 1 else b""
         self._opened = 0
         self._conns: list[_Conn] = []
         # the ROUTER sockets holding the connections: usually one; a replaced
@@ -195,7 +211,7 @@ class RocServer:
         self._opened += 1
         alias = self._opened.to_bytes(4, "big")
         # both options apply to the next connect only
-        sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + alias)
+        sock.setsockopt(zmq.ROUTING_ID, self._id_prefix + alias + self._id_suffix)
         sock.setsockopt(zmq.CONNECT_ROUTING_ID, alias)
         sock.connect(self.endpoints[broker])
         # the connection's queue exists from now on (not ZMQ_IMMEDIATE): READY waits
