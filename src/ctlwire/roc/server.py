@@ -4,7 +4,10 @@ A server is a set of 7/MDP workers whose service name is the object id: it opens
 ``connections`` connections to the broker, each with its own routing id and its own
 READY, so the broker sees that many workers for the object and can hand the server the
 next call while the previous reply is still on its way back.  (MDP gives a worker one
-request at a time; the spec allows several workers per object id.)  The connections
+request at a time; the spec allows several workers per object id.)  A ctlwire broker
+may hand one connection up to ``pipeline`` calls at once (a ctlwire extension announced
+in the routing ids, see :mod:`ctlwire.roc._router`; other brokers ignore it), so a
+burst travels on one connection in few system calls.  The connections
 are made by one ROUTER socket (each named locally by ``ZMQ_CONNECT_ROUTING_ID``):
 on the wire each is exactly a DEALER worker's connection, but the server's thread
 reads one socket, so libzmq wakes it once for a burst of requests instead of once
