@@ -115,12 +115,9 @@ def test_sender_waits_then_counts_and_every_accepted_message_arrives(ctx, raw):
 
 
 def test_sender_refuses_a_negative_timeout(ctx):
-    sock = ctx.socket(zmq.PUB)
-    try:
-        with pytest.raises(ValueError, match="send_timeout must be >= 0"):
-            _framing.Sender(sock, KNOWN, False, False, make_codec(), send_timeout=-1.0)
-    finally:
-        sock.close(0)
+    with ctx.socket(zmq.PUB) as sock, pytest.raises(ValueError,
+                                                      match="send_timeout must be >= 0"):
+        _framing.Sender(sock, KNOWN, False, False, make_codec(), send_timeout=-1.0)
 
 
 def test_pub_port_raises_instead_of_dropping(make_port, zctx):

@@ -113,8 +113,11 @@ def serve(ep: Endpoints) -> Iterator[Callable[..., RocServer]]:
     """Serve objects in background threads; stopped at teardown."""
     started: list[tuple[RocServer, threading.Thread]] = []
 
-    def start(object_id: str, obj: object, heartbeat: float = HB) -> RocServer:
-        srv = RocServer(ep, object_id, obj, heartbeat=heartbeat)
+    def start(object_id: str, obj: object, heartbeat: float = HB, *,
+              endpoint: object = None, **kw: object) -> RocServer:
+        # kw: the other RocServer options (connections, pipeline, ctx, ...)
+        srv = RocServer(ep if endpoint is None else endpoint, object_id, obj,
+                        heartbeat=heartbeat, **kw)
         t = threading.Thread(target=srv.run, daemon=True)
         t.start()
         started.append((srv, t))
