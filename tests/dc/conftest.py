@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 import zmq
 
+from ctlwire.dc.discovery import DirectoryDiscovery
+from ctlwire.dc.election import Timings
+from ctlwire.dc.group import Group
 from ctlwire.dc.ports import GroupSpec, Port
 from ctlwire._testing.proc import JsonLinesChild
 
@@ -214,3 +217,25 @@ def redis_server(tmp_path: Any) -> Iterator[RedisServer]:
     server = RedisServer(str(tmp_path))
     yield server
     server.stop()
+
+
+# Fast, with some room: in one process several group threads share the GIL, and a
+# member starved of it for a whole election timeout would rightly start an election.
+FAST_TIMINGS = Timings(0.05, 0.25, 0.5, 1.0)
+
+
+@pytest.fixture
+def make_group(tmp_path: Any) -> Iterator[Callable[..., Group]]:
+    """Join groups (fast timings, discovery in ``tmp_path``); they leave at teardown."""
+    made: list[Group] = []
+
+    def factory(**kw: Any) -> Group:
+        kw.setdefault("timings", FAST_TIMINGS)
+        kw.setdefault("discovery", DirectoryDiscovery(tmp_path))
+        g = Group("Test", "g1", **kw).join()
+        made.append(g)
+        return g
+
+    yield factory
+    for g in made:
+        g.leave()

@@ -15,26 +15,7 @@ from ctlwire.dc.group import EventKind, Group, NoLeaderError
 from ctlwire.dc.ports import PortError, PortTimeout
 from ctlwire.dc.security import CurveSecurity
 
-# Fast, with some room: in one process several group threads share the GIL, and a
-# member starved of it for a whole election timeout would rightly start an election.
-FAST = Timings(0.05, 0.25, 0.5, 1.0)
-
-
-@pytest.fixture
-def make_group(tmp_path):
-    made = []
-
-    def factory(**kw):
-        kw.setdefault("timings", FAST)
-        kw.setdefault("discovery", DirectoryDiscovery(tmp_path))
-        g = Group("Test", "g1", **kw).join()
-        made.append(g)
-        return g
-
-    yield factory
-    for g in made:
-        g.leave()
-
+from .conftest import FAST_TIMINGS
 
 def settled(groups, wait):
     """Wait until every group names the same leader and sees all members."""
@@ -274,7 +255,7 @@ def test_callback_may_send_to_the_new_leader(make_group, tmp_path, wait):
 
     a = make_group()
     wait(lambda: a.is_leader, timeout=15)  # a lone member elects itself
-    b = Group("Test", "g1", timings=FAST, discovery=DirectoryDiscovery(tmp_path),
+    b = Group("Test", "g1", timings=FAST_TIMINGS, discovery=DirectoryDiscovery(tmp_path),
               on_event=on_event)
     try:
         b.join()

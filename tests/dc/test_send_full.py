@@ -166,21 +166,3 @@ def test_group_counts_what_it_could_not_send_and_says_so(make_group, caplog):
     finally:
         sub.close(0)
         ctx.destroy(linger=0)
-
-
-@pytest.fixture
-def make_group(tmp_path):
-    from ctlwire.dc.discovery import DirectoryDiscovery
-    from ctlwire.dc.election import Timings
-    from ctlwire.dc.group import Group
-    made = []
-
-    def factory(**kw):
-        g = Group("Full", "g1", timings=Timings(0.05, 0.25, 0.5, 1.0),
-                  discovery=DirectoryDiscovery(tmp_path), **kw).join()
-        made.append(g)
-        return g
-
-    yield factory
-    for g in made:
-        g.leave()

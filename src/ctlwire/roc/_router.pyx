@@ -507,8 +507,7 @@ cdef class Router:
         cdef _Worker w = self._take(svc)
         if w is not None:
             self._dispatch(w, client, body)
-            if w.depth > 1:
-                self._park(w)  # room left: the next call goes to it as well
+            self._park(w)  # pipelined with room left: the next call goes to it as well
             return
         if len(svc.queue) >= self.max_queue:
             self.refused += 1
